@@ -1,0 +1,1 @@
+//! Boot protocols (Linux, Multiboot), e820, ACPI and MP tables. No CPU knowledge.

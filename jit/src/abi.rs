@@ -1,0 +1,371 @@
+//! The ABI of compiled code: the `#[repr(C)]` guest CPU state whose field offsets generated code
+//! hard-codes, and the exit codes compiled blocks return.
+//!
+//! The interpreter (in the `rinx` crate) uses this very structure as its CPU state, so both
+//! engines read and write the same bytes (DESIGN.md "One source of semantics").
+
+use core::mem::offset_of;
+
+/// Index of each general-purpose register in [`CpuState::gpr`], in the order of the x86 ModRM
+/// register encoding (Intel SDM Vol. 2A §2.1.5, Table 2-2 and REX.R/B extension).
+pub mod reg {
+    pub const RAX: usize = 0;
+    pub const RCX: usize = 1;
+    pub const RDX: usize = 2;
+    pub const RBX: usize = 3;
+    pub const RSP: usize = 4;
+    pub const RBP: usize = 5;
+    pub const RSI: usize = 6;
+    pub const RDI: usize = 7;
+}
+
+/// Index of each segment register in [`CpuState::seg`], in the Sreg encoding of the ModRM reg
+/// field (Intel SDM Vol. 2A §3.1.1.3: ES=0, CS=1, SS=2, DS=3, FS=4, GS=5).
+pub mod sreg {
+    pub const ES: usize = 0;
+    pub const CS: usize = 1;
+    pub const SS: usize = 2;
+    pub const DS: usize = 3;
+    pub const FS: usize = 4;
+    pub const GS: usize = 5;
+}
+
+/// RFLAGS bits (Intel SDM Vol. 1 §3.4.3, Vol. 3A §2.3).
+pub mod flags {
+    pub const CF: u64 = 1 << 0;
+    /// Bit 1 is reserved and always reads as 1.
+    pub const FIXED1: u64 = 1 << 1;
+    pub const PF: u64 = 1 << 2;
+    pub const AF: u64 = 1 << 4;
+    pub const ZF: u64 = 1 << 6;
+    pub const SF: u64 = 1 << 7;
+    pub const TF: u64 = 1 << 8;
+    pub const IF: u64 = 1 << 9;
+    pub const DF: u64 = 1 << 10;
+    pub const OF: u64 = 1 << 11;
+    pub const IOPL: u64 = 3 << 12;
+    pub const IOPL_SHIFT: u32 = 12;
+    pub const NT: u64 = 1 << 14;
+    pub const RF: u64 = 1 << 16;
+    pub const VM: u64 = 1 << 17;
+    pub const AC: u64 = 1 << 18;
+    pub const VIF: u64 = 1 << 19;
+    pub const VIP: u64 = 1 << 20;
+    pub const ID: u64 = 1 << 21;
+    /// The six arithmetic status flags.
+    pub const STATUS: u64 = CF | PF | AF | ZF | SF | OF;
+}
+
+/// Control-register bits (Intel SDM Vol. 3A §2.5).
+pub mod cr {
+    pub const CR0_PE: u64 = 1 << 0;
+    pub const CR0_MP: u64 = 1 << 1;
+    pub const CR0_EM: u64 = 1 << 2;
+    pub const CR0_TS: u64 = 1 << 3;
+    pub const CR0_ET: u64 = 1 << 4;
+    pub const CR0_NE: u64 = 1 << 5;
+    pub const CR0_WP: u64 = 1 << 16;
+    pub const CR0_AM: u64 = 1 << 18;
+    pub const CR0_NW: u64 = 1 << 29;
+    pub const CR0_CD: u64 = 1 << 30;
+    pub const CR0_PG: u64 = 1 << 31;
+
+    pub const CR4_VME: u64 = 1 << 0;
+    pub const CR4_PVI: u64 = 1 << 1;
+    pub const CR4_TSD: u64 = 1 << 2;
+    pub const CR4_DE: u64 = 1 << 3;
+    pub const CR4_PSE: u64 = 1 << 4;
+    pub const CR4_PAE: u64 = 1 << 5;
+    pub const CR4_MCE: u64 = 1 << 6;
+    pub const CR4_PGE: u64 = 1 << 7;
+    pub const CR4_PCE: u64 = 1 << 8;
+    pub const CR4_OSFXSR: u64 = 1 << 9;
+    pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
+    pub const CR4_UMIP: u64 = 1 << 11;
+    pub const CR4_FSGSBASE: u64 = 1 << 16;
+    pub const CR4_PCIDE: u64 = 1 << 17;
+    pub const CR4_OSXSAVE: u64 = 1 << 18;
+    pub const CR4_SMEP: u64 = 1 << 20;
+    pub const CR4_SMAP: u64 = 1 << 21;
+
+    /// IA32_EFER bits (Intel SDM Vol. 3A §2.2.1, Table 2-1).
+    pub const EFER_SCE: u64 = 1 << 0;
+    pub const EFER_LME: u64 = 1 << 8;
+    pub const EFER_LMA: u64 = 1 << 10;
+    pub const EFER_NXE: u64 = 1 << 11;
+}
+
+/// A segment register: the visible selector and the hidden descriptor cache
+/// (Intel SDM Vol. 3A §3.4.3).
+///
+/// `attr` holds descriptor bits 40..=55 shifted down by 40, as the VMX "access rights" field
+/// does: bits 0-3 type, 4 S, 5-6 DPL, 7 P, 12 AVL, 13 L, 14 D/B, 15 G. `limit` is the byte-granular
+/// limit after applying G, so a 4 GiB flat segment has `limit == 0xffff_ffff`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Segment {
+    pub base: u64,
+    pub limit: u32,
+    pub selector: u16,
+    pub attr: u16,
+}
+
+impl Segment {
+    pub const ATTR_ACCESSED: u16 = 1 << 0;
+    pub const ATTR_S: u16 = 1 << 4;
+    pub const ATTR_P: u16 = 1 << 7;
+    pub const ATTR_L: u16 = 1 << 13;
+    pub const ATTR_DB: u16 = 1 << 14;
+    pub const ATTR_G: u16 = 1 << 15;
+
+    /// Descriptor type field (bits 0-3 of `attr`).
+    pub fn typ(&self) -> u8 {
+        (self.attr & 0xf) as u8
+    }
+    /// Descriptor privilege level.
+    pub fn dpl(&self) -> u8 {
+        ((self.attr >> 5) & 3) as u8
+    }
+    pub fn present(&self) -> bool {
+        self.attr & Self::ATTR_P != 0
+    }
+    /// D/B bit: default operand/address size 32 for code, big stack for SS.
+    pub fn db(&self) -> bool {
+        self.attr & Self::ATTR_DB != 0
+    }
+    /// L bit: 64-bit code segment (meaningful only for CS with EFER.LMA).
+    pub fn long(&self) -> bool {
+        self.attr & Self::ATTR_L != 0
+    }
+    /// A segment as real mode sets it on a load: base = selector * 16, limit kept (so a limit
+    /// raised in protected mode survives: "unreal" mode), present, read/write data.
+    pub fn real_mode(selector: u16, keep_limit: u32) -> Self {
+        Segment {
+            base: u64::from(selector) << 4,
+            limit: keep_limit,
+            selector,
+            attr: Self::ATTR_P | Self::ATTR_S | 0x3,
+        }
+    }
+}
+
+/// GDTR or IDTR (Intel SDM Vol. 3A §2.4.1): linear base and 16-bit limit.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableReg {
+    pub base: u64,
+    pub limit: u32,
+    pub _pad: u32,
+}
+
+/// x87 FPU state (Intel SDM Vol. 1 §8.1). Registers are stored as 80-bit extended values
+/// (64-bit significand in the low 8 bytes, sign+exponent in the next 2) by *physical* register
+/// number, as FXSAVE stores them relative to TOP.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FpuState {
+    /// Physical registers R0..R7; MMX registers MM0..MM7 alias the significands (§9.2.1).
+    pub st: [[u8; 16]; 8],
+    pub fcw: u16,
+    /// Status word with TOP in bits 11-13.
+    pub fsw: u16,
+    /// Full 16-bit tag word (2 bits per register, 11 = empty).
+    pub ftw: u16,
+    pub fop: u16,
+    pub fip: u64,
+    pub fdp: u64,
+    pub fcs: u16,
+    pub fds: u16,
+    pub _pad: u32,
+}
+
+impl Default for FpuState {
+    fn default() -> Self {
+        // FNINIT state (SDM Vol. 1 §8.1.9 Table 8-1... the reset/FINIT values).
+        FpuState {
+            st: [[0; 16]; 8],
+            fcw: 0x037f,
+            fsw: 0,
+            ftw: 0xffff,
+            fop: 0,
+            fip: 0,
+            fdp: 0,
+            fcs: 0,
+            fds: 0,
+            _pad: 0,
+        }
+    }
+}
+
+/// Model-specific registers that rinx implements (Intel SDM Vol. 4). Unknown MSRs raise #GP(0).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MsrState {
+    pub apic_base: u64,
+    pub sysenter_cs: u64,
+    pub sysenter_esp: u64,
+    pub sysenter_eip: u64,
+    pub star: u64,
+    pub lstar: u64,
+    pub cstar: u64,
+    pub sfmask: u64,
+    pub kernel_gs_base: u64,
+    pub tsc_aux: u64,
+    pub pat: u64,
+    pub misc_enable: u64,
+    /// Guest TSC = host-derived virtual time + this offset (written via IA32_TSC).
+    pub tsc_offset: u64,
+    pub mtrr_def_type: u64,
+    /// IA32_MTRR_PHYSBASE0..7 / PHYSMASK0..7 interleaved.
+    pub mtrr_var: [u64; 16],
+    /// Fixed-range MTRRs: 64K_00000, 16K_80000, 16K_A0000, 4K_C0000..4K_F8000.
+    pub mtrr_fixed: [u64; 11],
+}
+
+/// The complete architectural state of one guest vCPU.
+///
+/// Field offsets are part of the JIT ABI (see the `OFFSET_*` constants); add fields only at the
+/// end or update the constants and the generated code together.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuState {
+    /// RAX..R15 in ModRM order (see [`reg`]).
+    pub gpr: [u64; 16],
+    pub rip: u64,
+    /// Architectural RFLAGS (bit 1 always set). The arithmetic flags are kept eagerly.
+    pub rflags: u64,
+    /// ES, CS, SS, DS, FS, GS (see [`sreg`]).
+    pub seg: [Segment; 6],
+    pub ldtr: Segment,
+    pub tr: Segment,
+    pub gdtr: TableReg,
+    pub idtr: TableReg,
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    /// CR8 = TPR[7:4] (Intel SDM Vol. 3A §10.8.6.1).
+    pub cr8: u64,
+    pub efer: u64,
+    pub dr: [u64; 8],
+    /// XMM0..XMM15, little-endian 128-bit values as two u64 halves (low first).
+    pub xmm: [[u64; 2]; 16],
+    pub mxcsr: u32,
+    /// Current privilege level (0..=3). Architecturally CS.RPL outside real/V86 mode; kept
+    /// explicitly because real mode and SYSRET set it without a descriptor load.
+    pub cpl: u8,
+    pub _pad0: [u8; 3],
+    pub fpu: FpuState,
+    pub msr: MsrState,
+}
+
+/// Byte offset of [`CpuState::gpr`], for generated code.
+pub const OFFSET_GPR: usize = offset_of!(CpuState, gpr);
+/// Byte offset of [`CpuState::rip`].
+pub const OFFSET_RIP: usize = offset_of!(CpuState, rip);
+/// Byte offset of [`CpuState::rflags`].
+pub const OFFSET_RFLAGS: usize = offset_of!(CpuState, rflags);
+/// Byte offset of [`CpuState::seg`].
+pub const OFFSET_SEG: usize = offset_of!(CpuState, seg);
+
+impl CpuState {
+    /// The state after RESET / INIT (Intel SDM Vol. 3A §9.1.1, Table 9-1): real mode,
+    /// CS.selector = 0xF000, CS.base = 0xFFFF0000, EIP = 0xFFF0, EDX = processor signature.
+    pub fn reset() -> Self {
+        let mut seg = [Segment::real_mode(0, 0xffff); 6];
+        seg[sreg::CS] = Segment {
+            base: 0xffff_0000,
+            limit: 0xffff,
+            selector: 0xf000,
+            attr: Segment::ATTR_P | Segment::ATTR_S | 0xb,
+        };
+        let mut gpr = [0u64; 16];
+        gpr[reg::RDX] = 0x0000_0600;
+        CpuState {
+            gpr,
+            rip: 0xfff0,
+            rflags: flags::FIXED1,
+            seg,
+            ldtr: Segment {
+                attr: Segment::ATTR_P | 0x2,
+                limit: 0xffff,
+                ..Segment::default()
+            },
+            tr: Segment {
+                attr: Segment::ATTR_P | 0xb,
+                limit: 0xffff,
+                ..Segment::default()
+            },
+            gdtr: TableReg {
+                base: 0,
+                limit: 0xffff,
+                _pad: 0,
+            },
+            idtr: TableReg {
+                base: 0,
+                limit: 0xffff,
+                _pad: 0,
+            },
+            cr0: cr::CR0_ET | cr::CR0_CD | cr::CR0_NW,
+            cr2: 0,
+            cr3: 0,
+            cr4: 0,
+            cr8: 0,
+            efer: 0,
+            dr: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x0000_0400],
+            xmm: [[0; 2]; 16],
+            mxcsr: 0x1f80,
+            cpl: 0,
+            _pad0: [0; 3],
+            fpu: FpuState::default(),
+            msr: MsrState {
+                apic_base: 0xfee0_0000 | (1 << 11) | (1 << 8),
+                pat: 0x0007_0406_0007_0406,
+                misc_enable: 1,
+                ..MsrState::default()
+            },
+        }
+    }
+}
+
+impl Default for CpuState {
+    fn default() -> Self {
+        Self::reset()
+    }
+}
+
+/// Why a compiled block returned to the dispatcher.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Fell off the end of the block; RIP holds the next guest instruction.
+    Continue = 0,
+    /// The next instruction needs the interpreter / ring layer.
+    Helper = 1,
+    /// A guest fault was recorded in the exit data.
+    Fault = 2,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_offsets_are_stable() {
+        assert_eq!(OFFSET_GPR, 0);
+        assert_eq!(OFFSET_RIP, 128);
+        assert_eq!(OFFSET_RFLAGS, 136);
+        assert_eq!(OFFSET_SEG, 144);
+        assert_eq!(core::mem::size_of::<Segment>(), 16);
+    }
+
+    #[test]
+    fn reset_state_matches_sdm_table_9_1() {
+        let s = CpuState::reset();
+        assert_eq!(s.seg[sreg::CS].selector, 0xf000);
+        assert_eq!(s.seg[sreg::CS].base, 0xffff_0000);
+        assert_eq!(s.rip, 0xfff0);
+        assert_eq!(s.rflags, 2);
+        assert_eq!(s.cr0, 0x6000_0010);
+    }
+}

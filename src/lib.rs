@@ -1,0 +1,1 @@
+//! rinx: a full-system x86 emulator without hardware virtualization.
