@@ -1,0 +1,76 @@
+//! The interpreter driver: fetch, decode, execute, with interrupts taken at instruction
+//! boundaries (respecting the STI / MOV SS shadow, SDM Vol. 3A §6.8.3).
+
+use crate::cpu::{dispatch, interrupt, Cpu, Ctx, Platform, StopReason};
+use crate::mmu::GuestMemory;
+use jit::abi::flags as fl;
+
+/// Runs at most `budget` instructions.
+pub fn run<P: Platform + ?Sized>(
+    cpu: &mut Cpu,
+    mem: &mut GuestMemory,
+    plat: &mut P,
+    budget: u64,
+) -> StopReason {
+    let end = cpu.icount.saturating_add(budget);
+    let mut ctx = Ctx::new(cpu, mem, plat);
+    loop {
+        if ctx.cpu.stop_requested {
+            ctx.cpu.stop_requested = false;
+            return StopReason::PlatformStop;
+        }
+        if ctx.cpu.icount >= end {
+            return StopReason::Budget;
+        }
+        if ctx.cpu.s.rflags & fl::IF != 0
+            && ctx.cpu.icount >= ctx.cpu.shadow_until
+            && ctx.plat.interrupt_pending()
+        {
+            if let Some(v) = ctx.plat.acknowledge_interrupt() {
+                ctx.cpu.halted = false;
+                if interrupt::external(&mut ctx, v).is_err() {
+                    return StopReason::TripleFault;
+                }
+            }
+        }
+        if ctx.cpu.halted {
+            return StopReason::Halted;
+        }
+        if step(&mut ctx).is_err() {
+            return StopReason::TripleFault;
+        }
+    }
+}
+
+/// Executes one instruction (or delivers the exception it raises).
+pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), interrupt::Shutdown> {
+    let rip = ctx.cpu.s.rip;
+    ctx.cpu.cur_rip = rip;
+    let r = ctx.fetch_decode().and_then(|insn| {
+        let m = crate::cpu::flags::mask(ctx.default_ip_size());
+        ctx.next_rip = rip.wrapping_add(insn.len() as u64) & m;
+        dispatch::execute(ctx, &insn)
+    });
+    match r {
+        Ok(()) => {
+            ctx.cpu.s.rip = ctx.next_rip;
+            ctx.cpu.icount += 1;
+            Ok(())
+        }
+        Err(f) => {
+            ctx.cpu.icount += 1;
+            interrupt::raise(ctx, f)
+        }
+    }
+}
+
+impl<P: Platform + ?Sized> Ctx<'_, P> {
+    /// Width of the instruction pointer in bytes for sequential execution.
+    pub fn default_ip_size(&self) -> u32 {
+        match self.cpu.bitness() {
+            64 => 8,
+            32 => 4,
+            _ => 2,
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Execution engines and the dispatcher loop.
+
+pub mod interp;

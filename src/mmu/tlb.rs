@@ -1,0 +1,172 @@
+//! The per-vCPU shadow TLB: linear page -> guest physical page -> host page, with the
+//! permission bits of the walk cached so that each access only re-checks them.
+//!
+//! Flushed exactly as hardware flushes (Intel SDM Vol. 3A §4.10.4): MOV to CR3 drops non-global
+//! entries, INVLPG drops the entries of one page, and changes to CR0.PG/WP, CR4.PGE/PAE/PSE/
+//! SMEP/SMAP or EFER.NXE/LMA drop everything.
+
+use super::phys::HostPage;
+use super::walk::Translation;
+
+/// Number of entries (direct-mapped by linear page number).
+pub const TLB_ENTRIES: usize = 1024;
+
+/// One cached translation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlbEntry {
+    /// Linear page number + 1 (0 = invalid).
+    pub tag: u64,
+    /// Guest physical address of the 4 KiB page.
+    pub pa_page: u64,
+    /// Where the page lives in host memory; `None` for MMIO / unassigned addresses.
+    pub host: Option<HostPage>,
+    pub t: Translation,
+}
+
+impl TlbEntry {
+    const INVALID: TlbEntry = TlbEntry {
+        tag: 0,
+        pa_page: 0,
+        host: None,
+        t: Translation {
+            pa_page: 0,
+            writable: false,
+            user: false,
+            nx: false,
+            global: false,
+            dirty: false,
+            page_size: 4096,
+        },
+    };
+}
+
+/// Hit/miss counters (shown by `--stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TlbStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub flushes: u64,
+}
+
+/// The shadow TLB.
+#[derive(Debug, Clone)]
+pub struct Tlb {
+    entries: Box<[TlbEntry; TLB_ENTRIES]>,
+    /// Set when an entry from a large page was inserted (INVLPG must then search).
+    has_large: bool,
+    pub stats: TlbStats,
+}
+
+impl Default for Tlb {
+    fn default() -> Self {
+        Tlb {
+            entries: Box::new([TlbEntry::INVALID; TLB_ENTRIES]),
+            has_large: false,
+            stats: TlbStats::default(),
+        }
+    }
+}
+
+fn slot(la: u64) -> usize {
+    ((la >> 12) as usize) & (TLB_ENTRIES - 1)
+}
+
+impl Tlb {
+    /// The cached entry for linear address `la`, if any.
+    #[inline]
+    pub fn lookup(&self, la: u64) -> Option<&TlbEntry> {
+        let e = &self.entries[slot(la)];
+        (e.tag == (la >> 12) + 1).then_some(e)
+    }
+
+    /// Caches a translation for linear address `la`.
+    pub fn insert(&mut self, la: u64, host: Option<HostPage>, t: Translation) {
+        if t.page_size > 4096 {
+            self.has_large = true;
+        }
+        self.entries[slot(la)] = TlbEntry {
+            tag: (la >> 12) + 1,
+            pa_page: t.pa_page,
+            host,
+            t,
+        };
+    }
+
+    /// Drops every entry (CR0/CR4/EFER paging-mode changes, or CR3 writes with CR4.PGE = 0).
+    pub fn flush_all(&mut self) {
+        self.entries.fill(TlbEntry::INVALID);
+        self.has_large = false;
+        self.stats.flushes += 1;
+    }
+
+    /// Drops every non-global entry (MOV to CR3, task switch).
+    pub fn flush_non_global(&mut self) {
+        for e in self.entries.iter_mut() {
+            if !e.t.global {
+                *e = TlbEntry::INVALID;
+            }
+        }
+        self.stats.flushes += 1;
+    }
+
+    /// INVLPG: drops the entries that map the page of `la`, including every 4 KiB piece of a
+    /// large page that contains it.
+    pub fn invlpg(&mut self, la: u64) {
+        let s = slot(la);
+        if self.entries[s].tag == (la >> 12) + 1 {
+            self.entries[s] = TlbEntry::INVALID;
+        }
+        if self.has_large {
+            for e in self.entries.iter_mut() {
+                if e.tag != 0 && e.t.page_size > 4096 {
+                    let mask = !(e.t.page_size - 1);
+                    if ((e.tag - 1) << 12) & mask == la & mask {
+                        *e = TlbEntry::INVALID;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops entries whose guest physical page is `pa_page` (write-tracking of page tables or
+    /// code pages may use this).
+    pub fn flush_phys(&mut self, pa_page: u64) {
+        for e in self.entries.iter_mut() {
+            if e.tag != 0 && e.pa_page == pa_page {
+                *e = TlbEntry::INVALID;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tr(pa: u64, global: bool, size: u64) -> Translation {
+        Translation {
+            pa_page: pa,
+            writable: true,
+            user: true,
+            nx: false,
+            global,
+            dirty: true,
+            page_size: size,
+        }
+    }
+
+    #[test]
+    fn cr3_flush_keeps_global_and_invlpg_hits_large_pages() {
+        let mut t = Tlb::default();
+        t.insert(0x1000, None, tr(0x5000, false, 4096));
+        t.insert(0xc000_0000, None, tr(0x0, true, 4096));
+        t.flush_non_global();
+        assert!(t.lookup(0x1000).is_none());
+        assert!(t.lookup(0xc000_0000).is_some());
+        t.insert(0x20_1000, None, tr(0x20_1000, false, 2 << 20));
+        t.invlpg(0x3f_f000);
+        assert!(t.lookup(0x20_1000).is_none());
+        t.flush_all();
+        assert!(t.lookup(0xc000_0000).is_none());
+    }
+}
