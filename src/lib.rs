@@ -3,6 +3,7 @@
 //! Layout (DESIGN.md): [`cpu`] holds the CPU state and the reference semantics, [`mmu`] the
 //! page walks and the shadow TLB, [`ring`] the ring-compression layer, [`exec`] the engines.
 
+pub mod cli;
 pub mod cpu;
 pub mod exec;
 pub mod mmu;
