@@ -129,7 +129,9 @@ pub fn decode_at(
             // iced-x86 reports InvalidInstruction, with all 15 bytes examined, when the
             // instruction would need a 16th byte.
             DecoderError::NoMoreBytes => Some(InvalidKind::TooLong),
-            _ if have == MAX_INSN_LEN && insn.len() == MAX_INSN_LEN => Some(InvalidKind::TooLong),
+            _ if have == MAX_INSN_LEN && insn.len() == MAX_INSN_LEN => {
+                Some(fifteen_byte_invalid_kind(mode, ip, &buf))
+            }
             _ => Some(InvalidKind::Opcode),
         };
         let class = if invalid.is_some() {
@@ -158,14 +160,21 @@ pub fn decode_at(
 /// a page would otherwise fetch the next page and could #PF where the processor raises #UD
 /// (Intel SDM Vol. 3A §6.15 "Interrupt 6": the opcode alone is undefined). Trying all 256 values
 /// of the next byte keeps this exact with respect to iced-x86: if any value could start a valid
-/// instruction, or makes iced-x86 read further, the next page is fetched as usual.
+/// instruction, or makes iced-x86 read further, the answer is `false`.
+///
+/// iced-x86 only says "needs more bytes" while it has fewer than 15, so a probe must stay below
+/// 15 bytes: longer inputs are first shortened by dropping repeated legacy prefixes, which does
+/// not change the decoding (see [`drop_repeated_prefix`]); if that is impossible, `false`.
 fn undefined_whatever_follows(mode: Mode, ip: u64, avail: &[u8]) -> bool {
     let mut probe = [0u8; MAX_INSN_LEN];
-    let n = avail.len();
-    if n >= MAX_INSN_LEN {
-        return false;
+    let mut n = avail.len().min(MAX_INSN_LEN);
+    probe[..n].copy_from_slice(&avail[..n]);
+    while n + 1 >= MAX_INSN_LEN {
+        if !drop_repeated_prefix(&mut probe[..n]) {
+            return false;
+        }
+        n -= 1;
     }
-    probe[..n].copy_from_slice(avail);
     let mut insn = Instruction::default();
     (0..=255u8).all(|next| {
         probe[n] = next;
@@ -173,6 +182,49 @@ fn undefined_whatever_follows(mode: Mode, ip: u64, avail: &[u8]) -> bool {
         decoder.decode_out(&mut insn);
         decoder.last_error() == DecoderError::InvalidInstruction && insn.len() == n + 1
     })
+}
+
+/// Legacy prefixes (Intel SDM Vol. 2A §2.1.1 "Instruction Prefixes").
+const LEGACY_PREFIXES: [u8; 11] = [
+    0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, 0x66, 0x67,
+];
+
+/// In the leading run of legacy prefixes of `bytes`, removes the first prefix byte that occurs
+/// again later in the run (shifting the rest left; the last byte becomes garbage). Repeating a
+/// prefix has no further effect and the later copy keeps the same "last prefix of its group"
+/// position, so the meaning is unchanged (Intel SDM Vol. 2A §2.1.1). Returns `false` if the run
+/// has no repeated byte.
+fn drop_repeated_prefix(bytes: &mut [u8]) -> bool {
+    let run = bytes
+        .iter()
+        .take_while(|b| LEGACY_PREFIXES.contains(b))
+        .count();
+    let dup = (0..run).find(|&i| bytes[i + 1..run].contains(&bytes[i]));
+    match dup {
+        Some(i) => {
+            bytes.copy_within(i + 1.., i);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Tells #UD from #GP(0) when iced-x86 examined all 15 bytes and found no valid instruction.
+///
+/// iced-x86 reports both "needs a 16th byte" and "an invalid 15-byte instruction" the same way.
+/// It is #UD (Intel SDM Vol. 2A §2.3.11, Vol. 3A §6.15 "Interrupt 6") if the 15 bytes form a
+/// complete instruction once the LOCK/reserved-field checks are waived, or if the opcode is
+/// undefined whatever the 15th byte is (iced-x86 reads a ModRM for undefined opcodes);
+/// otherwise the instruction needs more than 15 bytes: #GP(0) (Vol. 2A §2.1).
+fn fifteen_byte_invalid_kind(mode: Mode, ip: u64, bytes: &[u8; MAX_INSN_LEN]) -> InvalidKind {
+    let mut decoder = Decoder::with_ip(mode.bitness(), bytes, ip, DecoderOptions::NO_INVALID_CHECK);
+    let insn = decoder.decode();
+    let complete = decoder.last_error() == DecoderError::None && insn.len() == MAX_INSN_LEN;
+    if complete || undefined_whatever_follows(mode, ip, &bytes[..MAX_INSN_LEN - 1]) {
+        InvalidKind::Opcode
+    } else {
+        InvalidKind::TooLong
+    }
 }
 
 #[cfg(test)]

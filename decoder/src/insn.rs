@@ -17,9 +17,9 @@ pub enum InvalidKind {
     Opcode,
     /// Longer than 15 bytes: #GP(0) (Intel SDM Vol. 2A §2.1, Vol. 3A §6.15 "Interrupt 13").
     ///
-    /// Detected as "iced-x86 needed more than the 15 bytes it was given". An invalid opcode whose
-    /// bytes end exactly at the 15th byte cannot be told apart by iced-x86 and is also reported
-    /// here.
+    /// Detected as "iced-x86 needed more than the 15 bytes it was given"; an invalid
+    /// instruction of exactly 15 bytes (undefined opcode, or LOCK on a register form) is told
+    /// apart and reported as [`InvalidKind::Opcode`].
     TooLong,
 }
 

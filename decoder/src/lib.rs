@@ -9,6 +9,20 @@
 //!
 //! References: Intel 64 and IA-32 Architectures Software Developer's Manual (SDM), Vol. 2A
 //! chapter 2 (instruction format) and Vol. 3A chapters 5–6 (protection, exceptions).
+//!
+//! Design notes:
+//! - Fetching takes the CS base as well as the IP: page boundaries are boundaries of *linear*
+//!   addresses, and in real mode and 16/32-bit protected mode CS bases are rarely page aligned.
+//!   Segment-limit and canonical-address checks stay in the fetch callback (the MMU).
+//! - The callback is asked for at most one page's worth of bytes at a time and for the next
+//!   page only when iced-x86 says the instruction is longer than what it has, so the fault of a
+//!   straddling instruction names the first byte of the second page, and a short instruction
+//!   ending at a page end never touches the next page.
+//! - A block's last instruction may straddle into the next page; [`Block::pages`] lists both
+//!   pages so the caller can key its cache and self-modifying-code tracking on both.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod block;
 mod class;

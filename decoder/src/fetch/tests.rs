@@ -265,3 +265,77 @@ fn invalid_opcode_at_page_end_is_ud_without_touching_the_next_page() {
         "{r:?}"
     );
 }
+
+#[test]
+fn fifteen_byte_invalid_instructions_are_ud_not_gp() {
+    for mode in Mode::ALL {
+        // 12 prefixes + undefined `0f 04` + one byte: 15 bytes, undefined opcode -> #UD.
+        let mut ud = vec![0x66; 12];
+        ud.extend_from_slice(&[0x0f, 0x04, 0x00]);
+        assert_eq!(
+            decode_bytes(mode, &ud).invalid,
+            Some(InvalidKind::Opcode),
+            "{mode:?}"
+        );
+        // 12 prefixes + `lock add ebx, eax`: 15 bytes, LOCK on a register form -> #UD.
+        let mut lock = vec![0x66; 12];
+        lock.extend_from_slice(&[0xf0, 0x01, 0xc3]);
+        assert_eq!(
+            decode_bytes(mode, &lock).invalid,
+            Some(InvalidKind::Opcode),
+            "{mode:?}"
+        );
+        // 14 prefixes + `0f 04`: the opcode itself is the 16th byte -> #GP(0).
+        let mut gp = vec![0x66; 14];
+        gp.extend_from_slice(&[0x0f, 0x04]);
+        assert_eq!(
+            decode_bytes(mode, &gp).invalid,
+            Some(InvalidKind::TooLong),
+            "{mode:?}"
+        );
+        // 11 address-size prefixes + `mov r, imm`: 14 bytes with imm16 (16-bit modes) is
+        // valid; 16 bytes with imm32 (32/64-bit) is #GP(0).
+        let mut mov = vec![0x67; 11];
+        mov.extend_from_slice(&[0xb8, 1, 2, 3, 4, 5, 6, 7]);
+        let d = decode_bytes(mode, &mov);
+        if matches!(mode, Mode::Real16 | Mode::Bits16) {
+            assert_eq!((d.invalid, d.len), (None, 14), "{mode:?}");
+        } else {
+            assert_eq!(d.invalid, Some(InvalidKind::TooLong), "{mode:?}");
+        }
+    }
+}
+
+#[test]
+fn fourteen_bytes_at_page_end_need_the_next_page_only_if_the_opcode_is_not_known_undefined() {
+    // 14 prefixes at the page end: the 15th byte decides (nop -> valid, anything -> >15 bytes
+    // is #GP) so it must be fetched, and the absent page faults.
+    let mut mem = TestMem::new();
+    mem.write(0x3000 - 14, &[0x66; 14]);
+    let r = decode_at(Mode::Bits64, 0, 0x3000 - 14, &mut |a, b| mem.fetch(a, b));
+    assert!(
+        matches!(r, Err(DecodeError::Fetch(FetchFault { addr: 0x3000, .. }))),
+        "{r:?}"
+    );
+    // 13 prefixes + `06` (undefined in 64-bit mode): #UD without touching the next page.
+    let mut bytes = vec![0x66; 13];
+    bytes.push(0x06);
+    let mut mem = TestMem::new();
+    mem.write(0x3000 - 14, &bytes);
+    let d = decode_at(Mode::Bits64, 0, 0x3000 - 14, &mut |a, b| mem.fetch(a, b)).unwrap();
+    assert_eq!((d.invalid, d.len), (Some(InvalidKind::Opcode), 14));
+    assert!(
+        mem.requests.iter().all(|&(a, _)| a < 0x3000),
+        "{:x?}",
+        mem.requests
+    );
+}
+
+#[test]
+fn drop_repeated_prefix_keeps_the_last_copy() {
+    let mut b = [0x66, 0x2e, 0x66, 0x90, 0x66];
+    assert!(super::drop_repeated_prefix(&mut b));
+    assert_eq!(&b[..4], &[0x2e, 0x66, 0x90, 0x66]);
+    let mut b = [0x66, 0x2e, 0x90, 0x66];
+    assert!(!super::drop_repeated_prefix(&mut b));
+}
