@@ -109,7 +109,10 @@ pub fn decode_at(
         let invalid = match error {
             DecoderError::NoMoreBytes if have < MAX_INSN_LEN => {
                 if undefined_whatever_follows(mode, ip, &buf[..have]) {
-                    let insn = Instruction::default();
+                    // Invalid instructions carry no Code, but keep their address and length.
+                    let mut insn = Instruction::default();
+                    insn.set_len(have);
+                    insn.set_ip(ip);
                     let len8 = u8::try_from(have).unwrap_or(MAX_INSN_LEN as u8);
                     let kind = Some(InvalidKind::Opcode);
                     return Ok(DecodedInsn::new(

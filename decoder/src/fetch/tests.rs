@@ -249,6 +249,7 @@ fn invalid_opcode_at_page_end_is_ud_without_touching_the_next_page() {
             "{mode:?} {bytes:02x?}"
         );
         assert_eq!(usize::from(d.len), bytes.len());
+        assert_eq!((d.ip(), d.linear), (start, start));
         assert!(
             mem.requests.iter().all(|&(a, _)| a < 0x3000),
             "{:x?}",
