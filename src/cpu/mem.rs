@@ -96,7 +96,7 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
     pub fn translate(&mut self, la: u64, access: Access, system: bool) -> Res<PhysPage> {
         let who = self.requester(system);
         if let Some(e) = self.cpu.tlb.lookup(la) {
-            if walk::check(&self.cpu.s, &e.t, access, who).is_ok()
+            if walk::permitted(&self.cpu.s, &e.t, access, who)
                 && (access != Access::Write || e.t.dirty)
             {
                 let r = PhysPage {

@@ -21,7 +21,6 @@ pub use fault::{Fault, Res};
 pub use jit::abi::CpuState;
 
 use crate::mmu::{GuestMemory, Tlb};
-use iced_x86::{Decoder, DecoderOptions, Instruction};
 use jit::abi::{cr, flags as fl, sreg};
 
 /// What the CPU needs from the machine around it: port I/O, MMIO, time, interrupts.
@@ -218,68 +217,65 @@ impl<'a, P: Platform + ?Sized> Ctx<'a, P> {
         }
     }
 
-    /// Fetches and decodes the instruction at CS:RIP. Fetches the second page only when the
-    /// instruction needs bytes from it, so a fault there reports that page's address in CR2.
-    pub fn fetch_decode(&mut self) -> Res<Instruction> {
-        let bitness = self.cpu.bitness();
+    /// The decoder mode of the current code segment.
+    pub fn decode_mode(&self) -> decoder::Mode {
+        match self.cpu.bitness() {
+            64 => decoder::Mode::Bits64,
+            32 => decoder::Mode::Bits32,
+            _ if !self.cpu.protected() || self.cpu.v86() => decoder::Mode::Real16,
+            _ => decoder::Mode::Bits16,
+        }
+    }
+
+    /// Fetches and decodes the instruction at CS:RIP through the shadow TLB. The second page
+    /// of a straddling instruction is fetched only when the instruction needs bytes from it, so
+    /// a fault there reports that page's address in CR2; the CS limit is checked per byte
+    /// (SDM Vol. 3A §5.3); undefined encodings give #UD and over-long ones #GP(0).
+    pub fn fetch_decode(&mut self) -> Res<decoder::DecodedInsn> {
+        let mode = self.decode_mode();
         let rip = self.cpu.s.rip;
         let cs = self.cpu.s.seg[sreg::CS];
-        let mut buf = [0u8; MAX_INSN_LEN];
-        let mut have = 0usize;
-        loop {
-            // Fetch up to the end of the current page (or the 15-byte limit).
-            let off = rip.wrapping_add(have as u64);
-            let la = self.fetch_linear(off, &cs)?;
-            let room = (4096 - (la & 0xfff)) as usize;
-            let n = room.min(MAX_INSN_LEN - have);
-            self.read_code(la, &mut buf[have..have + n])?;
-            have += n;
-            let mut dec = Decoder::with_ip(bitness, &buf[..have], rip, DecoderOptions::NONE);
-            let insn = dec.decode();
-            match dec.last_error() {
-                iced_x86::DecoderError::None => {
-                    self.check_fetch_limit(rip, insn.len() as u64, &cs)?;
-                    return Ok(insn);
+        let check_limit = self.cpu.protected() && !self.cpu.v86() && mode != decoder::Mode::Bits64;
+        let mut fault = None;
+        let mut fetch = |la: u64, buf: &mut [u8]| -> Result<usize, decoder::FetchFault> {
+            let mut n = buf.len();
+            if mode == decoder::Mode::Bits64 && !mem::canonical(la) {
+                fault = Some(Fault::Gp(0));
+                return Err(decoder::FetchFault {
+                    addr: la,
+                    kind: decoder::FetchFaultKind::GeneralProtection,
+                });
+            }
+            if check_limit {
+                let off = la.wrapping_sub(cs.base) & 0xffff_ffff;
+                if off > u64::from(cs.limit) {
+                    fault = Some(Fault::Gp(0));
+                    return Err(decoder::FetchFault {
+                        addr: la,
+                        kind: decoder::FetchFaultKind::GeneralProtection,
+                    });
                 }
-                iced_x86::DecoderError::NoMoreBytes if have < MAX_INSN_LEN => continue,
-                iced_x86::DecoderError::NoMoreBytes => {
-                    // Longer than 15 bytes: #GP(0) (SDM Vol. 2A §2.3.11).
-                    return Err(Fault::Gp(0));
+                n = n.min((u64::from(cs.limit) - off + 1) as usize);
+            }
+            match self.read_code(la, &mut buf[..n]) {
+                Ok(()) => Ok(n),
+                Err(f) => {
+                    fault = Some(f);
+                    Err(decoder::FetchFault {
+                        addr: la,
+                        kind: decoder::FetchFaultKind::GeneralProtection,
+                    })
                 }
-                _ => return Err(Fault::Ud),
             }
+        };
+        let r = decoder::decode_at(mode, cs.base, rip, &mut fetch);
+        match r {
+            Ok(d) => match d.invalid {
+                None => Ok(d),
+                Some(decoder::InvalidKind::Opcode) => Err(Fault::Ud),
+                Some(decoder::InvalidKind::TooLong) => Err(Fault::Gp(0)),
+            },
+            Err(_) => Err(fault.unwrap_or(Fault::Gp(0))),
         }
-    }
-
-    fn fetch_linear(&self, off: u64, cs: &jit::abi::Segment) -> Res<u64> {
-        if self.cpu.mode64() {
-            let la = off;
-            if !mem::canonical(la) {
-                return Err(Fault::Gp(0));
-            }
-            Ok(la)
-        } else {
-            let off = off & 0xffff_ffff;
-            let off = if self.cpu.bitness() == 16 {
-                off & 0xffff
-            } else {
-                off
-            };
-            if self.cpu.protected() && !self.cpu.v86() && off > u64::from(cs.limit) {
-                return Err(Fault::Gp(0));
-            }
-            Ok(cs.base.wrapping_add(off) & 0xffff_ffff)
-        }
-    }
-
-    fn check_fetch_limit(&self, rip: u64, len: u64, cs: &jit::abi::Segment) -> Res<()> {
-        if !self.cpu.mode64()
-            && self.cpu.protected()
-            && !self.cpu.v86()
-            && (rip & 0xffff_ffff) + len - 1 > u64::from(cs.limit)
-        {
-            return Err(Fault::Gp(0));
-        }
-        Ok(())
     }
 }

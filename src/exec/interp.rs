@@ -46,10 +46,10 @@ pub fn run<P: Platform + ?Sized>(
 pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), interrupt::Shutdown> {
     let rip = ctx.cpu.s.rip;
     ctx.cpu.cur_rip = rip;
-    let r = ctx.fetch_decode().and_then(|insn| {
+    let r = ctx.fetch_decode().and_then(|d| {
         let m = crate::cpu::flags::mask(ctx.default_ip_size());
-        ctx.next_rip = rip.wrapping_add(insn.len() as u64) & m;
-        dispatch::execute(ctx, &insn)
+        ctx.next_rip = rip.wrapping_add(u64::from(d.len)) & m;
+        dispatch::execute(ctx, &d.insn)
     });
     match r {
         Ok(()) => {

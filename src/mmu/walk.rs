@@ -85,38 +85,38 @@ fn set_bits(mem: &mut GuestMemory, addr: u64, size: usize, old: u64, bits: u64) 
 }
 
 /// Checks the permissions of a translation against an access (Intel SDM Vol. 3A §4.6).
-/// Returns the #PF error code bits (without P) on a violation.
-pub fn check(s: &CpuState, t: &Translation, access: Access, who: Requester) -> Result<(), ()> {
+/// Returns false on a violation.
+pub fn permitted(s: &CpuState, t: &Translation, access: Access, who: Requester) -> bool {
     let wp = s.cr0 & cr::CR0_WP != 0;
     match access {
         Access::Execute => {
             if t.nx {
-                return Err(());
+                return false;
             }
             if who.user {
                 if !t.user {
-                    return Err(());
+                    return false;
                 }
             } else if t.user && s.cr4 & cr::CR4_SMEP != 0 {
-                return Err(());
+                return false;
             }
         }
         Access::Read | Access::Write => {
             if who.user {
                 if !t.user || (access == Access::Write && !t.writable) {
-                    return Err(());
+                    return false;
                 }
             } else {
                 if t.user && s.cr4 & cr::CR4_SMAP != 0 && !who.ac {
-                    return Err(());
+                    return false;
                 }
                 if access == Access::Write && !t.writable && wp {
-                    return Err(());
+                    return false;
                 }
             }
         }
     }
-    Ok(())
+    true
 }
 
 /// The error code bits that describe the access itself (W, U, I/D).
@@ -296,7 +296,7 @@ pub fn walk(
         dirty: last_entry.1 & 0x40 != 0 || access == Access::Write,
         page_size,
     };
-    if check(s, &t, access, who).is_err() {
+    if !permitted(s, &t, access, who) {
         return Err(fault(pf::P));
     }
     for &(addr, e) in &visited[..nvisited] {

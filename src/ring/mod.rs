@@ -38,7 +38,7 @@ impl RingStats {
                 (c > 0).then_some((m, c))
             })
             .collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|e| std::cmp::Reverse(e.1));
         v
     }
 }
