@@ -326,7 +326,7 @@ mod tests {
         let mut s = CpuState::reset();
         s.cr0 |= cr::CR0_PG | cr::CR0_PE;
         s.cr3 = 0x1000;
-        mem.write_le(0x1000 + 4 * 1, 4, 0x2000 | 0x7).unwrap(); // PDE for 4M..8M
+        mem.write_le(0x1000 + 4, 4, 0x2000 | 0x7).unwrap(); // PDE for 4M..8M
         mem.write_le(0x2000 + 4 * 5, 4, 0x3000 | 0x3).unwrap(); // PTE for page 5: supervisor RW
         let t = walk(&s, &mut mem, 0x40_5123, Access::Write, sup(), None).unwrap();
         assert_eq!(t.pa_page, 0x3000);
