@@ -174,12 +174,13 @@ build() {
     mkdir -p "$dest"
     local kpkg
     kpkg="$(kernel_pkg "$meta")"
+    kpkg="${kpkg%%:*}"
     [ -n "$kpkg" ] || die "cannot resolve the kernel package that $meta depends on (apt-get update?)"
     local suffix=""
     case "$meta" in *:*) suffix=":${meta##*:}" ;; esac
     log "$arch: kernel package $kpkg$suffix, busybox package $bbpkg"
 
-    if [ "$FORCE" = 1 ] || [ ! -s "$dest/vmlinuz" ]; then
+    if [ "$FORCE" = 1 ] || [ ! -s "$dest/vmlinuz" ] || ! grep -q "^kernel ${kpkg}_" "$dest/VERSION.kernel" 2>/dev/null; then
         local deb x
         deb="$(download "$kpkg$suffix")"
         x="$WORK/x-kernel-$arch"

@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn checksum_zeroes_sum() {
-        let mut b = vec![1u8, 2, 250, 0];
+        let mut b = [1u8, 2, 250, 0];
         b[3] = checksum(&b[..3]);
         assert_eq!(b.iter().fold(0u8, |a, &x| a.wrapping_add(x)), 0);
     }
