@@ -9,6 +9,7 @@ pub mod layout;
 pub mod linux;
 pub mod mem;
 pub mod mptable;
+pub mod multiboot;
 
 pub use acpi::{write_acpi_tables, AcpiConfig, AcpiError, AcpiTables, S5_SLP_TYP};
 pub use e820::{build_e820, E820Entry, E820Type};
@@ -16,3 +17,6 @@ pub use layout::{LayoutError, MemoryLayout};
 pub use linux::{load_linux, LinuxBootConfig, LinuxBootPlan, LinuxError, SetupHeader};
 pub use mem::{GuestMemWrite, MemError, VecMemory};
 pub use mptable::{write_mp_tables, MpConfig, MpError, MpTables};
+pub use multiboot::{
+    load_multiboot, MultibootError, MultibootHeader, MultibootModule, MultibootPlan,
+};
