@@ -56,6 +56,9 @@ pub enum AcpiError {
     /// CPU count outside 1..=254 (8-bit APIC IDs, 0xFF is broadcast).
     #[error("{0} CPUs cannot be described with 8-bit local APIC IDs (1..=254 supported)")]
     BadCpuCount(usize),
+    /// The SCI must be an ISA IRQ other than 0 (timer, overridden to GSI 2) and 2 (cascade).
+    #[error("SCI IRQ {0} is invalid: must be an ISA IRQ in 1..=15 other than 2")]
+    BadSciIrq(u8),
     /// The tables exceed the ACPI region.
     #[error("ACPI tables need {0:#x} bytes, more than the {ACPI_REGION_SIZE:#x}-byte region")]
     TooLarge(usize),
@@ -409,6 +412,9 @@ pub fn write_acpi_tables(
     if cfg.num_cpus == 0 || cfg.num_cpus > 254 {
         return Err(AcpiError::BadCpuCount(cfg.num_cpus));
     }
+    if !(1..=15).contains(&cfg.sci_irq) || cfg.sci_irq == 2 {
+        return Err(AcpiError::BadSciIrq(cfg.sci_irq));
+    }
     let base = layout.acpi_base;
     let mut next = base;
     let mut blobs: Vec<(u64, [u8; 4], Vec<u8>)> = Vec::new();
@@ -650,6 +656,16 @@ mod tests {
             assert_eq!(
                 write_acpi_tables(&mut mem, &layout, &cfg),
                 Err(AcpiError::BadCpuCount(n))
+            );
+        }
+        for irq in [0, 2, 16] {
+            let cfg = AcpiConfig {
+                sci_irq: irq,
+                ..AcpiConfig::default()
+            };
+            assert_eq!(
+                write_acpi_tables(&mut mem, &layout, &cfg),
+                Err(AcpiError::BadSciIrq(irq))
             );
         }
         let cfg = AcpiConfig {

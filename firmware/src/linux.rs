@@ -982,6 +982,68 @@ mod tests {
         ));
     }
 
+    /// Deterministic xorshift for mutation tests.
+    fn xorshift(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn mutated_headers_never_panic() {
+        let base = image(0x020F, 2, 0x800);
+        let layout = MemoryLayout::new(32 << 20).unwrap();
+        let mut mem = VecMemory::new(32 << 20);
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let (mut ok, mut err) = (0, 0);
+        let rd_pool = vec![1u8; 40 << 20];
+        for _ in 0..1500 {
+            let mut img = base.clone();
+            for _ in 0..1 + xorshift(&mut rng) % 6 {
+                // Mutate inside the setup header most of the time.
+                let r = xorshift(&mut rng);
+                let at = if r % 4 == 0 {
+                    (r >> 8) as usize % img.len()
+                } else {
+                    0x1F1 + (r >> 8) as usize % (0x26C - 0x1F1)
+                };
+                img[at] = (r >> 32) as u8;
+            }
+            let cut = if xorshift(&mut rng) % 5 == 0 {
+                xorshift(&mut rng) as usize % img.len()
+            } else {
+                img.len()
+            };
+            // Mostly small initrds (fast), sometimes up to 40 MiB (too large for 32 MiB RAM).
+            let rd_len = match xorshift(&mut rng) % 8 {
+                0 => xorshift(&mut rng) % (40 << 20),
+                _ => xorshift(&mut rng) % (64 << 10),
+            };
+            let rd = &rd_pool[..rd_len as usize];
+            match load_linux(
+                &mut mem,
+                &layout,
+                &img[..cut],
+                Some(rd),
+                "console=ttyS0",
+                &LinuxBootConfig::default(),
+            ) {
+                Ok(plan) => {
+                    ok += 1;
+                    let (ra, rs) = plan.initrd.unwrap();
+                    assert!(ra + rs <= layout.usable_low_end());
+                    assert!(ra >= plan.kernel_addr + plan.header.pm_size as u64);
+                }
+                Err(e) => {
+                    err += 1;
+                    assert!(!e.to_string().is_empty());
+                }
+            }
+        }
+        assert!(ok > 0 && err > 0, "ok {ok} err {err}");
+    }
+
     fn real_kernel(arch: &str) -> Option<Vec<u8>> {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../guest-cache")
@@ -1011,16 +1073,29 @@ mod tests {
         assert!(h.init_size > 0);
         let layout = MemoryLayout::new(256 << 20).unwrap();
         let mut mem = VecMemory::new(256 << 20);
+        let initrd = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../guest-cache/amd64/initrd.img"),
+        )
+        .unwrap_or_else(|_| vec![0u8; 4096]);
         let plan = load_linux(
             &mut mem,
             &layout,
             &img,
-            Some(&[0u8; 4096]),
+            Some(&initrd),
             "console=ttyS0",
             &LinuxBootConfig::default(),
         )
         .unwrap();
         assert_eq!(plan.kernel_addr, h.pref_address);
+        let (ra, rs) = plan.initrd.unwrap();
+        assert_eq!(rs, initrd.len() as u64);
+        assert!(ra >= plan.kernel_addr + u64::from(h.init_size));
+        assert_eq!(mem.read(ra, 6).unwrap(), &initrd[..6]);
+        assert_eq!(
+            mem.read(plan.kernel_addr, 64).unwrap(),
+            &img[h.pm_offset..h.pm_offset + 64]
+        );
         assert_eq!(plan.entry64.unwrap().rip, h.pref_address + 0x200);
     }
 

@@ -47,6 +47,19 @@ pub struct MpConfig {
     pub sci_irq: u8,
 }
 
+impl From<&crate::acpi::AcpiConfig> for MpConfig {
+    /// The MP view of the same machine the ACPI tables describe (keeps both consistent).
+    fn from(a: &crate::acpi::AcpiConfig) -> Self {
+        Self {
+            num_cpus: a.num_cpus,
+            lapic_addr: a.lapic_addr,
+            ioapic_addr: a.ioapic_addr,
+            ioapic_id: a.ioapic_id,
+            sci_irq: a.sci_irq,
+        }
+    }
+}
+
 impl Default for MpConfig {
     fn default() -> Self {
         Self {

@@ -758,4 +758,60 @@ mod tests {
             Err(MultibootError::BadCmdline)
         );
     }
+
+    #[test]
+    fn mutated_images_never_panic() {
+        let (mut mem, layout) = (
+            VecMemory::new(16 << 20),
+            MemoryLayout::new(16 << 20).unwrap(),
+        );
+        let mut aout = vec![0xAAu8; 0x200];
+        let mut h = header(FLAG_AOUT_KLUDGE);
+        for v in [0x10_0040u32, 0x10_0000, 0x10_0200, 0x10_1000, 0x10_0080] {
+            h.extend_from_slice(&v.to_le_bytes());
+        }
+        aout[0x40..0x40 + h.len()].copy_from_slice(&h);
+        let bases = [elf_image(), aout];
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut ok = 0;
+        for i in 0..4000 {
+            let mut img = bases[i % 2].clone();
+            for _ in 0..1 + next() % 4 {
+                let r = next();
+                let at = if i % 2 == 0 {
+                    (r as usize >> 8) % 0x80
+                } else {
+                    0x40 + (r as usize >> 8) % 32
+                };
+                img[at] = (r >> 40) as u8;
+            }
+            // Keep the header checksum valid for the a.out image so the loader gets past it.
+            if i % 2 == 1 {
+                let flags = get_u32(&img, 0x44).unwrap();
+                put_u32(&mut img, 0x40, HEADER_MAGIC);
+                put_u32(
+                    &mut img,
+                    0x48,
+                    0u32.wrapping_sub(HEADER_MAGIC).wrapping_sub(flags),
+                );
+            }
+            let m = [0u8; 300];
+            let mods = [MultibootModule {
+                data: &m,
+                cmdline: "m",
+            }];
+            if let Ok(plan) = load_multiboot(&mut mem, &layout, &img, "x", &mods) {
+                ok += 1;
+                assert!(plan.image.0 >= 0x100000 && plan.image.1 <= layout.usable_low_end());
+                assert!(plan.modules[0].1 <= layout.usable_low_end());
+            }
+        }
+        assert!(ok > 0);
+    }
 }
