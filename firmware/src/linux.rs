@@ -396,6 +396,24 @@ pub struct Entry64 {
     pub gdt: BootGdt,
 }
 
+impl Entry32 {
+    /// CR0 at entry: PE | ET (Intel SDM Vol. 3A §2.5); paging off.
+    pub const CR0: u64 = 0x11;
+    /// EFLAGS at entry: only the reserved bit 1 (IF = 0).
+    pub const RFLAGS: u64 = 0x2;
+}
+
+impl Entry64 {
+    /// CR0 at entry: PG | ET | PE.
+    pub const CR0: u64 = 0x8000_0011;
+    /// CR4 at entry: PAE.
+    pub const CR4: u64 = 0x20;
+    /// IA32_EFER at entry: LME | LMA (Intel SDM Vol. 3A §2.2.1).
+    pub const EFER: u64 = 0x500;
+    /// RFLAGS at entry: only the reserved bit 1 (IF = 0).
+    pub const RFLAGS: u64 = 0x2;
+}
+
 /// Options for [`load_linux`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinuxBootConfig {
