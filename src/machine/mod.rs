@@ -1,0 +1,255 @@
+//! The PC board: guest RAM around the PCI hole, the legacy chipset on the device bus, virtual
+//! time, IRQ routing to the CPU, boot (Linux direct boot or the built-in demo guest), and the
+//! vCPU run loop with power-off / reset / exit events.
+
+pub mod boot;
+pub mod serial;
+
+use crate::cli::spec::SerialSpec;
+use crate::cpu::{Cpu, Platform, StopReason};
+use crate::exec::interp;
+use crate::mmu::GuestMemory;
+use devices::bus::Port;
+use devices::pc::{build_pc, PcDevices};
+use devices::pic::PicPair;
+use devices::{Bus, Clock, EventReceiver, IrqLines, MachineEvent};
+use thiserror::Error;
+
+/// Instructions executed between two device ticks (bounds interrupt latency from timers).
+const SLICE: u64 = 20_000;
+/// Longest host sleep while the guest is halted (ns), so serial input is noticed promptly.
+const MAX_HALT_SLEEP_NS: u64 = 5_000_000;
+/// TSC frequency: 1 GHz, so TSC cycles are virtual nanoseconds.
+pub const TSC_HZ: u64 = 1_000_000_000;
+
+/// Errors that stop the machine before or while it runs.
+#[derive(Debug, Error)]
+pub enum MachineError {
+    /// Guest RAM could not be set up.
+    #[error("guest memory: {0}")]
+    Memory(String),
+    /// The boot files were rejected.
+    #[error("boot: {0}")]
+    Boot(String),
+    /// A device could not be created.
+    #[error("devices: {0}")]
+    Devices(String),
+    /// A serial back-end could not be opened.
+    #[error("serial: {0}")]
+    Serial(#[from] std::io::Error),
+}
+
+/// What to boot and how.
+#[derive(Debug, Clone)]
+pub struct MachineConfig {
+    /// Guest RAM in bytes.
+    pub memory: u64,
+    /// Linux bzImage; `None` boots the demo guest.
+    pub kernel: Option<Vec<u8>>,
+    /// Initial ramdisk.
+    pub initrd: Option<Vec<u8>>,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// COM1 back-end.
+    pub serial: SerialSpec,
+    /// `--icount N`: 2^N ns of virtual time per instruction; `None`: host monotonic clock.
+    pub icount: Option<u8>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// ACPI S5 power-off.
+    PowerOff,
+    /// The guest reset the platform (rinx stops, like QEMU with -no-reboot).
+    Reset,
+    /// isa-debug-exit: the process exit status `(v << 1) | 1`.
+    Exit(u32),
+    /// The user typed Ctrl-A x.
+    Quit,
+    /// Triple fault (shutdown); the string is a diagnostic.
+    TripleFault(String),
+}
+
+impl Outcome {
+    /// The process exit status for this outcome.
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            Outcome::PowerOff | Outcome::Quit | Outcome::Reset => 0,
+            Outcome::Exit(v) => *v as i32,
+            Outcome::TripleFault(_) => 3,
+        }
+    }
+}
+
+/// Everything outside the CPU and RAM: the bus and its devices, time, interrupts.
+#[derive(Debug)]
+pub struct Board {
+    pub bus: Bus,
+    pub clock: Clock,
+    pub lines: IrqLines,
+    pub events: EventReceiver,
+    pub pc: PcDevices,
+    /// Cached INTR state, recomputed after every device access and tick.
+    intr: bool,
+    /// A device asked for power-off/reset/exit during the current slice.
+    stop: Option<MachineEvent>,
+    /// TSC value at the last `--icount` sync.
+    icount_shift: Option<u8>,
+}
+
+impl Board {
+    fn refresh_intr(&mut self) {
+        let id = self.pc.pic;
+        self.intr = self
+            .bus
+            .pio_device_mut::<PicPair>(id)
+            .map(|p| p.interrupt_pending())
+            .unwrap_or(false);
+        if self.stop.is_none() {
+            self.stop = self.events.poll();
+        }
+    }
+}
+
+impl Platform for Board {
+    fn io_read(&mut self, port: u16, size: u8) -> u32 {
+        let v = self.bus.pio_read(Port(port), size);
+        self.refresh_intr();
+        v
+    }
+    fn io_write(&mut self, port: u16, size: u8, value: u32) {
+        self.bus.pio_write(Port(port), size, value);
+        self.refresh_intr();
+    }
+    fn mmio_read(&mut self, gpa: u64, size: u8) -> u64 {
+        let v = self.bus.mmio_read(gpa, size);
+        self.refresh_intr();
+        v
+    }
+    fn mmio_write(&mut self, gpa: u64, size: u8, value: u64) {
+        self.bus.mmio_write(gpa, size, value);
+        self.refresh_intr();
+    }
+    fn tsc(&mut self) -> u64 {
+        // TSC_HZ = 1 GHz: cycles are nanoseconds of virtual time.
+        self.clock.now_ns()
+    }
+    fn interrupt_pending(&mut self) -> bool {
+        self.intr
+    }
+    fn acknowledge_interrupt(&mut self) -> Option<u8> {
+        let id = self.pc.pic;
+        let v = self.bus.pio_device_mut::<PicPair>(id).map(|p| p.acknowledge());
+        self.refresh_intr();
+        v
+    }
+    fn stop_pending(&self) -> bool {
+        self.stop.is_some()
+    }
+}
+
+/// A whole PC: one vCPU, its RAM, the board.
+#[derive(Debug)]
+pub struct Machine {
+    pub cpu: Cpu,
+    pub mem: GuestMemory,
+    pub board: Board,
+    pub quit: serial::QuitFlag,
+    _raw: serial::RawModeGuard,
+}
+
+impl Machine {
+    /// Builds the machine and loads the boot payload.
+    pub fn new(cfg: &MachineConfig) -> Result<Self, MachineError> {
+        let layout = firmware::MemoryLayout::new(cfg.memory)
+            .map_err(|e| MachineError::Memory(e.to_string()))?;
+        let mut mem = GuestMemory::new(&layout.ram_ranges())
+            .map_err(|e| MachineError::Memory(e.to_string()))?;
+        let clock = if cfg.icount.is_some() {
+            Clock::manual()
+        } else {
+            Clock::host()
+        };
+        let lines = IrqLines::new();
+        let (tx, events) = devices::events::event_channel();
+        let quit = serial::QuitFlag::default();
+        let (com1, raw) = serial::open(&cfg.serial, &quit)?;
+        let mut bus = Bus::new();
+        let pc = build_pc(&mut bus, &clock, &lines, &tx, vec![com1])
+            .map_err(|e| MachineError::Devices(e.to_string()))?;
+        if let Some(rtc) = bus.pio_device_mut::<devices::rtc::Rtc>(pc.rtc) {
+            rtc.set_memory_layout(layout.low_ram_end, layout.high_ram_size);
+        }
+        let mut cpu = Cpu::new();
+        boot::load(&mut cpu, &mut mem, &layout, cfg)?;
+        Ok(Machine {
+            cpu,
+            mem,
+            board: Board {
+                bus,
+                clock,
+                lines,
+                events,
+                pc,
+                intr: false,
+                stop: None,
+                icount_shift: cfg.icount,
+            },
+            quit,
+            _raw: raw,
+        })
+    }
+
+    /// Runs until the guest powers off, resets, exits, triple-faults, or the user quits.
+    pub fn run(&mut self) -> Outcome {
+        loop {
+            let before = self.cpu.icount;
+            let stop = interp::run(&mut self.cpu, &mut self.mem, &mut self.board, SLICE);
+            if let Some(shift) = self.board.icount_shift {
+                let n = self.cpu.icount - before;
+                self.board.clock.advance_ns(n << shift);
+            }
+            let now = self.board.clock.now_ns();
+            self.board.bus.tick(now);
+            self.board.refresh_intr();
+            if let Some(ev) = self.board.stop.take() {
+                return match ev {
+                    MachineEvent::PowerOff => Outcome::PowerOff,
+                    MachineEvent::Reset => Outcome::Reset,
+                    MachineEvent::Exit(v) => Outcome::Exit(v),
+                };
+            }
+            if self.quit.is_set() {
+                return Outcome::Quit;
+            }
+            match stop {
+                StopReason::TripleFault => {
+                    return Outcome::TripleFault(crate::exec::diag::describe(&self.cpu))
+                }
+                StopReason::Halted if !self.board.intr => self.wait_halted(now),
+                _ => {}
+            }
+        }
+    }
+
+    /// HLT: sleep (or, with --icount, warp virtual time) until the next device deadline.
+    fn wait_halted(&mut self, now: u64) {
+        let deadline = self.board.bus.next_deadline();
+        if self.board.clock.is_manual() {
+            match deadline {
+                Some(d) if d > now => self.board.clock.set_ns(d),
+                Some(_) => {}
+                None => self.board.clock.advance_ns(MAX_HALT_SLEEP_NS),
+            }
+        } else {
+            let wait = deadline
+                .map(|d| d.saturating_sub(now))
+                .unwrap_or(MAX_HALT_SLEEP_NS)
+                .min(MAX_HALT_SLEEP_NS);
+            if wait > 0 {
+                std::thread::sleep(std::time::Duration::from_nanos(wait));
+            }
+        }
+    }
+}
