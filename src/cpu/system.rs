@@ -34,3 +34,7 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> O
         _ => crate::ring::exec(ctx, insn),
     }
 }
+
+#[cfg(test)]
+#[path = "system_tests.rs"]
+mod tests;
