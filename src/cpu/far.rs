@@ -446,7 +446,8 @@ fn iret<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, osz: u32) -> Res<()> {
     let ss = ctx.check_stack_seg(ss_sel, rpl, true, long_target)?;
     ctx.commit_cs(cs, ip, rpl)?;
     ctx.cpu.s.seg[sreg::SS] = ss;
-    ctx.set_sp_for(&ss, long_target, sp);
+    // IRETQ loads all 64 bits of RSP, even when returning to compatibility mode.
+    ctx.set_sp_for(&ss, long_target || osz == 8, sp);
     ctx.cpu.s.rflags = new_flags;
     if rpl > cpl {
         null_inaccessible_segments(ctx);

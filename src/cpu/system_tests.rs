@@ -640,3 +640,61 @@ fn real_mode_int_and_iret() {
     assert_eq!((t.cpu.s.seg[sreg::CS].selector, t.cpu.s.rip), (0x1000, 2));
     assert_ne!(t.cpu.s.rflags & fl::IF, 0);
 }
+
+#[test]
+fn call_to_tss_and_iret_with_nt_switch_tasks() {
+    // SDM Vol. 3A §7.3, Table 7-2: CALL sets the back link and NT and marks the new TSS busy;
+    // IRET with NT returns through the back link and clears the busy bit.
+    let mut t = machine(TestMode::Flat32);
+    let new_tss = 0x3200u64;
+    t.mem
+        .write_le(GDT + 0x60, 8, 0x67 | (new_tss << 16) | (0x89 << 40))
+        .unwrap();
+    t.cpu.s.gdtr.limit = 0x67;
+    t.mem.write_le(GDT + 0x28 + 5, 1, 0x8b).unwrap();
+    t.mem.write_le(new_tss + 0x20, 4, 0x2_0000).unwrap(); // EIP
+    t.mem.write_le(new_tss + 0x24, 4, 0x2).unwrap(); // EFLAGS
+    t.mem.write_le(new_tss + 0x28, 4, 0x1234).unwrap(); // EAX
+    t.mem.write_le(new_tss + 0x38, 4, 0x6_0000).unwrap(); // ESP
+    for (i, s) in [0x10u64, 0x08, 0x10, 0x10, 0x10, 0x10].iter().enumerate() {
+        t.mem
+            .write_le(new_tss + 0x48 + 4 * i as u64, 2, *s)
+            .unwrap();
+    }
+    t.cpu.s.gpr[reg::RAX] = 0x77;
+    t.cpu.s.rip = 0x10_0000;
+    let call = asm(32, |a| a.call_far(0x60, 0));
+    run1(&mut t, &call).unwrap();
+    let s = t.cpu.s;
+    assert_eq!(
+        (s.rip, s.gpr[reg::RAX], s.gpr[reg::RSP]),
+        (0x2_0000, 0x1234, 0x6_0000)
+    );
+    assert_eq!(s.tr.selector, 0x60);
+    assert_ne!(s.rflags & fl::NT, 0);
+    assert_ne!(s.cr0 & cr::CR0_TS, 0);
+    assert_eq!(t.mem.read_le(new_tss, 2).unwrap(), 0x28, "back link");
+    assert_eq!(t.mem.read_le(GDT + 0x60 + 5, 1).unwrap(), 0x8b);
+    // The old task's state was saved in its TSS.
+    assert_eq!(
+        t.mem.read_le(TSS + 0x20, 4).unwrap(),
+        0x10_0000 + call.len() as u64
+    );
+    assert_eq!(t.mem.read_le(TSS + 0x28, 4).unwrap(), 0x77);
+    run1(&mut t, &asm(32, |a| a.iretd())).unwrap();
+    let s = t.cpu.s;
+    assert_eq!(
+        (s.rip, s.gpr[reg::RAX], s.tr.selector),
+        (0x10_0000 + call.len() as u64, 0x77, 0x28)
+    );
+    assert_eq!(
+        t.mem.read_le(GDT + 0x60 + 5, 1).unwrap(),
+        0x89,
+        "IRET cleared busy"
+    );
+    // A JMP to a busy TSS is #GP(sel).
+    assert_eq!(
+        run1(&mut t, &asm(32, |a| a.jmp_far(0x28, 0))),
+        Err(Fault::Gp(0x28))
+    );
+}
