@@ -9,10 +9,12 @@ use iced_x86::Instruction;
 /// the architectural state is as it was before the instruction (except for completed
 /// iterations of REP string instructions, as on hardware).
 pub fn execute<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
-    if let Some(r) = super::integer::exec(ctx, insn) {
+    // System first: it claims only the MOV/PUSH/POP/JMP/CALL forms with segment, control or
+    // debug registers or far operands, which the integer family must not see.
+    if let Some(r) = super::system::exec(ctx, insn) {
         return r;
     }
-    if let Some(r) = super::system::exec(ctx, insn) {
+    if let Some(r) = super::integer::exec(ctx, insn) {
         return r;
     }
     if let Some(r) = super::fpu::exec(ctx, insn) {

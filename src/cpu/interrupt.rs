@@ -34,10 +34,22 @@ pub fn deliver<P: Platform + ?Sized>(
     error_code: Option<u32>,
     return_rip: u64,
 ) -> Res<()> {
-    if !ctx.cpu.protected() {
-        return deliver_real(ctx, vector, return_rip);
+    // Delivery either completes or leaves the state of the interrupted instruction (stack
+    // writes below the stack pointer may remain, as on hardware).
+    let saved = ctx.cpu.s;
+    let saved_rip = ctx.next_rip;
+    let r = if !ctx.cpu.protected() {
+        deliver_real(ctx, vector, return_rip)
+    } else {
+        super::gates::deliver_protected(ctx, vector, kind, error_code, return_rip)
+    };
+    if r.is_err() {
+        ctx.cpu.s = saved;
+        ctx.next_rip = saved_rip;
+    } else {
+        ctx.cpu.halted = false;
     }
-    super::gates::deliver_protected(ctx, vector, kind, error_code, return_rip)
+    r
 }
 
 /// Real-address-mode delivery through the IVT (SDM Vol. 3A §20.1.4).
@@ -74,13 +86,18 @@ fn deliver_real<P: Platform + ?Sized>(
 pub fn raise<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, f: Fault) -> Result<(), Shutdown> {
     let mut cur = f;
     let mut first: Option<Fault> = None;
+    // #BP and #OF are traps: they return past the instruction (SDM Vol. 3A §6.5).
+    let trap_rip = ctx.next_rip;
     loop {
         if let Fault::Pf { addr, .. } = cur {
             ctx.cpu.s.cr2 = addr;
         }
         let v = cur.vector() as usize;
         ctx.cpu.exceptions[v] += 1;
-        let rip = ctx.cpu.cur_rip;
+        let rip = match cur {
+            Fault::Bp | Fault::Of if first.is_none() => trap_rip,
+            _ => ctx.cpu.cur_rip,
+        };
         let kind = match cur {
             Fault::Bp | Fault::Of => EventKind::SoftException,
             _ => EventKind::Exception,

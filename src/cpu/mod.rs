@@ -5,7 +5,9 @@
 //! memory and the platform it is attached to). The interpreter calls them; the JIT calls the
 //! same functions for everything it does not emit natively (DESIGN.md "Execution").
 
+pub mod cpuid;
 pub mod dispatch;
+pub mod far;
 pub mod fault;
 pub mod flags;
 pub mod fpu;
@@ -13,9 +15,12 @@ pub mod gates;
 pub mod integer;
 pub mod interrupt;
 pub mod mem;
+pub mod msr;
 pub mod operand;
+pub mod segment;
 pub mod simd;
 pub mod system;
+pub mod task;
 
 pub use fault::{Fault, Res};
 pub use jit::abi::CpuState;
