@@ -50,6 +50,11 @@ pub trait Platform {
     fn acknowledge_interrupt(&mut self) -> Option<u8> {
         None
     }
+    /// True when a device asked the machine to stop (power-off, reset, exit); the run loop
+    /// returns [`StopReason::PlatformStop`] after the current instruction.
+    fn stop_pending(&self) -> bool {
+        false
+    }
 }
 
 /// A platform with no devices: unclaimed ports read all ones, MMIO reads all ones, the TSC
@@ -116,7 +121,12 @@ pub struct Cpu {
     pub exceptions: [u64; 32],
     /// Counter of external interrupts delivered.
     pub interrupts: u64,
+    /// RIPs of the most recently started instructions (ring buffer, for diagnostics).
+    pub recent: [u64; RECENT],
 }
+
+/// How many recent RIPs [`Cpu::recent`] keeps.
+pub const RECENT: usize = 16;
 
 impl Default for Cpu {
     fn default() -> Self {
@@ -138,6 +148,7 @@ impl Cpu {
             ring_stats: Default::default(),
             exceptions: [0; 32],
             interrupts: 0,
+            recent: [0; RECENT],
         }
     }
 

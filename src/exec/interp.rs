@@ -15,7 +15,7 @@ pub fn run<P: Platform + ?Sized>(
     let end = cpu.icount.saturating_add(budget);
     let mut ctx = Ctx::new(cpu, mem, plat);
     loop {
-        if ctx.cpu.stop_requested {
+        if ctx.cpu.stop_requested || ctx.plat.stop_pending() {
             ctx.cpu.stop_requested = false;
             return StopReason::PlatformStop;
         }
@@ -46,6 +46,7 @@ pub fn run<P: Platform + ?Sized>(
 pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), interrupt::Shutdown> {
     let rip = ctx.cpu.s.rip;
     ctx.cpu.cur_rip = rip;
+    ctx.cpu.recent[(ctx.cpu.icount as usize) % crate::cpu::RECENT] = rip;
     let r = ctx.fetch_decode().and_then(|d| {
         let m = crate::cpu::flags::mask(ctx.default_ip_size());
         ctx.next_rip = rip.wrapping_add(u64::from(d.len)) & m;

@@ -1,3 +1,4 @@
 //! Execution engines and the dispatcher loop.
 
 pub mod interp;
+pub mod diag;

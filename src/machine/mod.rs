@@ -3,6 +3,7 @@
 //! vCPU run loop with power-off / reset / exit events.
 
 pub mod boot;
+pub mod demo;
 pub mod serial;
 
 use crate::cli::spec::SerialSpec;
