@@ -18,6 +18,7 @@ pub mod events;
 pub mod i8042;
 pub mod irq;
 pub mod misc;
+pub mod pc;
 pub mod pci;
 pub mod pic;
 pub mod pit;
