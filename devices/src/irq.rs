@@ -11,10 +11,20 @@ use std::sync::Arc;
 /// Number of lines: ISA IRQ 0-15 map to GSI 0-15; 16-23 are the extra I/O APIC inputs (PCI).
 pub const NUM_LINES: u8 = 24;
 
+/// Which interrupt controller is sampling edges: each keeps its own edge latches, so the PIC
+/// and the I/O APIC both see every pulse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeConsumer {
+    /// The 8259A pair.
+    Pic = 0,
+    /// The I/O APIC.
+    IoApic = 1,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     level: AtomicU32,
-    edges: AtomicU32,
+    edges: [AtomicU32; 2],
     activity: AtomicBool,
 }
 
@@ -47,7 +57,9 @@ impl IrqLines {
         if level {
             let prev = self.inner.level.fetch_or(bit, Ordering::AcqRel);
             if prev & bit == 0 {
-                self.inner.edges.fetch_or(bit, Ordering::AcqRel);
+                for e in &self.inner.edges {
+                    e.fetch_or(bit, Ordering::AcqRel);
+                }
                 self.inner.activity.store(true, Ordering::Release);
             }
         } else {
@@ -63,9 +75,14 @@ impl IrqLines {
         self.inner.level.load(Ordering::Acquire)
     }
 
-    /// Rising edges latched since the last call (clears the latches).
+    /// Rising edges latched for the PIC since its last call (clears those latches).
     pub fn take_edges(&self) -> u32 {
-        self.inner.edges.swap(0, Ordering::AcqRel)
+        self.take_edges_for(EdgeConsumer::Pic)
+    }
+
+    /// Rising edges latched for `consumer` since its last call (clears its latches).
+    pub fn take_edges_for(&self, consumer: EdgeConsumer) -> u32 {
+        self.inner.edges[consumer as usize].swap(0, Ordering::AcqRel)
     }
 
     /// Whether any line changed since the last call (clears the flag). A cheap hint for the
@@ -129,6 +146,7 @@ mod tests {
         assert_eq!(lines.levels(), 0);
         assert_eq!(lines.take_edges(), 1 << 4);
         assert_eq!(lines.take_edges(), 0);
+        assert_eq!(lines.take_edges_for(EdgeConsumer::IoApic), 1 << 4);
         l.raise();
         l.raise();
         assert_eq!(lines.take_edges(), 1 << 4);

@@ -12,6 +12,7 @@
 //! * [`events::MachineEvent`] carries power-off / reset / exit requests to the machine.
 
 pub mod acpi;
+pub mod apic;
 pub mod bus;
 pub mod clock;
 pub mod events;
