@@ -31,6 +31,7 @@ const CB_AUX_INT: u8 = 0x02;
 const CB_SYS: u8 = 0x04;
 const CB_KBD_DISABLE: u8 = 0x10;
 const CB_AUX_DISABLE: u8 = 0x20;
+const CB_XLATE: u8 = 0x40;
 
 /// The state of the A20 address line, shared by the 8042 output port and port 0x92.
 #[derive(Debug, Clone, Default)]
@@ -93,7 +94,7 @@ impl I8042 {
     /// A controller with keyboard and mouse attached.
     pub fn new(kbd_irq: IrqLine, aux_irq: IrqLine, events: EventSender, a20: A20Gate) -> Self {
         Self {
-            command_byte: CB_KBD_INT | CB_SYS | 0x40,
+            command_byte: CB_KBD_INT | CB_SYS | CB_XLATE,
             status: ST_UNLOCKED | ST_SYS,
             pending: Pending::None,
             out: VecDeque::new(),
@@ -235,9 +236,16 @@ impl I8042 {
                 self.push(0xaa, false);
             }
             0xf2 => {
+                // MF2 keyboard ID 0xAB 0x83; with command-byte translation (bit 6) on, the
+                // controller translates the second byte to 0x41, as Linux atkbd expects.
                 self.push(0xfa, false);
                 self.push(0xab, false);
-                self.push(0x83, false);
+                let id = if self.command_byte & CB_XLATE != 0 {
+                    0x41
+                } else {
+                    0x83
+                };
+                self.push(id, false);
             }
             0xf4 => {
                 self.kbd_enabled = true;
@@ -404,6 +412,11 @@ mod tests {
         assert_eq!(bus.pio_read(Port(0x60), 1), 0xfa);
         assert_eq!(bus.pio_read(Port(0x60), 1), 0xaa);
         assert_eq!(lines.levels() & 2, 0);
+        bus.pio_write(Port(0x60), 1, 0xf2);
+        let id: Vec<u32> = (0..3).map(|_| bus.pio_read(Port(0x60), 1)).collect();
+        assert_eq!(id, [0xfa, 0xab, 0x41], "translated ID");
+        bus.pio_write(Port(0x64), 1, 0x60);
+        bus.pio_write(Port(0x60), 1, 0x01);
         bus.pio_write(Port(0x60), 1, 0xf2);
         let id: Vec<u32> = (0..3).map(|_| bus.pio_read(Port(0x60), 1)).collect();
         assert_eq!(id, [0xfa, 0xab, 0x83]);

@@ -224,6 +224,16 @@ impl PciDevice for Piix3 {
     }
 }
 
+/// Snapshot of the host interface registers; each function saves its own config space
+/// ([`I440fx`] and [`Piix3`] derive serde).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PciRootState {
+    /// CONFIG_ADDRESS.
+    pub address: u32,
+    /// Reset control register.
+    pub reset_control: u8,
+}
+
 /// The configuration mechanism #1 host interface and bus 0.
 pub struct PciRoot {
     address: u32,
@@ -259,6 +269,20 @@ impl PciRoot {
         root.insert(devfn(0, 0), Box::new(I440fx::default()));
         root.insert(devfn(1, 0), Box::new(Piix3::default()));
         root
+    }
+
+    /// Save the host interface registers.
+    pub fn state(&self) -> PciRootState {
+        PciRootState {
+            address: self.address,
+            reset_control: self.reset_control,
+        }
+    }
+
+    /// Restore the host interface registers.
+    pub fn restore(&mut self, s: PciRootState) {
+        self.address = s.address & 0x80ff_fffc;
+        self.reset_control = s.reset_control & 0x0a;
     }
 
     /// Plug a function in at `devfn` (replacing any previous one).
@@ -376,6 +400,9 @@ mod tests {
         bus.pio_write(Port(0xcfd), 1, 0x0b); // PIRQB -> IRQ11
         assert_eq!(read(&mut bus, 1, 0, 0x60, 4), 0x8080_0b80);
         let root = bus.pio_device_mut::<PciRoot>(id).unwrap();
+        let st = root.state();
+        root.restore(st);
+        assert_eq!(st.address, cfg_addr(1, 0, 0x60));
         let piix = root.device_mut::<Piix3>(devfn(1, 0)).unwrap();
         assert_eq!(piix.pirq_route(1), Some(11));
         assert_eq!(piix.pirq_route(0), None);
