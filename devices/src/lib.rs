@@ -16,6 +16,7 @@ pub mod apic;
 pub mod bus;
 pub mod clock;
 pub mod events;
+pub mod hpet;
 pub mod i8042;
 pub mod irq;
 pub mod misc;

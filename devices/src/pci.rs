@@ -188,7 +188,7 @@ impl PciDevice for I440fx {
 }
 
 /// Intel 82371SB (PIIX3) function 0: PCI-to-ISA bridge (8086:7000), with the PIRQ route
-/// control registers PIRQRC[A:D] at 0x60-0x63 (82371SB datasheet §4.1.8).
+/// control registers PIRQRC A-D at 0x60-0x63 (82371SB datasheet §4.1.8).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Piix3 {
     /// Configuration space.

@@ -1,5 +1,5 @@
 //! Intel 8254 programmable interval timer (Intel 8254 datasheet, order no. 231164), clocked
-//! at 1.193182 MHz from the virtual [`Clock`](crate::clock::Clock), plus the PC/AT system control
+//! at 1.193182 MHz from the virtual [`Clock`], plus the PC/AT system control
 //! port B (0x61) that gates channel 2 and reads back its output.
 //!
 //! Modes 0-5, counter latch, read-back (status and count), LSB/MSB/LSB-then-MSB access and BCD
