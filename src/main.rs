@@ -1,3 +1,74 @@
-fn main() {
-    println!("rinx: under construction");
+//! The `rinx` command.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use rinx::cli::{Cli, Command, RunArgs};
+use rinx::machine::{Machine, MachineConfig, Outcome};
+use std::process::ExitCode;
+
+fn read_file(what: &str, p: &std::path::Path, max: u64) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(p).with_context(|| format!("{what} {}", p.display()))?;
+    if !meta.is_file() {
+        bail!("{what} {} is not a regular file", p.display());
+    }
+    if meta.len() > max {
+        bail!(
+            "{what} {} is {} bytes, larger than guest memory ({max} bytes)",
+            p.display(),
+            meta.len()
+        );
+    }
+    std::fs::read(p).with_context(|| format!("reading {what} {}", p.display()))
+}
+
+fn run(args: RunArgs) -> Result<i32> {
+    let kernel = match &args.kernel {
+        Some(p) => Some(read_file("kernel", p, args.memory)?),
+        None => None,
+    };
+    let initrd = match &args.initrd {
+        Some(p) => Some(read_file("initrd", p, args.memory)?),
+        None => None,
+    };
+    let cfg = MachineConfig {
+        memory: args.memory,
+        kernel,
+        initrd,
+        cmdline: args.append.clone(),
+        serial: args.serial.clone(),
+        icount: args.icount,
+    };
+    let mut m = Machine::new(&cfg)?;
+    let start = std::time::Instant::now();
+    let outcome = m.run();
+    let status = outcome.exit_status();
+    drop(m.take_raw_guard());
+    log::info!(target: "rinx", "{outcome:?} after {:.3} s, {} instructions", start.elapsed().as_secs_f64(), m.cpu.icount);
+    if let Outcome::TripleFault(diag) = &outcome {
+        eprintln!("rinx: the guest triple-faulted (processor shutdown)\n{diag}");
+    }
+    Ok(status)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp(None)
+        .init();
+    let r = match cli.command {
+        Command::Run(a) => run(a),
+    };
+    match r {
+        Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("rinx: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -157,7 +157,7 @@ pub struct Machine {
     pub mem: GuestMemory,
     pub board: Board,
     pub quit: serial::QuitFlag,
-    _raw: serial::RawModeGuard,
+    raw: Option<serial::RawModeGuard>,
 }
 
 impl Machine {
@@ -198,8 +198,14 @@ impl Machine {
                 icount_shift: cfg.icount,
             },
             quit,
-            _raw: raw,
+            raw: Some(raw),
         })
+    }
+
+    /// Hands out the terminal raw-mode guard so the caller can restore the terminal before
+    /// printing diagnostics.
+    pub fn take_raw_guard(&mut self) -> Option<serial::RawModeGuard> {
+        self.raw.take()
     }
 
     /// Runs until the guest powers off, resets, exits, triple-faults, or the user quits.
