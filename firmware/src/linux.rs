@@ -261,6 +261,13 @@ impl SetupHeader {
         if image.len() <= pm_offset {
             return Err(trunc(pm_offset + 1));
         }
+        // syssize counts the protected-mode part in 16-byte paragraphs (boot.rst); a file
+        // shorter than that was cut off (e.g. an interrupted download).
+        let syssize = rd32(o::SYSSIZE)? as usize;
+        let need = pm_offset.saturating_add(syssize.saturating_mul(16));
+        if version >= 0x0204 && image.len() < need {
+            return Err(trunc(need));
+        }
         Ok(Self {
             setup_sects,
             version,

@@ -14,7 +14,12 @@ pub fn describe(cpu: &Cpu) -> String {
         "r13", "r14", "r15",
     ];
     for (i, n) in names.iter().enumerate() {
-        let _ = write!(o, "{n:>4}={:016x}{}", s.gpr[i], if i % 4 == 3 { "\n" } else { " " });
+        let _ = write!(
+            o,
+            "{n:>4}={:016x}{}",
+            s.gpr[i],
+            if i % 4 == 3 { "\n" } else { " " }
+        );
     }
     let _ = writeln!(
         o,
@@ -41,7 +46,12 @@ pub fn describe(cpu: &Cpu) -> String {
         let _ = write!(o, " {:x}", cpu.recent[idx]);
     }
     let _ = writeln!(o);
-    let _ = writeln!(o, " CS.L={} exceptions: {:?}", s.seg[sreg::CS].long(), nonzero(&cpu.exceptions));
+    let _ = writeln!(
+        o,
+        " CS.L={} exceptions: {:?}",
+        s.seg[sreg::CS].long(),
+        nonzero(&cpu.exceptions)
+    );
     o
 }
 

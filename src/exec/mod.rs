@@ -1,4 +1,4 @@
 //! Execution engines and the dispatcher loop.
 
-pub mod interp;
 pub mod diag;
+pub mod interp;

@@ -141,7 +141,10 @@ impl Platform for Board {
     }
     fn acknowledge_interrupt(&mut self) -> Option<u8> {
         let id = self.pc.pic;
-        let v = self.bus.pio_device_mut::<PicPair>(id).map(|p| p.acknowledge());
+        let v = self
+            .bus
+            .pio_device_mut::<PicPair>(id)
+            .map(|p| p.acknowledge());
         self.refresh_intr();
         v
     }

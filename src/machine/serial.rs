@@ -123,7 +123,9 @@ pub fn open(
             log::info!(target: "rinx::serial", "serial on tcp {addr}");
             thread::spawn(move || {
                 for s in l.incoming().flatten() {
-                    let Ok(mut reader) = s.try_clone() else { continue };
+                    let Ok(mut reader) = s.try_clone() else {
+                        continue;
+                    };
                     if let Ok(mut c) = c2.lock() {
                         *c = Some(s);
                     }
