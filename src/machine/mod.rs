@@ -10,7 +10,10 @@ use crate::cli::spec::SerialSpec;
 use crate::cpu::{Cpu, Platform, StopReason};
 use crate::exec::interp;
 use crate::mmu::GuestMemory;
+use devices::apic::{ApicBus, IoApic, Lapic, IOAPIC_BASE, IOAPIC_SIZE, LAPIC_BASE, LAPIC_SIZE};
+use devices::bus::DeviceId;
 use devices::bus::Port;
+use devices::hpet::{Hpet, HPET_BASE, HPET_SIZE};
 use devices::pc::{build_pc, PcDevices};
 use devices::pic::PicPair;
 use devices::{Bus, Clock, EventReceiver, IrqLines, MachineEvent};
@@ -91,6 +94,10 @@ pub struct Board {
     pub lines: IrqLines,
     pub events: EventReceiver,
     pub pc: PcDevices,
+    /// Local APIC (MMIO at 0xFEE00000).
+    pub lapic: DeviceId,
+    /// I/O APIC (MMIO at 0xFEC00000).
+    pub ioapic: DeviceId,
     /// Cached INTR state, recomputed after every device access and tick.
     intr: bool,
     /// A device asked for power-off/reset/exit during the current slice.
@@ -100,13 +107,23 @@ pub struct Board {
 }
 
 impl Board {
+    /// Recomputes INTR: the local APIC's highest deliverable vector, or the 8259A's output
+    /// when LINT0 passes it through as ExtINT (Intel SDM Vol. 3A §11.5.1 / §10.5.1).
     fn refresh_intr(&mut self) {
-        let id = self.pc.pic;
-        self.intr = self
-            .bus
-            .pio_device_mut::<PicPair>(id)
-            .map(|p| p.interrupt_pending())
-            .unwrap_or(false);
+        if let Some(io) = self.bus.mmio_device_mut::<IoApic>(self.ioapic) {
+            io.service();
+        }
+        let (apic, via_pic) = match self.bus.mmio_device_mut::<Lapic>(self.lapic) {
+            Some(l) => (l.pending_vector().is_some(), l.accepts_pic()),
+            None => (false, true),
+        };
+        let pic = via_pic
+            && self
+                .bus
+                .pio_device_mut::<PicPair>(self.pc.pic)
+                .map(|p| p.interrupt_pending())
+                .unwrap_or(false);
+        self.intr = apic || pic;
         if self.stop.is_none() {
             self.stop = self.events.poll();
         }
@@ -182,6 +199,28 @@ impl Machine {
         let mut bus = Bus::new();
         let pc = build_pc(&mut bus, &clock, &lines, &tx, vec![com1])
             .map_err(|e| MachineError::Devices(e.to_string()))?;
+        let apic_bus = ApicBus::new();
+        let mmio = |e: devices::BusError| MachineError::Devices(e.to_string());
+        let lapic = bus
+            .add_mmio(
+                LAPIC_BASE,
+                LAPIC_SIZE,
+                Box::new(Lapic::new(0, apic_bus.clone(), clock.clone())),
+            )
+            .map_err(mmio)?;
+        let ioapic = bus
+            .add_mmio(
+                IOAPIC_BASE,
+                IOAPIC_SIZE,
+                Box::new(IoApic::new(lines.clone(), apic_bus)),
+            )
+            .map_err(mmio)?;
+        bus.add_mmio(
+            HPET_BASE,
+            HPET_SIZE,
+            Box::new(Hpet::new(clock.clone(), lines.clone())),
+        )
+        .map_err(mmio)?;
         if let Some(rtc) = bus.pio_device_mut::<devices::rtc::Rtc>(pc.rtc) {
             rtc.set_memory_layout(layout.low_ram_end, layout.high_ram_size);
         }
@@ -196,6 +235,8 @@ impl Machine {
                 lines,
                 events,
                 pc,
+                lapic,
+                ioapic,
                 intr: false,
                 stop: None,
                 icount_shift: cfg.icount,
