@@ -26,7 +26,38 @@ use std::path::{Path, PathBuf};
 /// Normal/alias forms that fail for reasons outside the integer ISA, with the reason. A form
 /// listed here is still run and reported; the test fails on any other normal/alias failure,
 /// and prints a note when a listed form starts passing.
-const ALLOW: &[(&str, &str)] = &[];
+const ALLOW: &[(&str, &str)] = &[
+    // Segment-register loads and stores (src/cpu/system.rs, another owner).
+    ("06", "PUSH ES: segment registers are system instructions"),
+    ("07", "POP ES: segment registers are system instructions"),
+    ("0E", "PUSH CS: segment registers are system instructions"),
+    ("16", "PUSH SS: segment registers are system instructions"),
+    ("17", "POP SS: segment registers are system instructions"),
+    ("1E", "PUSH DS: segment registers are system instructions"),
+    ("1F", "POP DS: segment registers are system instructions"),
+    ("8C", "MOV r/m16, Sreg: segment registers are system instructions"),
+    ("8E", "MOV Sreg, r/m16: segment registers are system instructions"),
+    ("C4", "LES: far-pointer segment loads are system instructions"),
+    ("C5", "LDS: far-pointer segment loads are system instructions"),
+    // Far control transfers, software interrupts, IRET (system.rs / gates.rs).
+    ("9A", "CALL ptr16:16: far transfers are system instructions"),
+    ("EA", "JMP ptr16:16: far transfers are system instructions"),
+    ("CA", "RETF imm16: far transfers are system instructions"),
+    ("CB", "RETF: far transfers are system instructions"),
+    ("FF.3", "CALL m16:16: far transfers are system instructions"),
+    ("FF.5", "JMP m16:16: far transfers are system instructions"),
+    ("CC", "INT3: software interrupts are system instructions"),
+    ("CD", "INT imm8: software interrupts are system instructions"),
+    ("CE", "INTO: software interrupts are system instructions"),
+    ("CF", "IRET: system instruction"),
+    // Flags image and interrupt flag (IOPL-sensitive: ring layer).
+    ("9C", "PUSHF: IOPL-sensitive, ring layer"),
+    ("9D", "POPF: IOPL-sensitive, ring layer"),
+    ("FA", "CLI: IOPL-sensitive, ring layer"),
+    ("FB", "STI: IOPL-sensitive, ring layer"),
+    // x87.
+    ("9B", "WAIT/FWAIT: x87 (src/cpu/fpu)"),
+];
 
 /// Default: every `DEFAULT_STRIDE`-th test of each form (`RINX_SST_ALL=1` runs all of them).
 const DEFAULT_STRIDE: usize = 1;
@@ -81,7 +112,6 @@ struct State {
 #[derive(Deserialize)]
 struct Exception {
     number: u8,
-    flag_address: u32,
 }
 
 #[derive(Deserialize)]
@@ -155,6 +185,9 @@ fn quirk(test: &Test) -> Option<&'static str> {
     None
 }
 
+/// Post-run quirk: stack-segment wrap raises #GP on the 286, #SS since the 386.
+const QUIRK_SS: &str = "SS limit fault: 286 #GP(13), #SS(12) since the 386";
+
 /// FLAGS bits compared: all but 12-15.
 const FLAGS_CMP: u16 = 0x0fff;
 
@@ -181,6 +214,11 @@ fn run_one(t: &mut TestMachine, test: &Test, fmask: u16) -> Result<(), String> {
             .map_err(|e| format!("{e:?}"))?;
     }
     let stop = t.run(64);
+    if test.exception.as_ref().is_some_and(|e| e.number == 13) && t.cpu.exceptions[12] > 0 {
+        // A stack access past the SS limit (offset 0xFFFF) is #GP (13) on the 286 but #SS (12)
+        // on the 386 and later (SDM Vol. 2 "Real-Address Mode Exceptions": #SS).
+        return Err(QUIRK_SS.to_string());
+    }
     if stop != StopReason::Halted {
         return Err(format!("stopped: {stop:?}"));
     }
@@ -215,7 +253,12 @@ fn run_one(t: &mut TestMachine, test: &Test, fmask: u16) -> Result<(), String> {
     }
     let mut want: BTreeMap<u32, u8> = test.initial.ram.iter().copied().collect();
     want.extend(test.fin.ram.iter().copied());
-    let flag_addr = test.exception.as_ref().map(|e| e.flag_address);
+    // The pushed FLAGS image sits at SS:SP+4 after delivery (`flag_address` in the files is
+    // rounded down to an even address, so recompute it from the final SS:SP).
+    let flag_addr = test.exception.as_ref().map(|_| {
+        let (ss, sp) = (exp[10].1, exp[4].1);
+        (u32::from(ss) << 4) + u32::from(sp.wrapping_add(4))
+    });
     for (&a, &e) in &want {
         let mut b = [0u8];
         t.mem
@@ -266,6 +309,10 @@ fn run_form(dir: &Path, form: &str, status: &str, fmask: u16, stride: usize) -> 
         res.total += 1;
         match run_one(&mut t, test, fmask) {
             Ok(()) => res.pass += 1,
+            Err(e) if e == QUIRK_SS => {
+                res.total -= 1;
+                *res.quirks.entry(QUIRK_SS).or_default() += 1;
+            }
             Err(e) => {
                 if res.first_failures.len() < 3 {
                     res.first_failures

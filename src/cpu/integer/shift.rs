@@ -3,7 +3,7 @@
 //!
 //! The count is masked to 5 bits (6 bits with a 64-bit operand). A masked count of 0 changes
 //! nothing, flags included. OF is defined only for a count of 1; for larger counts this model
-//! computes it with the count-1 formula (as Intel processors do). AF is undefined for shifts
+//! gives the OF of the last 1-bit step (what the 286 and QEMU produce). AF is undefined for shifts
 //! with a non-zero count and is cleared.
 
 use super::set_flags;
@@ -44,7 +44,8 @@ pub fn compute(m: Mnemonic, a: u64, count: u32, size: u32, cf: u64) -> ShiftOut 
         Mnemonic::Shr => {
             let r = a >> c;
             let cfo = (a >> (c - 1)) & 1;
-            let of = msb(a);
+            // OF of the last 1-bit step: MSB before it XOR MSB after it (= MSB(a) for 1).
+            let of = msb(a >> (c - 1)) ^ msb(r);
             let f = flags::szp(r, size) | cfo * fl::CF | of * fl::OF;
             ShiftOut {
                 value: r,
