@@ -92,7 +92,7 @@ pub fn shld<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
     set_flags(
         ctx,
         fl::STATUS,
-        flags::szp(r, size) | cf * fl::CF | of * fl::OF,
+        flags::szp(r, size) | (cf * fl::CF) | (of * fl::OF),
     );
     Ok(())
 }

@@ -287,6 +287,9 @@ pub fn condition(rflags: u64, cc: ConditionCode) -> bool {
 /// Sign-extends the low `size` bytes of `v` to 64 bits.
 #[inline]
 pub fn sext(v: u64, size: u32) -> u64 {
+    if size == 0 || size >= 8 {
+        return v;
+    }
     let sh = 64 - size * 8;
     (((v << sh) as i64) >> sh) as u64
 }

@@ -34,7 +34,7 @@ pub fn compute(m: Mnemonic, a: u64, count: u32, size: u32, cf: u64) -> ShiftOut 
             let r = (full as u64) & mk;
             let cfo = ((full >> bits) & 1) as u64;
             let of = msb(r) ^ cfo;
-            let f = flags::szp(r, size) | cfo * fl::CF | of * fl::OF;
+            let f = flags::szp(r, size) | (cfo * fl::CF) | (of * fl::OF);
             ShiftOut {
                 value: r,
                 flags: f,
@@ -46,7 +46,7 @@ pub fn compute(m: Mnemonic, a: u64, count: u32, size: u32, cf: u64) -> ShiftOut 
             let cfo = (a >> (c - 1)) & 1;
             // OF of the last 1-bit step: MSB before it XOR MSB after it (= MSB(a) for 1).
             let of = msb(a >> (c - 1)) ^ msb(r);
-            let f = flags::szp(r, size) | cfo * fl::CF | of * fl::OF;
+            let f = flags::szp(r, size) | (cfo * fl::CF) | (of * fl::OF);
             ShiftOut {
                 value: r,
                 flags: f,
@@ -57,7 +57,7 @@ pub fn compute(m: Mnemonic, a: u64, count: u32, size: u32, cf: u64) -> ShiftOut 
             let s = super::sext(a, size) as i64;
             let r = (s >> c.min(63)) as u64 & mk;
             let cfo = ((s >> (c - 1).min(63)) & 1) as u64;
-            let f = flags::szp(r, size) | cfo * fl::CF;
+            let f = flags::szp(r, size) | (cfo * fl::CF);
             ShiftOut {
                 value: r,
                 flags: f,
@@ -75,7 +75,7 @@ pub fn compute(m: Mnemonic, a: u64, count: u32, size: u32, cf: u64) -> ShiftOut 
             let of = msb(r) ^ cfo;
             ShiftOut {
                 value: r,
-                flags: cfo * fl::CF | of * fl::OF,
+                flags: (cfo * fl::CF) | (of * fl::OF),
                 which: fl::CF | fl::OF,
             }
         }
@@ -90,7 +90,7 @@ pub fn compute(m: Mnemonic, a: u64, count: u32, size: u32, cf: u64) -> ShiftOut 
             let of = msb(r) ^ msb(r << 1);
             ShiftOut {
                 value: r,
-                flags: cfo * fl::CF | of * fl::OF,
+                flags: (cfo * fl::CF) | (of * fl::OF),
                 which: fl::CF | fl::OF,
             }
         }
@@ -110,7 +110,7 @@ pub fn compute(m: Mnemonic, a: u64, count: u32, size: u32, cf: u64) -> ShiftOut 
             let of = msb(r) ^ cfo;
             ShiftOut {
                 value: r,
-                flags: cfo * fl::CF | of * fl::OF,
+                flags: (cfo * fl::CF) | (of * fl::OF),
                 which: fl::CF | fl::OF,
             }
         }
@@ -130,7 +130,7 @@ pub fn compute(m: Mnemonic, a: u64, count: u32, size: u32, cf: u64) -> ShiftOut 
             let of = msb(r) ^ msb(r << 1);
             ShiftOut {
                 value: r,
-                flags: cfo * fl::CF | of * fl::OF,
+                flags: (cfo * fl::CF) | (of * fl::OF),
                 which: fl::CF | fl::OF,
             }
         }
