@@ -7,7 +7,8 @@ use crate::cpu::{Ctx, Fault, Platform, Res};
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 use jit::abi::{flags as fl, reg};
 
-/// MOV r/m, r / r, r/m / r, imm / moffs forms (SDM Vol. 2B "MOV"). No flags.
+/// MOV r/m, r / r, r/m / r, imm / moffs forms (SDM Vol. 2B "MOV"), and MOVNTI (a MOV with a
+/// non-temporal hint, SDM Vol. 2B "MOVNTI"). No flags.
 #[inline]
 pub fn mov<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     let v = ctx.read_op(insn, 1)?;
@@ -346,9 +347,12 @@ pub fn salc<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, _insn: &Instruction) -> 
     Ok(())
 }
 
-/// NOP, PAUSE, multi-byte NOP, reserved NOPs, fences, CLFLUSH and prefetches: no architectural
-/// effect in this model (SDM Vol. 2B "NOP", "PAUSE", "LFENCE", "MFENCE", "SFENCE", "CLFLUSH",
-/// "PREFETCHh").
+/// NOP, PAUSE, multi-byte NOP, reserved NOPs, fences, CLFLUSH/CLFLUSHOPT/CLWB and prefetches:
+/// no architectural effect in this model (SDM Vol. 2B "NOP", "PAUSE", "LFENCE", "MFENCE",
+/// "SFENCE", "CLFLUSH", "PREFETCHh"). ENDBR32/ENDBR64 and RDSSPD/RDSSPQ sit in the reserved-NOP
+/// space (0F 1E) and execute as NOPs when CET is not enabled (SDM Vol. 1 §18.3, "ENDBRANCH";
+/// Vol. 2B "RDSSPD/RDSSPQ": the destination is unchanged), which is how Debian's
+/// `-fcf-protection` binaries run on processors without CET.
 #[inline]
 pub fn nop<P: Platform + ?Sized>(_ctx: &mut Ctx<'_, P>, _insn: &Instruction) -> Res<()> {
     Ok(())

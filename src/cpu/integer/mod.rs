@@ -167,7 +167,13 @@ fn handler<P: Platform + ?Sized>(insn: &Instruction) -> Option<Handler<P>> {
         | M::Prefetcht0
         | M::Prefetcht1
         | M::Prefetcht2
-        | M::Prefetchw => data::nop,
+        | M::Prefetchw
+        | M::Clwb
+        | M::Endbr32
+        | M::Endbr64
+        | M::Rdsspd
+        | M::Rdsspq => data::nop,
+        M::Movnti => data::mov,
         M::Ud0 | M::Ud1 | M::Ud2 | M::Movbe => data::ud,
         // alu.rs
         M::Add | M::Adc | M::Sub | M::Sbb | M::Cmp | M::And | M::Or | M::Xor | M::Test => {

@@ -871,3 +871,17 @@ fn faulting_store_leaves_registers_and_flags() {
     assert_eq!(t.cpu.s.rflags, before);
     assert_eq!(t.cpu.s.rip, CODE_BASE);
 }
+
+#[test]
+fn cet_hints_are_nops_and_movnti_stores() {
+    // F3 0F 1E FA endbr64; F3 48 0F 1E C8 rdsspq rax; 0F C3 03 movnti [rbx], eax
+    let code = [
+        0xf3, 0x0f, 0x1e, 0xfa, 0xf3, 0x48, 0x0f, 0x1e, 0xc8, 0x0f, 0xc3, 0x03, 0xf4,
+    ];
+    let mut t = TestMachine::new(TestMode::Long64, &code);
+    t.cpu.s.gpr[RAX] = 0x1234;
+    t.cpu.s.gpr[RBX] = 0x2000;
+    run(&mut t);
+    assert_eq!(t.gpr(RAX), 0x1234);
+    assert_eq!(t.mem.read_le(0x2000, 4).unwrap(), 0x1234);
+}
