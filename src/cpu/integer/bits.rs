@@ -84,6 +84,10 @@ pub fn shld<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
     let d = ctx.read_op(insn, 0)?;
     let s = ctx.read_op(insn, 1)?;
     if c == 0 {
+        // As for shifts: no flag changes, but a 32-bit register destination is zero-extended.
+        if insn.op0_kind() == OpKind::Register {
+            ctx.write_op(insn, 0, d)?;
+        }
         return Ok(());
     }
     let (r, cf) = shld_compute(insn.mnemonic() == Mnemonic::Shld, d, s, c, size);

@@ -149,8 +149,10 @@ pub fn xadd<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
 }
 
 /// CMPXCHG: compare the accumulator with DEST; equal: ZF = 1, DEST = SRC; else ZF = 0 and the
-/// accumulator = DEST (DEST is written back with its own value, as the locked cycle does).
-/// Flags as CMP accumulator, DEST (SDM Vol. 2A "CMPXCHG").
+/// accumulator = DEST. A memory DEST is written back with its own value on failure (the locked
+/// cycle always writes); a register DEST is left untouched, so a 32-bit register destination
+/// keeps its upper half in 64-bit mode (as measured on hardware). Flags as CMP accumulator, DEST
+/// (SDM Vol. 2A "CMPXCHG").
 pub fn cmpxchg<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     let size = ctx.op_size(insn, 0);
     let d = ctx.read_op(insn, 0)?;
@@ -160,7 +162,9 @@ pub fn cmpxchg<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -
     if acc == d {
         ctx.write_op(insn, 0, s)?;
     } else {
-        ctx.write_op(insn, 0, d)?;
+        if insn.op0_kind() == OpKind::Memory {
+            ctx.write_op(insn, 0, d)?;
+        }
         ctx.set_gpr(reg::RAX, size, d);
     }
     set_flags(ctx, fl::STATUS, f);

@@ -2,7 +2,7 @@
 //! "RCL/RCR/ROL/ROR" and "SAL/SAR/SHL/SHR").
 //!
 //! The count is masked to 5 bits (6 bits with a 64-bit operand). A masked count of 0 changes
-//! nothing, flags included. OF is defined only for a count of 1; for larger counts this model
+//! no flag and no value (a 32-bit register destination is still zero-extended in 64-bit mode). OF is defined only for a count of 1; for larger counts this model
 //! gives the OF of the last 1-bit step (what the 286 and QEMU produce). AF is undefined for shifts
 //! with a non-zero count and is cleared.
 
@@ -148,6 +148,11 @@ pub fn shift<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> 
     let count = (raw & if size == 8 { 0x3f } else { 0x1f }) as u32;
     let a = ctx.read_op(insn, 0)?;
     if count == 0 {
+        // No flags change, but a 32-bit register destination is still written, so its upper
+        // half is cleared in 64-bit mode (as processors do).
+        if insn.op0_kind() == iced_x86::OpKind::Register {
+            ctx.write_op(insn, 0, a)?;
+        }
         return Ok(());
     }
     let cf = ctx.cpu.s.rflags & fl::CF;
