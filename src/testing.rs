@@ -104,6 +104,35 @@ impl TestMachine {
         }
     }
 
+    /// A real-mode machine with `ram` bytes of zeroed RAM, every segment register 0 (base 0,
+    /// limit 0xFFFF), the IVT at 0 (IDTR base 0, limit 0x3FF) and RIP = 0: a blank slate for
+    /// conformance suites that load their own register and memory state.
+    pub fn blank_real(ram: u64) -> Self {
+        let mem = GuestMemory::flat(ram).expect("test RAM");
+        let mut cpu = Cpu::new();
+        cpu.s.idtr.base = 0;
+        cpu.s.idtr.limit = 0x3ff;
+        let mut t = TestMachine {
+            cpu,
+            mem,
+            plat: NullPlatform::default(),
+        };
+        for i in 0..6 {
+            t.set_real_segment(i, 0);
+        }
+        t.cpu.s.rip = 0;
+        t
+    }
+
+    /// Loads segment register `i` (an [`sreg`] index) as a real-mode load does: base =
+    /// selector * 16, limit 0xFFFF; CS gets a code-segment type.
+    pub fn set_real_segment(&mut self, i: usize, selector: u16) {
+        self.cpu.s.seg[i] = Segment::real_mode(selector, 0xffff);
+        if i == sreg::CS {
+            self.cpu.s.seg[i].attr |= 0x8;
+        }
+    }
+
     /// Runs until HLT (or `budget` instructions / triple fault) and returns why it stopped.
     pub fn run(&mut self, budget: u64) -> StopReason {
         interp::run(&mut self.cpu, &mut self.mem, &mut self.plat, budget)
