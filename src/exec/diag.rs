@@ -1,12 +1,33 @@
 //! Diagnostics for fatal guest events (triple fault, emulator errors): the CPU state and the
 //! last instructions executed, printed on stderr by the CLI.
 
-use crate::cpu::{Cpu, RECENT};
+use crate::cpu::{Cpu, Ctx, NullPlatform, RECENT};
+use crate::mmu::GuestMemory;
 use jit::abi::sreg;
 use std::fmt::Write;
 
-/// A multi-line description of the CPU state and the RIPs of the last instructions.
-pub fn describe(cpu: &Cpu) -> String {
+/// Disassembles the instruction at `rip` in the CPU's current mode (reading guest memory through
+/// its page tables, without side effects on the real CPU).
+fn disasm_at(cpu: &Cpu, mem: &mut GuestMemory, rip: u64) -> String {
+    let mut c = cpu.clone();
+    c.s.rip = rip;
+    let mut plat = NullPlatform::default();
+    let mut ctx = Ctx::new(&mut c, mem, &mut plat);
+    match ctx.fetch_decode() {
+        Ok(d) => format!("{:<24} {}", hex(d.bytes()), decoder::format_intel(&d)),
+        Err(f) => format!("<cannot fetch: {}>", f.name()),
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A multi-line description of the CPU state and the last instructions executed, disassembled.
+pub fn describe(cpu: &Cpu, mem: &mut GuestMemory) -> String {
     let s = &cpu.s;
     let mut o = String::new();
     let names = [
@@ -39,13 +60,13 @@ pub fn describe(cpu: &Cpu) -> String {
         " gdtr={:x}/{:x} idtr={:x}/{:x} tr={:04x} instructions={}",
         s.gdtr.base, s.gdtr.limit, s.idtr.base, s.idtr.limit, s.tr.selector, cpu.icount
     );
-    let _ = write!(o, " last RIPs (oldest first):");
+    let _ = writeln!(o, " last instructions (oldest first):");
     let n = (cpu.icount as usize).min(RECENT);
     for k in (0..n).rev() {
         let idx = (cpu.icount as usize + RECENT - 1 - k) % RECENT;
-        let _ = write!(o, " {:x}", cpu.recent[idx]);
+        let rip = cpu.recent[idx];
+        let _ = writeln!(o, "   {rip:016x}  {}", disasm_at(cpu, mem, rip));
     }
-    let _ = writeln!(o);
     let _ = writeln!(
         o,
         " CS.L={} exceptions: {:?}",

@@ -276,7 +276,10 @@ impl Machine {
             }
             match stop {
                 StopReason::TripleFault => {
-                    return Outcome::TripleFault(crate::exec::diag::describe(&self.cpu))
+                    return Outcome::TripleFault(crate::exec::diag::describe(
+                        &self.cpu,
+                        &mut self.mem,
+                    ))
                 }
                 StopReason::Halted if !self.board.intr => self.wait_halted(now),
                 _ => {}
