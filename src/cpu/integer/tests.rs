@@ -48,8 +48,8 @@ fn exec1(t: &mut TestMachine) -> Res<()> {
     ctx.cpu.cur_rip = rip;
     let insn = ctx.fetch_decode()?;
     let m = crate::cpu::flags::mask(ctx.default_ip_size());
-    ctx.next_rip = rip.wrapping_add(insn.len() as u64) & m;
-    dispatch::execute(&mut ctx, &insn)?;
+    ctx.next_rip = rip.wrapping_add(u64::from(insn.len)) & m;
+    dispatch::execute(&mut ctx, &insn.insn)?;
     ctx.cpu.s.rip = ctx.next_rip;
     Ok(())
 }
