@@ -45,7 +45,6 @@ pub struct DecodeCache {
     pub stats: DecodeCacheStats,
 }
 
-
 #[inline]
 fn slot(pa: u64) -> usize {
     ((pa ^ (pa >> 15)) as usize) & (ENTRIES - 1)
