@@ -414,6 +414,10 @@ pub fn from_quad(q: Quad, status: Status) -> Raw {
     if e == 0x7fff {
         return Raw::Inf(sign);
     }
+    if status.contains(Status::OVERFLOW) {
+        // Beyond the binary128 (= double-extended) exponent range: a certain overflow.
+        return Raw::Val(sign, 100_000, 1 << 127, true);
+    }
     let (sig, exp) = if e == 0 {
         if frac == 0 {
             if sticky {
@@ -554,7 +558,7 @@ pub fn sqrt(a: &Unp, f: Fmt, env: &Env, x87: bool) -> (u128, u32, bool) {
         _ => {}
     }
     if a.sign {
-        return (f.indefinite(), IE | if a.denormal { DE } else { 0 }, false);
+        return (f.indefinite(), IE, false);
     }
     let de = if a.denormal { DE } else { 0 };
     // value = sig * 2^(exp-63) = rad * 2^e with rad in [2^126, 2^128) and e even.
@@ -676,11 +680,15 @@ pub fn to_int(a: &Unp, width: u32, rcbits: u32) -> (u64, u32) {
     // value = sig * 2^(exp-63)
     let (int, frac_nz, half, above) = if a.exp >= 63 {
         if a.exp > 63 {
-            return (indef, IE | de);
+            return (indef, IE);
         }
         (u128::from(a.sig), false, false, false)
-    } else if a.exp < -2 {
+    } else if a.exp < -1 {
         (0, true, false, false)
+    } else if a.exp == -1 {
+        // 0.5 <= |x| < 1.
+        let half = a.sig == 1 << 63;
+        (0, true, half, !half)
     } else {
         let sh = (63 - a.exp) as u32; // 1..=65
         let s = u128::from(a.sig) << 64;
@@ -703,7 +711,7 @@ pub fn to_int(a: &Unp, width: u32, rcbits: u32) -> (u64, u32) {
         (1u128 << (width - 1)) - 1
     };
     if mag > limit {
-        return (indef, IE | de);
+        return (indef, IE);
     }
     let v = if a.sign {
         (mag as u64).wrapping_neg()
@@ -715,7 +723,9 @@ pub fn to_int(a: &Unp, width: u32, rcbits: u32) -> (u64, u32) {
     } else {
         (1u64 << width) - 1
     };
-    (v & m, de | if frac_nz { PE } else { 0 })
+    // Integer conversions do not report DE (observed on hardware for FIST and CVT*2SI).
+    let _ = de;
+    (v & m, if frac_nz { PE } else { 0 })
 }
 
 /// Converts a signed 64-bit integer to format `f` (rounding if `f` is narrower).

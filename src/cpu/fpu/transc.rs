@@ -136,7 +136,7 @@ fn atan_small(z: Quad) -> Quad {
     let mut sum = term;
     for n in 1..400 {
         let nf = f64::from(n);
-        term = mul(term, mul(y, q(2.0 * nf / (2.0 * nf + 1.0))));
+        term = div(mul(term, mul(y, q(2.0 * nf))), q(2.0 * nf + 1.0));
         let ns = add(sum, term);
         if ns.to_bits() == sum.to_bits() {
             break;

@@ -173,6 +173,8 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> O
         | M::Fyl2x
         | M::Fyl2xp1 => check_x87(ctx, true).and_then(|_| {
             let saved = ctx.cpu.s.fpu;
+            // C1 is cleared unless the instruction sets it (rounding, stack fault, FXAM).
+            ctx.cpu.s.fpu.fsw &= !C1;
             let r = arith(ctx, insn);
             if r.is_err() {
                 ctx.cpu.s.fpu = saved;
@@ -262,7 +264,7 @@ fn arith<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
                 let f = &mut ctx.cpu.s.fpu;
                 if f.st_empty(i) {
                     if underflow(f) {
-                        push_checked(f, INDEF);
+                        f.push(INDEF);
                     }
                     return Ok(());
                 }
@@ -403,11 +405,12 @@ fn arith<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
             } else if has_mem {
                 Err(load_mem(ctx, insn)?)
             } else {
-                let i = (0..insn.op_count())
-                    .filter_map(|k| st_index(insn.op_register(k)))
-                    .find(|&k| k != 0)
-                    .unwrap_or(1);
-                Ok(i)
+                let i = match insn.op_count() {
+                    0 => Some(1),
+                    1 => st_index(insn.op_register(0)),
+                    _ => st_index(insn.op_register(1)),
+                };
+                Ok(i.unwrap_or(1))
             };
             let f = &mut ctx.cpu.s.fpu;
             let src_empty = matches!(src, Ok(s) if f.st_empty(s));
@@ -486,7 +489,14 @@ fn arith<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
                 return Ok(());
             }
             let v = f.st(0);
-            let env = env_of(f.fcw);
+            let env = if m == M::Fsqrt {
+                env_of(f.fcw)
+            } else {
+                sf::Env {
+                    prec: 64,
+                    ..env_of(f.fcw)
+                }
+            };
             let (r, flags, up) = match m {
                 M::Fchs => (v ^ (1 << 79), 0, false),
                 M::Fabs => (v & !(1 << 79), 0, false),
@@ -518,7 +528,7 @@ fn arith<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
             if f.st_empty(0) {
                 if underflow(f) {
                     f.set_st(0, INDEF);
-                    push_checked(f, INDEF);
+                    f.push(INDEF);
                 }
                 return Ok(());
             }
@@ -530,7 +540,11 @@ fn arith<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
                 return Ok(());
             }
             let u = sf::unpack(f.st(0), F80);
-            match super::transc::pair(m, &u, &env_of(f.fcw)) {
+            let env = sf::Env {
+                prec: 64,
+                ..env_of(f.fcw)
+            };
+            match super::transc::pair(m, &u, &env) {
                 None => {
                     f.fsw |= C2;
                     Ok(())
@@ -562,7 +576,11 @@ fn arith<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
             }
             let a = sf::unpack(f.st(0), F80);
             let b = sf::unpack(f.st(1), F80);
-            let env = env_of(f.fcw);
+            // Precision control affects only FADD/FSUB/FMUL/FDIV/FSQRT (SDM Vol. 1 §8.1.5.2).
+            let env = sf::Env {
+                prec: 64,
+                ..env_of(f.fcw)
+            };
             match m {
                 M::Fscale => {
                     let (r, flags, up) = fscale(&a, &b, &env);
@@ -594,7 +612,7 @@ fn arith<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
             if f.st_empty(0) {
                 if underflow(f) {
                     f.set_st(0, INDEF);
-                    push_checked(f, INDEF);
+                    f.push(INDEF);
                 }
                 return Ok(());
             }
@@ -751,7 +769,8 @@ fn store<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
                 )
             } else {
                 let (b, f, up) = sf::convert(&u, fmt, &env);
-                (b, (fmt.width() / 8) as usize, f, up)
+                // Stores do not report DE for a denormal source (observed on hardware).
+                (b, (fmt.width() / 8) as usize, f & !sf::DE, up)
             }
         }
         MemorySize::Float80 => {
@@ -774,7 +793,7 @@ fn store<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
             } else {
                 let (x, f) = sf::to_int(&u, w, r);
                 // C1 = rounded up in magnitude.
-                let up = f & sf::PE != 0 && {
+                let up = f & sf::PE != 0 && x != 0 && {
                     let back = int_unp(sign_extend(x, w));
                     (back.exp, back.sig) > (u.exp, u.sig)
                 };
@@ -795,7 +814,13 @@ fn store<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
                 if f & sf::IE != 0 || xi.unsigned_abs() > 999_999_999_999_999_999 {
                     (0xFFFF_C000_0000_0000_0000, 10, sf::IE | (f & sf::DE), false)
                 } else {
-                    (f80_bcd(xi), 10, f, false)
+                    {
+                        let mut b = f80_bcd(xi);
+                        if u.sign {
+                            b |= 0x80 << 72;
+                        }
+                        (b, 10, f, false)
+                    }
                 }
             }
         }
@@ -818,7 +843,8 @@ fn store<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
         f.fsw &= !C1;
         flags |= 0;
     } else {
-        set_c1(f, up);
+        // Observed on hardware: a tiny (denormalized) stored result leaves C1 clear.
+        set_c1(f, up && flags & sf::UE == 0);
     }
     f.raise(flags);
     if pop {

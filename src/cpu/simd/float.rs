@@ -150,7 +150,11 @@ fn commit_flags<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, flags: u32) -> Res<(
     let unmasked = flags & !(mx >> 7) & 0x3f;
     if unmasked != 0 {
         let pre = unmasked & (sf::IE | sf::DE | sf::ZE);
-        ctx.cpu.s.mxcsr |= if pre != 0 { flags & (sf::IE | sf::DE | sf::ZE) } else { flags };
+        ctx.cpu.s.mxcsr |= if pre != 0 {
+            flags & (sf::IE | sf::DE | sf::ZE)
+        } else {
+            flags
+        };
         return Err(if ctx.cpu.s.cr4 & cr::CR4_OSXMMEXCPT != 0 {
             Fault::Xm
         } else {
@@ -215,8 +219,19 @@ fn lane_op(m: M, a: u64, b: u64, f: Fmt, e: &Env, imm: u8) -> (u64, u32) {
             let (r, fl, _) = sf::sqrt(&ub, f, e, false);
             (r as u64, fl)
         }
-        M::Minps | M::Minss | M::Minpd | M::Minsd => minmax(&ua, &ub, a, b, false),
-        M::Maxps | M::Maxss | M::Maxpd | M::Maxsd => minmax(&ua, &ub, a, b, true),
+        M::Minps | M::Minss | M::Minpd | M::Minsd | M::Maxps | M::Maxss | M::Maxpd | M::Maxsd => {
+            // With DAZ the flushed (zero) operand is what gets returned.
+            let sm = 1u64 << (f.width() - 1);
+            let fa = if ua.class == Class::Zero { a & sm } else { a };
+            let fb = if ub.class == Class::Zero { b & sm } else { b };
+            minmax(
+                &ua,
+                &ub,
+                fa,
+                fb,
+                matches!(m, M::Maxps | M::Maxss | M::Maxpd | M::Maxsd),
+            )
+        }
         M::Cmpps | M::Cmpss | M::Cmppd | M::Cmpsd => {
             let (c, mut fl) = sf::compare(&ua, &ub, false);
             let (res, signaling) = cmp_pred(c, imm);
@@ -291,7 +306,11 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
             let lo = u128::from(u64::MAX);
             if matches!(loc(insn, 0), Loc::Mem) {
                 // Store: MOVLPS m64, xmm (low) / MOVHPS m64, xmm (high).
-                let x = if matches!(m, M::Movhps | M::Movhpd) { v >> 64 } else { v };
+                let x = if matches!(m, M::Movhps | M::Movhpd) {
+                    v >> 64
+                } else {
+                    v
+                };
                 return ctx.vwrite(insn, 0, x & lo);
             }
             let d = ctx.vread(insn, 0)?;
@@ -325,7 +344,11 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
         M::Shufps | M::Shufpd | M::Unpcklps | M::Unpckhps | M::Unpcklpd | M::Unpckhpd => {
             let a = ctx.vread(insn, 0)?;
             let b = ctx.vread(insn, 1)?;
-            let imm = if insn.op_count() > 2 { insn.immediate8() } else { 0 };
+            let imm = if insn.op_count() > 2 {
+                insn.immediate8()
+            } else {
+                0
+            };
             let r = match m {
                 M::Shufps => build(4, 4, |i| {
                     let s = usize::from((imm >> (2 * i)) & 3);
@@ -351,7 +374,11 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
             ctx.vwrite(insn, 0, r)
         }
         M::Comiss | M::Ucomiss | M::Comisd | M::Ucomisd => {
-            let w = if matches!(m, M::Comiss | M::Ucomiss) { 4 } else { 8 };
+            let w = if matches!(m, M::Comiss | M::Ucomiss) {
+                4
+            } else {
+                8
+            };
             let f = fmt_of(w);
             let daz = mx & 0x40 != 0;
             let a = unp(lane(ctx.vread(insn, 0)?, w, 0), f, daz);
@@ -372,7 +399,11 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
             Ok(())
         }
         M::Addsubps | M::Addsubpd | M::Haddps | M::Haddpd | M::Hsubps | M::Hsubpd => {
-            let w = if matches!(m, M::Addsubps | M::Haddps | M::Hsubps) { 4 } else { 8 };
+            let w = if matches!(m, M::Addsubps | M::Haddps | M::Hsubps) {
+                4
+            } else {
+                8
+            };
             let f = fmt_of(w);
             let e = env(mx, f);
             let a = ctx.vread(insn, 0)?;
@@ -386,7 +417,11 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
                         lane_op(op, lane(a, w, i), lane(b, w, i), f, &e, 0)
                     }
                     _ => {
-                        let (src, k) = if i < n / 2 { (a, 2 * i) } else { (b, 2 * (i - n / 2)) };
+                        let (src, k) = if i < n / 2 {
+                            (a, 2 * i)
+                        } else {
+                            (b, 2 * (i - n / 2))
+                        };
                         lane_op(m, lane(src, w, k), lane(src, w, k + 1), f, &e, 0)
                     }
                 };
@@ -396,20 +431,46 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
             commit_flags(ctx, flags)?;
             ctx.vwrite(insn, 0, r)
         }
-        M::Cvtsi2ss | M::Cvtsi2sd | M::Cvtss2si | M::Cvttss2si | M::Cvtsd2si | M::Cvttsd2si
-        | M::Cvtss2sd | M::Cvtsd2ss | M::Cvtps2pd | M::Cvtpd2ps | M::Cvtdq2ps | M::Cvtps2dq
-        | M::Cvttps2dq | M::Cvtdq2pd | M::Cvtpd2dq | M::Cvttpd2dq | M::Cvtpi2ps | M::Cvtps2pi
-        | M::Cvttps2pi | M::Cvtpi2pd | M::Cvtpd2pi | M::Cvttpd2pi => convert(ctx, insn),
+        M::Cvtsi2ss
+        | M::Cvtsi2sd
+        | M::Cvtss2si
+        | M::Cvttss2si
+        | M::Cvtsd2si
+        | M::Cvttsd2si
+        | M::Cvtss2sd
+        | M::Cvtsd2ss
+        | M::Cvtps2pd
+        | M::Cvtpd2ps
+        | M::Cvtdq2ps
+        | M::Cvtps2dq
+        | M::Cvttps2dq
+        | M::Cvtdq2pd
+        | M::Cvtpd2dq
+        | M::Cvttpd2dq
+        | M::Cvtpi2ps
+        | M::Cvtps2pi
+        | M::Cvttps2pi
+        | M::Cvtpi2pd
+        | M::Cvtpd2pi
+        | M::Cvttpd2pi => convert(ctx, insn),
         _ => {
             // Packed / scalar arithmetic, compare, min/max, sqrt, rcp/rsqrt.
             let name = format!("{m:?}");
             let scalar = name.ends_with("ss") || name.ends_with("sd");
-            let w = if name.ends_with("ps") || name.ends_with("ss") { 4 } else { 8 };
+            let w = if name.ends_with("ps") || name.ends_with("ss") {
+                4
+            } else {
+                8
+            };
             let f = fmt_of(w);
             let e = env(mx, f);
             let a = ctx.vread(insn, 0)?;
             let b = ctx.vread(insn, 1)?;
-            let imm = if insn.op_count() > 2 { insn.immediate8() } else { 0 };
+            let imm = if insn.op_count() > 2 {
+                insn.immediate8()
+            } else {
+                0
+            };
             let n = if scalar { 1 } else { 16 / w };
             let mut flags = 0;
             let mut r = build(n, w, |i| {
@@ -427,7 +488,11 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
     }
 }
 
-fn bitop<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction, f: impl Fn(u128, u128) -> u128) -> Res<()> {
+fn bitop<P: Platform + ?Sized>(
+    ctx: &mut Ctx<'_, P>,
+    insn: &Instruction,
+    f: impl Fn(u128, u128) -> u128,
+) -> Res<()> {
     let a = ctx.vread(insn, 0)?;
     let b = ctx.vread(insn, 1)?;
     ctx.vwrite(insn, 0, f(a, b))
@@ -442,7 +507,10 @@ fn convert<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Re
     let rc = (mx >> 13) & 3;
     let src = ctx.vread(insn, 1)?;
     let flags = std::cell::Cell::new(0u32);
-    let trunc = matches!(m, M::Cvttss2si | M::Cvttsd2si | M::Cvttps2dq | M::Cvttpd2dq | M::Cvttps2pi | M::Cvttpd2pi);
+    let trunc = matches!(
+        m,
+        M::Cvttss2si | M::Cvttsd2si | M::Cvttps2dq | M::Cvttpd2dq | M::Cvttps2pi | M::Cvttpd2pi
+    );
     let irc = if trunc { 3 } else { rc };
     let to_i = |bits: u64, f: Fmt, width: u32| {
         let (v, fl) = sf::to_int(&unp(bits, f, daz), width, irc);
@@ -452,15 +520,25 @@ fn convert<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Re
     let dst_mmx = matches!(loc(insn, 0), Loc::Mm(_));
     let r: u128 = match m {
         M::Cvtss2si | M::Cvttss2si | M::Cvtsd2si | M::Cvttsd2si => {
-            let w = if matches!(m, M::Cvtss2si | M::Cvttss2si) { 4 } else { 8 };
-            let width = if let Loc::Gpr(r) = loc(insn, 0) { r.size() as u32 * 8 } else { 32 };
+            let w = if matches!(m, M::Cvtss2si | M::Cvttss2si) {
+                4
+            } else {
+                8
+            };
+            let width = if let Loc::Gpr(r) = loc(insn, 0) {
+                r.size() as u32 * 8
+            } else {
+                32
+            };
             let v = to_i(lane(src, w, 0), fmt_of(w), width);
             commit_flags(ctx, flags.get())?;
             return ctx.vwrite(insn, 0, u128::from(v));
         }
         M::Cvtps2dq | M::Cvttps2dq => build(4, 4, |i| to_i(lane(src, 4, i), F32, 32)),
         M::Cvtps2pi | M::Cvttps2pi => build(2, 4, |i| to_i(lane(src, 4, i), F32, 32)),
-        M::Cvtpd2dq | M::Cvttpd2dq | M::Cvtpd2pi | M::Cvttpd2pi => build(2, 4, |i| to_i(lane(src, 8, i), F64, 32)),
+        M::Cvtpd2dq | M::Cvttpd2dq | M::Cvtpd2pi | M::Cvttpd2pi => {
+            build(2, 4, |i| to_i(lane(src, 8, i), F64, 32))
+        }
         _ => {
             let cv = |bits: u64, from: Fmt, to: Fmt| -> u64 {
                 let (r, fl, _) = sf::convert(&unp(bits, from, daz), to, &env(mx, to));
@@ -479,21 +557,30 @@ fn convert<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Re
                         Loc::Gpr(r) => r.size(),
                         _ => insn.memory_size().size(),
                     };
-                    let v = if size == 8 { src as u64 as i64 } else { i64::from(src as u32 as i32) };
+                    let v = if size == 8 {
+                        src as u64 as i64
+                    } else {
+                        i64::from(src as u32 as i32)
+                    };
                     if m == M::Cvtsi2ss {
                         (d & !0xffff_ffffu128) | u128::from(fi(v, F32))
                     } else {
                         (d & !u128::from(u64::MAX)) | u128::from(fi(v, F64))
                     }
                 }
-                M::Cvtss2sd => (d & !u128::from(u64::MAX)) | u128::from(cv(lane(src, 4, 0), F32, F64)),
+                M::Cvtss2sd => {
+                    (d & !u128::from(u64::MAX)) | u128::from(cv(lane(src, 4, 0), F32, F64))
+                }
                 M::Cvtsd2ss => (d & !0xffff_ffffu128) | u128::from(cv(lane(src, 8, 0), F64, F32)),
                 M::Cvtps2pd => build(2, 8, |i| cv(lane(src, 4, i), F32, F64)),
                 M::Cvtpd2ps => build(2, 4, |i| cv(lane(src, 8, i), F64, F32)),
                 M::Cvtdq2ps => build(4, 4, |i| fi(i64::from(lane(src, 4, i) as u32 as i32), F32)),
-                M::Cvtdq2pd | M::Cvtpi2pd => build(2, 8, |i| fi(i64::from(lane(src, 4, i) as u32 as i32), F64)),
+                M::Cvtdq2pd | M::Cvtpi2pd => {
+                    build(2, 8, |i| fi(i64::from(lane(src, 4, i) as u32 as i32), F64))
+                }
                 M::Cvtpi2ps => {
-                    (d & !u128::from(u64::MAX)) | build(2, 4, |i| fi(i64::from(lane(src, 4, i) as u32 as i32), F32))
+                    (d & !u128::from(u64::MAX))
+                        | build(2, 4, |i| fi(i64::from(lane(src, 4, i) as u32 as i32), F32))
                 }
                 _ => d,
             };

@@ -143,11 +143,17 @@ fn sat_u(v: i64, w: usize) -> u64 {
 /// Two-operand packed-integer operation on `nb`-byte vectors (8 = MMX, 16 = XMM).
 pub fn binop(m: M, a: u128, b: u128, nb: usize, imm: u8) -> u128 {
     let lanes = |w: usize| nb / w;
-    let ew = |w: usize, f: &dyn Fn(u64, u64) -> u64| build(lanes(w), w, |i| f(lane(a, w, i), lane(b, w, i)));
+    let ew = |w: usize, f: &dyn Fn(u64, u64) -> u64| {
+        build(lanes(w), w, |i| f(lane(a, w, i), lane(b, w, i)))
+    };
     let sw = |w: usize, f: &dyn Fn(i64, i64) -> i64| {
         build(lanes(w), w, |i| f(slane(a, w, i), slane(b, w, i)) as u64)
     };
-    let full = if nb == 16 { u128::MAX } else { u128::from(u64::MAX) };
+    let full = if nb == 16 {
+        u128::MAX
+    } else {
+        u128::from(u64::MAX)
+    };
     match m {
         M::Paddb => ew(1, &|x, y| x.wrapping_add(y)),
         M::Paddw => ew(2, &|x, y| x.wrapping_add(y)),
@@ -179,7 +185,11 @@ pub fn binop(m: M, a: u128, b: u128, nb: usize, imm: u8) -> u128 {
             };
             let n = lanes(w);
             build(2 * n, w / 2, |i| {
-                let v = if i < n { slane(a, w, i) } else { slane(b, w, i - n) };
+                let v = if i < n {
+                    slane(a, w, i)
+                } else {
+                    slane(b, w, i - n)
+                };
                 if signed {
                     sat_s(v, w / 2)
                 } else {
@@ -187,8 +197,14 @@ pub fn binop(m: M, a: u128, b: u128, nb: usize, imm: u8) -> u128 {
                 }
             })
         }
-        M::Punpcklbw | M::Punpcklwd | M::Punpckldq | M::Punpcklqdq | M::Punpckhbw | M::Punpckhwd
-        | M::Punpckhdq | M::Punpckhqdq => {
+        M::Punpcklbw
+        | M::Punpcklwd
+        | M::Punpckldq
+        | M::Punpcklqdq
+        | M::Punpckhbw
+        | M::Punpckhwd
+        | M::Punpckhdq
+        | M::Punpckhqdq => {
             let (w, high) = match m {
                 M::Punpcklbw => (1, false),
                 M::Punpcklwd => (2, false),
@@ -251,12 +267,15 @@ pub fn binop(m: M, a: u128, b: u128, nb: usize, imm: u8) -> u128 {
         M::Pmulhw => sw(2, &|x, y| (x * y) >> 16),
         M::Pmulhuw => ew(2, &|x, y| (x * y) >> 16),
         M::Pmaddwd => build(lanes(4), 4, |i| {
-            let p = slane(a, 2, 2 * i) * slane(b, 2, 2 * i) + slane(a, 2, 2 * i + 1) * slane(b, 2, 2 * i + 1);
+            let p = slane(a, 2, 2 * i) * slane(b, 2, 2 * i)
+                + slane(a, 2, 2 * i + 1) * slane(b, 2, 2 * i + 1);
             p as u64
         }),
         M::Pmuludq => build(lanes(8), 8, |i| lane(a, 4, 2 * i) * lane(b, 4, 2 * i)),
         M::Psadbw => build(lanes(8), 8, |i| {
-            (0..8).map(|j| lane(a, 1, 8 * i + j).abs_diff(lane(b, 1, 8 * i + j))).sum()
+            (0..8)
+                .map(|j| lane(a, 1, 8 * i + j).abs_diff(lane(b, 1, 8 * i + j)))
+                .sum()
         }),
         M::Pavgb => ew(1, &|x, y| (x + y + 1) >> 1),
         M::Pavgw => ew(2, &|x, y| (x + y + 1) >> 1),
@@ -273,10 +292,18 @@ pub fn binop(m: M, a: u128, b: u128, nb: usize, imm: u8) -> u128 {
             }
         }),
         M::Phaddw | M::Phaddd | M::Phaddsw | M::Phsubw | M::Phsubd | M::Phsubsw => {
-            let w = if matches!(m, M::Phaddd | M::Phsubd) { 4 } else { 2 };
+            let w = if matches!(m, M::Phaddd | M::Phsubd) {
+                4
+            } else {
+                2
+            };
             let n = lanes(w);
             build(n, w, |i| {
-                let (src, k) = if i < n / 2 { (a, 2 * i) } else { (b, 2 * (i - n / 2)) };
+                let (src, k) = if i < n / 2 {
+                    (a, 2 * i)
+                } else {
+                    (b, 2 * (i - n / 2))
+                };
                 let (x, y) = (slane(src, w, k), slane(src, w, k + 1));
                 match m {
                     M::Phaddw | M::Phaddd => x.wrapping_add(y) as u64,
@@ -287,7 +314,8 @@ pub fn binop(m: M, a: u128, b: u128, nb: usize, imm: u8) -> u128 {
             })
         }
         M::Pmaddubsw => build(lanes(2), 2, |i| {
-            let p = lane(a, 1, 2 * i) as i64 * slane(b, 1, 2 * i) + lane(a, 1, 2 * i + 1) as i64 * slane(b, 1, 2 * i + 1);
+            let p = lane(a, 1, 2 * i) as i64 * slane(b, 1, 2 * i)
+                + lane(a, 1, 2 * i + 1) as i64 * slane(b, 1, 2 * i + 1);
             sat_s(p, 2)
         }),
         M::Pmulhrsw => sw(2, &|x, y| (((x * y) >> 14) + 1) >> 1),
@@ -334,8 +362,16 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
     let nb = if is_mm(insn, 0) { 8 } else { 16 };
     match m {
         M::Emms => Ok(()),
-        M::Movd | M::Movq | M::Movdqa | M::Movdqu | M::Lddqu | M::Movntdq | M::Movnti | M::Movntq
-        | M::Movq2dq | M::Movdq2q => {
+        M::Movd
+        | M::Movq
+        | M::Movdqa
+        | M::Movdqu
+        | M::Lddqu
+        | M::Movntdq
+        | M::Movnti
+        | M::Movntq
+        | M::Movq2dq
+        | M::Movdq2q => {
             let v = ctx.vread(insn, 1)?;
             // MOVD/MOVQ zero-extend into XMM; MOVQ to a 64-bit destination keeps 64 bits.
             let v = match (m, loc(insn, 1)) {
@@ -386,8 +422,20 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
             let r = match m {
                 M::Pshufd => build(4, 4, |i| lane(src, 4, sel(i))),
                 M::Pshufw => build(4, 2, |i| lane(src, 2, sel(i))),
-                M::Pshuflw => build(8, 2, |i| if i < 4 { lane(src, 2, sel(i)) } else { lane(src, 2, i) }),
-                _ => build(8, 2, |i| if i >= 4 { lane(src, 2, 4 + sel(i - 4)) } else { lane(src, 2, i) }),
+                M::Pshuflw => build(8, 2, |i| {
+                    if i < 4 {
+                        lane(src, 2, sel(i))
+                    } else {
+                        lane(src, 2, i)
+                    }
+                }),
+                _ => build(8, 2, |i| {
+                    if i >= 4 {
+                        lane(src, 2, 4 + sel(i - 4))
+                    } else {
+                        lane(src, 2, i)
+                    }
+                }),
             };
             ctx.vwrite(insn, 0, r)
         }
@@ -412,7 +460,11 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
         M::Psllw | M::Pslld | M::Psllq | M::Psrlw | M::Psrld | M::Psrlq | M::Psraw | M::Psrad => {
             let a = ctx.vread(insn, 0)?;
             let b = ctx.vread(insn, 1)?;
-            let b = if loc(insn, 1) == Loc::Imm { u128::from(insn.immediate8()) } else { b };
+            let b = if loc(insn, 1) == Loc::Imm {
+                u128::from(insn.immediate8())
+            } else {
+                b
+            };
             // The count is the low 64 bits of the source operand.
             let b = b & u128::from(u64::MAX);
             ctx.vwrite(insn, 0, binop(m, a, b, nb, 0))
@@ -420,7 +472,11 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
         _ => {
             let a = ctx.vread(insn, 0)?;
             let b = ctx.vread(insn, 1)?;
-            let imm = if insn.op_count() > 2 { insn.immediate8() } else { 0 };
+            let imm = if insn.op_count() > 2 {
+                insn.immediate8()
+            } else {
+                0
+            };
             let r = binop(m, a, b, nb, imm);
             if nb == 8 {
                 ctx.vwrite(insn, 0, r & u128::from(u64::MAX))

@@ -42,14 +42,19 @@ pub fn loc(insn: &Instruction, i: u32) -> Loc {
 }
 
 fn uses_mmx(insn: &Instruction) -> bool {
-    insn.mnemonic() == Mnemonic::Emms || (0..insn.op_count()).any(|i| matches!(loc(insn, i), Loc::Mm(_)))
+    insn.mnemonic() == Mnemonic::Emms
+        || (0..insn.op_count()).any(|i| matches!(loc(insn, i), Loc::Mm(_)))
 }
 
 /// Instructions whose 128-bit memory operand need not be 16-byte aligned (§12.4 / Vol. 2).
 fn unaligned_ok(m: Mnemonic) -> bool {
     matches!(
         m,
-        Mnemonic::Movups | Mnemonic::Movupd | Mnemonic::Movdqu | Mnemonic::Lddqu | Mnemonic::Maskmovdqu
+        Mnemonic::Movups
+            | Mnemonic::Movupd
+            | Mnemonic::Movdqu
+            | Mnemonic::Lddqu
+            | Mnemonic::Maskmovdqu
     )
 }
 
@@ -182,10 +187,10 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> O
         float::exec(ctx, insn)
     };
     if r.is_ok() && mmx {
+        // EMMS also resets TOP (observed on hardware), then empties every register.
+        mmx_transition(&mut ctx.cpu.s.fpu);
         if m == Mnemonic::Emms {
             ctx.cpu.s.fpu.ftw = 0xffff;
-        } else {
-            mmx_transition(&mut ctx.cpu.s.fpu);
         }
     }
     Some(r)

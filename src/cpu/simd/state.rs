@@ -115,7 +115,11 @@ fn fxrstor<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction, w64: 
     // Rebuild the full tag word from the abridged one and the register contents.
     let abr = img[4];
     for p in 0..8 {
-        let t = if abr & (1 << p) == 0 { TAG_EMPTY } else { tag_of(slot_get(&f.st[p])) };
+        let t = if abr & (1 << p) == 0 {
+            TAG_EMPTY
+        } else {
+            tag_of(slot_get(&f.st[p]))
+        };
         f.set_tag(p, t);
     }
     crate::cpu::fpu::x87::update_es(&mut f);
