@@ -14,3 +14,7 @@ gcc -O1 -mno-red-zone -o data data.c
 ./alu > alu.txt
 ./data > data.txt
 wc -l alu.txt data.txt
+python3 "$here/gen_mem.py"
+gcc -O1 -mno-red-zone -o mem mem.c
+./mem > mem.txt
+wc -l mem.txt
