@@ -14,7 +14,7 @@ use super::set_flags;
 use crate::cpu::flags::{self, mask};
 use crate::cpu::{Ctx, Platform, Res};
 use crate::mmu::walk::Access;
-use iced_x86::{Instruction, Mnemonic, OpKind};
+use iced_x86::{Instruction, OpKind};
 use jit::abi::{flags as fl, reg, sreg};
 
 /// Iterations a REP string instruction performs per interpreter step.
@@ -276,38 +276,4 @@ fn bulk<P: Platform + ?Sized>(
         return 0;
     }
     n
-}
-
-/// True for the mnemonics this module implements (used by the dispatcher's tests).
-pub fn is_string_mnemonic(m: Mnemonic) -> bool {
-    use Mnemonic as M;
-    matches!(
-        m,
-        M::Movsb
-            | M::Movsw
-            | M::Movsd
-            | M::Movsq
-            | M::Cmpsb
-            | M::Cmpsw
-            | M::Cmpsd
-            | M::Cmpsq
-            | M::Scasb
-            | M::Scasw
-            | M::Scasd
-            | M::Scasq
-            | M::Lodsb
-            | M::Lodsw
-            | M::Lodsd
-            | M::Lodsq
-            | M::Stosb
-            | M::Stosw
-            | M::Stosd
-            | M::Stosq
-            | M::Insb
-            | M::Insw
-            | M::Insd
-            | M::Outsb
-            | M::Outsw
-            | M::Outsd
-    )
 }
