@@ -48,28 +48,28 @@ fn addr_size(insn: &Instruction) -> u32 {
 pub fn movs<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     run(ctx, insn, Op::Movs)
 }
-/// CMPS m, m (flags of SRC - DEST, i.e. [SI] - ES:[DI]).
+/// CMPS m, m (flags of SRC - DEST, i.e. `[SI]` - `ES:[DI]`).
 pub fn cmps<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     run(ctx, insn, Op::Cmps)
 }
-/// SCAS: flags of accumulator - ES:[DI].
+/// SCAS: flags of accumulator - `ES:[DI]`.
 pub fn scas<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     run(ctx, insn, Op::Scas)
 }
-/// LODS: accumulator = [SI].
+/// LODS: accumulator = `[SI]`.
 pub fn lods<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     run(ctx, insn, Op::Lods)
 }
-/// STOS: ES:[DI] = accumulator.
+/// STOS: `ES:[DI]` = accumulator.
 pub fn stos<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     run(ctx, insn, Op::Stos)
 }
-/// INS: ES:[DI] = port DX. IOPL-sensitive: checked by `ring::io::check_io` and counted in the
+/// INS: `ES:[DI]` = port DX. IOPL-sensitive: checked by `ring::io::check_io` and counted in the
 /// ring statistics.
 pub fn ins<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     io_checked(ctx, insn, Op::Ins)
 }
-/// OUTS: port DX = [SI]. IOPL-sensitive like INS.
+/// OUTS: port DX = `[SI]`. IOPL-sensitive like INS.
 pub fn outs<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     io_checked(ctx, insn, Op::Outs)
 }
