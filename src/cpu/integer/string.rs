@@ -14,7 +14,7 @@ use super::set_flags;
 use crate::cpu::flags::{self, mask};
 use crate::cpu::{Ctx, Platform, Res};
 use crate::mmu::walk::Access;
-use iced_x86::{Instruction, Mnemonic, OpKind};
+use iced_x86::{Instruction, OpKind};
 use jit::abi::{flags as fl, reg, sreg};
 
 /// Iterations a REP string instruction performs per interpreter step.
@@ -48,28 +48,28 @@ fn addr_size(insn: &Instruction) -> u32 {
 pub fn movs<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     run(ctx, insn, Op::Movs)
 }
-/// CMPS m, m (flags of SRC - DEST, i.e. [SI] - ES:[DI]).
+/// CMPS m, m (flags of SRC - DEST, i.e. `[SI]` - `ES:[DI]`).
 pub fn cmps<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     run(ctx, insn, Op::Cmps)
 }
-/// SCAS: flags of accumulator - ES:[DI].
+/// SCAS: flags of accumulator - `ES:[DI]`.
 pub fn scas<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     run(ctx, insn, Op::Scas)
 }
-/// LODS: accumulator = [SI].
+/// LODS: accumulator = `[SI]`.
 pub fn lods<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     run(ctx, insn, Op::Lods)
 }
-/// STOS: ES:[DI] = accumulator.
+/// STOS: `ES:[DI]` = accumulator.
 pub fn stos<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     run(ctx, insn, Op::Stos)
 }
-/// INS: ES:[DI] = port DX. IOPL-sensitive: checked by `ring::io::check_io` and counted in the
+/// INS: `ES:[DI]` = port DX. IOPL-sensitive: checked by `ring::io::check_io` and counted in the
 /// ring statistics.
 pub fn ins<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     io_checked(ctx, insn, Op::Ins)
 }
-/// OUTS: port DX = [SI]. IOPL-sensitive like INS.
+/// OUTS: port DX = `[SI]`. IOPL-sensitive like INS.
 pub fn outs<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     io_checked(ctx, insn, Op::Outs)
 }
@@ -276,38 +276,4 @@ fn bulk<P: Platform + ?Sized>(
         return 0;
     }
     n
-}
-
-/// True for the mnemonics this module implements (used by the dispatcher's tests).
-pub fn is_string_mnemonic(m: Mnemonic) -> bool {
-    use Mnemonic as M;
-    matches!(
-        m,
-        M::Movsb
-            | M::Movsw
-            | M::Movsd
-            | M::Movsq
-            | M::Cmpsb
-            | M::Cmpsw
-            | M::Cmpsd
-            | M::Cmpsq
-            | M::Scasb
-            | M::Scasw
-            | M::Scasd
-            | M::Scasq
-            | M::Lodsb
-            | M::Lodsw
-            | M::Lodsd
-            | M::Lodsq
-            | M::Stosb
-            | M::Stosw
-            | M::Stosd
-            | M::Stosq
-            | M::Insb
-            | M::Insw
-            | M::Insd
-            | M::Outsb
-            | M::Outsw
-            | M::Outsd
-    )
 }

@@ -18,3 +18,7 @@ python3 "$here/gen_mem.py"
 gcc -O1 -mno-red-zone -o mem mem.c
 ./mem > mem.txt
 wc -l mem.txt
+python3 "$here/gen_stack.py"
+gcc -O1 -mno-red-zone -no-pie -o stack stack.c
+./stack > stack.txt
+wc -l stack.txt
