@@ -232,7 +232,12 @@ pub fn build() -> Result<DemoImage, DemoError> {
         chunk("TSS", TSS, tss(), 0x68)?,
         chunk("IDT", IDT, idt(&handlers), 0x1000)?,
         chunk("kernel strings", STRINGS, s.bytes, 0x1000)?,
-        chunk("32-bit page directory", PD32, 0x83u32.to_le_bytes().to_vec(), 0x1000)?,
+        chunk(
+            "32-bit page directory",
+            PD32,
+            0x83u32.to_le_bytes().to_vec(),
+            0x1000,
+        )?,
         chunk("4-level page tables", PML4, page_tables(), 0x4000)?,
     ];
     Ok(DemoImage {
@@ -318,9 +323,21 @@ struct Console {
 fn console(a: &mut CodeAssembler) -> Result<Console, IcedError> {
     let long = a.bitness() == 64;
     let (ax_, bx_, cx_, dx_, si_) = if long {
-        (Gpr::R(rax), Gpr::R(rbx), Gpr::R(rcx), Gpr::R(rdx), Gpr::R(rsi))
+        (
+            Gpr::R(rax),
+            Gpr::R(rbx),
+            Gpr::R(rcx),
+            Gpr::R(rdx),
+            Gpr::R(rsi),
+        )
     } else {
-        (Gpr::E(eax), Gpr::E(ebx), Gpr::E(ecx), Gpr::E(edx), Gpr::E(esi))
+        (
+            Gpr::E(eax),
+            Gpr::E(ebx),
+            Gpr::E(ecx),
+            Gpr::E(edx),
+            Gpr::E(esi),
+        )
     };
     let mut putc = a.create_label();
     let mut raw_putc = a.create_label();
@@ -775,7 +792,12 @@ fn kernel(s: &mut Strings) -> Result<(Vec<u8>, Handlers), DemoError> {
     a.mov(ax, PM1_S5_SLP_EN)?;
     a.out(dx, ax)?;
     // Still running: no ACPI. isa-debug-exit ends the emulator (exit status 1).
-    print(a, &c, s, "ACPI power-off did not work; trying isa-debug-exit\n")?;
+    print(
+        a,
+        &c,
+        s,
+        "ACPI power-off did not work; trying isa-debug-exit\n",
+    )?;
     a.mov(al, 0)?;
     a.out(DEBUG_EXIT, al)?;
     a.set_label(&mut halt)?;
@@ -825,7 +847,12 @@ fn kernel(s: &mut Strings) -> Result<(Vec<u8>, Handlers), DemoError> {
     print(a, &c, s, " (error code 0x")?;
     a.mov(rbx, qword_ptr(rsp + 32))?; // the error code
     print_hex(a, &c, 1)?;
-    print(a, &c, s, ": user write, page not present): mapped the page\n")?;
+    print(
+        a,
+        &c,
+        s,
+        ": user write, page not present): mapped the page\n",
+    )?;
     // PTE = page | U | W | P. The old entry was not present, so no TLB entry can be stale;
     // INVLPG anyway, the habit that matters when a present entry changes (§4.10.4).
     a.mov(rbx, PT + (MISSING_PAGE >> 12) * 8)?;
@@ -854,7 +881,12 @@ fn kernel(s: &mut Strings) -> Result<(Vec<u8>, Handlers), DemoError> {
     print(a, &c, s, ", error code 0x")?;
     a.mov(rbx, qword_ptr(rsp + 32))?;
     print_hex(a, &c, 1)?;
-    print(a, &c, s, ", on the IST1 stack: skipped it\n")?;
+    // The CPU switched to the IST1 stack and pushed 6 qwords (error code, RIP, CS, RFLAGS,
+    // RSP, SS; §6.14.2, §6.14.5); the handler pushed 4 more.
+    print(a, &c, s, ", frame on the IST1 stack at RSP=0x")?;
+    a.lea(rbx, qword_ptr(rsp + 32))?;
+    print_hex(a, &c, 1)?;
+    print(a, &c, s, ": skipped it\n")?;
     a.add(qword_ptr(rsp + 40), 1)?;
     a.pop(rdx)?;
     a.pop(rbx)?;
@@ -865,7 +897,12 @@ fn kernel(s: &mut Strings) -> Result<(Vec<u8>, Handlers), DemoError> {
 
     // Every other vector: stop with a message and a failing exit status.
     a.set_label(&mut unexpected)?;
-    print(a, &c, s, "rinx demo: unexpected exception or interrupt; stopping\n")?;
+    print(
+        a,
+        &c,
+        s,
+        "rinx demo: unexpected exception or interrupt; stopping\n",
+    )?;
     a.mov(al, 1)?;
     a.out(DEBUG_EXIT, al)?;
     a.cli()?;
