@@ -154,7 +154,10 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
     fn write_phys_page(&mut self, p: PhysPage, la: u64, data: &[u8]) {
         let off = (la & 0xfff) as usize;
         match p.host {
-            Some(h) => self.mem.page_slice_mut(h)[off..off + data.len()].copy_from_slice(data),
+            Some(h) => {
+                self.cpu.dcache.note_write(p.pa_page);
+                self.mem.page_slice_mut(h)[off..off + data.len()].copy_from_slice(data)
+            }
             None => {
                 for (i, b) in data.iter().enumerate() {
                     self.plat
@@ -230,6 +233,7 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
         if (la & 0xfff) + u64::from(size) <= 4096 {
             let p = self.translate(la, Access::Write, system)?;
             if let Some(h) = p.host {
+                self.cpu.dcache.note_write(p.pa_page);
                 let off = (la & 0xfff) as usize;
                 let page = self.mem.page_slice_mut(h);
                 page[off..off + size as usize].copy_from_slice(&v.to_le_bytes()[..size as usize]);

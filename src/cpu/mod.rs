@@ -123,6 +123,8 @@ pub struct Cpu {
     pub interrupts: u64,
     /// RIPs of the most recently started instructions (ring buffer, for diagnostics).
     pub recent: [u64; RECENT],
+    /// Decoded instructions by physical address (the interpreter's block cache).
+    pub dcache: crate::exec::dcache::DecodeCache,
 }
 
 /// How many recent RIPs [`Cpu::recent`] keeps.
@@ -149,6 +151,7 @@ impl Cpu {
             exceptions: [0; 32],
             interrupts: 0,
             recent: [0; RECENT],
+            dcache: Default::default(),
         }
     }
 
@@ -208,6 +211,11 @@ impl Cpu {
     }
 }
 
+#[inline]
+fn mem_access_exec() -> crate::mmu::walk::Access {
+    crate::mmu::walk::Access::Execute
+}
+
 /// Maximum x86 instruction length (bytes), Intel SDM Vol. 2A §2.3.11.
 pub const MAX_INSN_LEN: usize = 15;
 
@@ -241,6 +249,45 @@ impl<'a, P: Platform + ?Sized> Ctx<'a, P> {
             _ if !self.cpu.protected() || self.cpu.v86() => decoder::Mode::Real16,
             _ => decoder::Mode::Bits16,
         }
+    }
+
+    /// Fetches the instruction at CS:RIP through the decoded-instruction cache: a hit costs a
+    /// TLB lookup (with the execute-permission check) and a cache probe; a miss decodes with
+    /// [`Ctx::fetch_decode`] and caches the result when it lies within one RAM page.
+    pub fn fetch_cached(&mut self) -> Res<(iced_x86::Instruction, u8)> {
+        let mode = self.decode_mode();
+        let key = mode as u8;
+        let rip = self.cpu.s.rip;
+        let cs = self.cpu.s.seg[sreg::CS];
+        let (la, limit_room) = if mode == decoder::Mode::Bits64 {
+            if !mem::canonical(rip) {
+                return self.fetch_decode().map(|d| (d.insn, d.len));
+            }
+            (rip, u64::MAX)
+        } else {
+            let off = rip & 0xffff_ffff;
+            let room = if self.cpu.protected() && !self.cpu.v86() {
+                u64::from(cs.limit).wrapping_sub(off).wrapping_add(1)
+            } else {
+                u64::MAX
+            };
+            (cs.base.wrapping_add(off) & 0xffff_ffff, room)
+        };
+        if (la & 0xfff) > 4096 - MAX_INSN_LEN as u64 || limit_room < MAX_INSN_LEN as u64 {
+            // Might straddle a page or the CS limit: take the exact path.
+            return self.fetch_decode().map(|d| (d.insn, d.len));
+        }
+        let p = self.translate(la, mem_access_exec(), false)?;
+        if p.host.is_none() {
+            return self.fetch_decode().map(|d| (d.insn, d.len));
+        }
+        let pa = p.pa_page | (la & 0xfff);
+        if let Some(hit) = self.cpu.dcache.lookup(pa, rip, key) {
+            return Ok(hit);
+        }
+        let d = self.fetch_decode()?;
+        self.cpu.dcache.insert(pa, rip, key, &d.insn, d.len);
+        Ok((d.insn, d.len))
     }
 
     /// Fetches and decodes the instruction at CS:RIP through the shadow TLB. The second page

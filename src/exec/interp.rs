@@ -47,10 +47,10 @@ pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), interrupt:
     let rip = ctx.cpu.s.rip;
     ctx.cpu.cur_rip = rip;
     ctx.cpu.recent[(ctx.cpu.icount as usize) % crate::cpu::RECENT] = rip;
-    let r = ctx.fetch_decode().and_then(|d| {
+    let r = ctx.fetch_cached().and_then(|(insn, len)| {
         let m = crate::cpu::flags::mask(ctx.default_ip_size());
-        ctx.next_rip = rip.wrapping_add(u64::from(d.len)) & m;
-        dispatch::execute(ctx, &d.insn)
+        ctx.next_rip = rip.wrapping_add(u64::from(len)) & m;
+        dispatch::execute(ctx, &insn)
     });
     match r {
         Ok(()) => {

@@ -1,4 +1,5 @@
 //! Execution engines and the dispatcher loop.
 
+pub mod dcache;
 pub mod diag;
 pub mod interp;

@@ -301,4 +301,6 @@ pub fn sext(v: u64, size: u32) -> u64 {
 }
 
 #[cfg(test)]
+mod host_oracle;
+#[cfg(test)]
 mod tests;

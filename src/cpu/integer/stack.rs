@@ -85,7 +85,8 @@ pub fn popa<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
 
 /// ENTER imm16, imm8: make a stack frame with `imm8 mod 32` nesting levels
 /// (SDM Vol. 2A "ENTER" pseudo-code). All frame-pointer reads happen and every store is probed
-/// before anything is committed.
+/// before anything is committed; a read that overlaps an earlier push of the same ENTER sees the
+/// pushed bytes, as the sequential hardware operation does.
 pub fn enter<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     let size = if ctx.cpu.mode64() {
         if insn.code() == iced_x86::Code::Enterw_imm16_imm8 {
@@ -116,7 +117,15 @@ pub fn enter<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> 
         let mut bp = ctx.gpr(reg::RBP, ss);
         for _ in 1..level {
             bp = bp.wrapping_sub(step) & sm;
-            let v = ctx.read_mem(sreg::SS, bp, size)?;
+            // Hardware reads and pushes one after the other, so a read can see an earlier push
+            // of this same instruction: overlay the pending stores on what memory holds.
+            let v = overlay(
+                ctx.read_mem(sreg::SS, bp, size)?,
+                bp,
+                size,
+                &stores[..n],
+                sm,
+            );
             sp = sp.wrapping_sub(step) & sm;
             stores[n] = (sp, v);
             n += 1;
@@ -135,6 +144,22 @@ pub fn enter<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> 
     ctx.set_gpr(reg::RBP, size, frame_temp);
     ctx.set_gpr(reg::RSP, ss, new_sp);
     Ok(())
+}
+
+/// The `size`-byte value at stack offset `at`, given that memory holds `mem` there and the
+/// `stores` (offset, value) of `size` bytes each are to be applied first, in order.
+fn overlay(mem: u64, at: u64, size: u32, stores: &[(u64, u64)], sm: u64) -> u64 {
+    let mut v = mem;
+    for &(a, val) in stores {
+        for j in 0..u64::from(size) {
+            let k = (at.wrapping_add(j)).wrapping_sub(a) & sm;
+            if k < u64::from(size) {
+                let byte = (val >> (8 * k)) & 0xff;
+                v = (v & !(0xff << (8 * j))) | (byte << (8 * j));
+            }
+        }
+    }
+    v
 }
 
 /// LEAVE: RSP = RBP (stack-address size), then pop RBP (operand size) (SDM Vol. 2A "LEAVE").

@@ -7,12 +7,14 @@
 //! overrides; the destination is always ES. Each iteration commits its registers after its
 //! accesses succeed, so a fault leaves the completed iterations in place (as hardware does).
 //! A REP instruction runs at most [`CHUNK`] iterations per step and then re-executes itself,
-//! so pending interrupts are taken between chunks.
+//! so pending interrupts are taken between chunks. Forward REP MOVS/STOS over RAM move whole
+//! page-bounded runs at once (see `bulk`), with the same architectural result.
 
 use super::set_flags;
 use crate::cpu::flags::{self, mask};
 use crate::cpu::{Ctx, Platform, Res};
-use iced_x86::{Instruction, Mnemonic, OpKind};
+use crate::mmu::walk::Access;
+use iced_x86::{Instruction, OpKind};
 use jit::abi::{flags as fl, reg, sreg};
 
 /// Iterations a REP string instruction performs per interpreter step.
@@ -46,28 +48,28 @@ fn addr_size(insn: &Instruction) -> u32 {
 pub fn movs<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     run(ctx, insn, Op::Movs)
 }
-/// CMPS m, m (flags of SRC - DEST, i.e. [SI] - ES:[DI]).
+/// CMPS m, m (flags of SRC - DEST, i.e. `[SI]` - `ES:[DI]`).
 pub fn cmps<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     run(ctx, insn, Op::Cmps)
 }
-/// SCAS: flags of accumulator - ES:[DI].
+/// SCAS: flags of accumulator - `ES:[DI]`.
 pub fn scas<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     run(ctx, insn, Op::Scas)
 }
-/// LODS: accumulator = [SI].
+/// LODS: accumulator = `[SI]`.
 pub fn lods<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     run(ctx, insn, Op::Lods)
 }
-/// STOS: ES:[DI] = accumulator.
+/// STOS: `ES:[DI]` = accumulator.
 pub fn stos<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     run(ctx, insn, Op::Stos)
 }
-/// INS: ES:[DI] = port DX. IOPL-sensitive: checked by `ring::io::check_io` and counted in the
+/// INS: `ES:[DI]` = port DX. IOPL-sensitive: checked by `ring::io::check_io` and counted in the
 /// ring statistics.
 pub fn ins<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     io_checked(ctx, insn, Op::Ins)
 }
-/// OUTS: port DX = [SI]. IOPL-sensitive like INS.
+/// OUTS: port DX = `[SI]`. IOPL-sensitive like INS.
 pub fn outs<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     io_checked(ctx, insn, Op::Outs)
 }
@@ -99,16 +101,34 @@ fn run<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction, op: Op) -
     // For CMPS/SCAS: REPE (F3) stops when ZF = 0, REPNE (F2) when ZF = 1.
     let stop_on_zf = insn.has_repne_prefix();
     let port = ctx.gpr(reg::RDX, 2) as u16;
+    let bulk_ok = rep && matches!(op, Op::Movs | Op::Stos) && ctx.cpu.s.rflags & fl::DF == 0;
     let mut n = 0;
     loop {
         if rep {
-            if ctx.gpr(reg::RCX, asz) == 0 {
+            let cx = ctx.gpr(reg::RCX, asz);
+            if cx == 0 {
                 return Ok(());
             }
-            if n == CHUNK {
+            if n >= CHUNK {
                 // Leave RIP at this instruction; it resumes after pending events.
                 ctx.next_rip = ctx.cpu.cur_rip;
                 return Ok(());
+            }
+            if bulk_ok {
+                let max = cx.min(u64::from(CHUNK - n));
+                let k = bulk(ctx, op, src_seg, asz, size, max);
+                if k > 0 {
+                    let bytes = k * u64::from(size);
+                    if op == Op::Movs {
+                        let si = ctx.gpr(reg::RSI, asz).wrapping_add(bytes) & am;
+                        ctx.set_gpr(reg::RSI, asz, si);
+                    }
+                    let di = ctx.gpr(reg::RDI, asz).wrapping_add(bytes) & am;
+                    ctx.set_gpr(reg::RDI, asz, di);
+                    ctx.set_gpr(reg::RCX, asz, cx - k);
+                    n += k as u32;
+                    continue;
+                }
             }
         }
         n += 1;
@@ -176,36 +196,84 @@ fn run<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction, op: Op) -
     }
 }
 
-/// True for the mnemonics this module implements (used by the dispatcher's tests).
-pub fn is_string_mnemonic(m: Mnemonic) -> bool {
-    use Mnemonic as M;
-    matches!(
-        m,
-        M::Movsb
-            | M::Movsw
-            | M::Movsd
-            | M::Movsq
-            | M::Cmpsb
-            | M::Cmpsw
-            | M::Cmpsd
-            | M::Cmpsq
-            | M::Scasb
-            | M::Scasw
-            | M::Scasd
-            | M::Scasq
-            | M::Lodsb
-            | M::Lodsw
-            | M::Lodsd
-            | M::Lodsq
-            | M::Stosb
-            | M::Stosw
-            | M::Stosd
-            | M::Stosq
-            | M::Insb
-            | M::Insw
-            | M::Insd
-            | M::Outsb
-            | M::Outsw
-            | M::Outsd
-    )
+/// Bulk path of a forward REP MOVS/STOS: moves as many whole elements (at most `max`) as lie
+/// within one RAM page on each side, within the segment limits and without address-size
+/// wrap-around, through the ordinary linear-memory accessors. Returns how many elements it did;
+/// 0 means "take the element-by-element path" (page or limit boundary, MMIO, a pending fault,
+/// or an overlap where element order matters), which then faults precisely if it must.
+fn bulk<P: Platform + ?Sized>(
+    ctx: &mut Ctx<'_, P>,
+    op: Op,
+    src_seg: usize,
+    asz: u32,
+    size: u32,
+    max: u64,
+) -> u64 {
+    let sz = u64::from(size);
+    let am = mask(asz);
+    let di = ctx.gpr(reg::RDI, asz);
+    let si = ctx.gpr(reg::RSI, asz);
+    let Ok(la_d) = ctx.linear(sreg::ES, di, size, true) else {
+        return 0;
+    };
+    let mut n = max.min((4096 - (la_d & 0xfff)) / sz);
+    if asz < 8 {
+        n = n.min((am - di + 1) / sz);
+    }
+    let mut la_s = 0;
+    if op == Op::Movs {
+        let Ok(la) = ctx.linear(src_seg, si, size, false) else {
+            return 0;
+        };
+        la_s = la;
+        n = n.min((4096 - (la_s & 0xfff)) / sz);
+        if asz < 8 {
+            n = n.min((am - si + 1) / sz);
+        }
+    }
+    if n < 2 {
+        return 0;
+    }
+    let bytes = n * sz;
+    let blen = bytes as u32;
+    if ctx.linear(sreg::ES, di, blen, true).is_err() {
+        return 0;
+    }
+    let Ok(pd) = ctx.translate(la_d, Access::Write, false) else {
+        return 0;
+    };
+    if pd.host.is_none() {
+        return 0;
+    }
+    let mut buf = [0u8; 4096];
+    let data = &mut buf[..bytes as usize];
+    if op == Op::Movs {
+        if ctx.linear(src_seg, si, blen, false).is_err() {
+            return 0;
+        }
+        let Ok(ps) = ctx.translate(la_s, Access::Read, false) else {
+            return 0;
+        };
+        if ps.host.is_none() {
+            return 0;
+        }
+        // A destination that starts inside the source range replicates elements when copied
+        // one by one; leave that to the exact path.
+        let (pa_s, pa_d) = (ps.pa_page | (la_s & 0xfff), pd.pa_page | (la_d & 0xfff));
+        if pa_d > pa_s && pa_d < pa_s + bytes {
+            return 0;
+        }
+        if ctx.read_linear_bytes(la_s, data, false).is_err() {
+            return 0;
+        }
+    } else {
+        let v = ctx.gpr(reg::RAX, size).to_le_bytes();
+        for chunk in data.chunks_exact_mut(size as usize) {
+            chunk.copy_from_slice(&v[..size as usize]);
+        }
+    }
+    if ctx.write_linear_bytes(la_d, data, false).is_err() {
+        return 0;
+    }
+    n
 }

@@ -1,0 +1,151 @@
+//! The interpreter's decoded-instruction cache, keyed by guest physical address (plus the linear
+//! RIP and decode mode, since iced-x86 bakes the IP into branch targets).
+//!
+//! Self-modifying code: every physical page that holds cached instructions is marked in a
+//! bitmap; a store to a marked page bumps the page's generation, which invalidates all of its
+//! entries at once (DESIGN.md "Self-modifying code"). Linux patches its own text at boot
+//! (alternatives, static keys), so this path is exercised by every real boot.
+
+use iced_x86::Instruction;
+
+/// Number of direct-mapped entries (power of two).
+const ENTRIES: usize = 1 << 15;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// Guest physical address of the first byte (u64::MAX = empty).
+    pa: u64,
+    rip: u64,
+    gen: u32,
+    mode: u8,
+    len: u8,
+    insn: Instruction,
+}
+
+/// Counters shown by `--stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeCacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    /// Code pages invalidated by guest stores.
+    pub invalidations: u64,
+}
+
+/// The cache. The entry table is allocated on first use: short-lived CPUs (conformance
+/// tests) never pay for it.
+#[derive(Debug, Clone, Default)]
+pub struct DecodeCache {
+    entries: Vec<Entry>,
+    /// Generation per physical page (grown on demand).
+    page_gen: Vec<u32>,
+    /// One bit per physical page: some entry was decoded from it.
+    code_bits: Vec<u64>,
+    /// Inserts refused before the table is allocated.
+    warmup: u32,
+    pub stats: DecodeCacheStats,
+}
+
+#[inline]
+fn slot(pa: u64) -> usize {
+    ((pa ^ (pa >> 15)) as usize) & (ENTRIES - 1)
+}
+
+impl DecodeCache {
+    /// The cached instruction at physical `pa`, decoded at `rip` in `mode`.
+    #[inline]
+    pub fn lookup(&mut self, pa: u64, rip: u64, mode: u8) -> Option<(Instruction, u8)> {
+        let e = self.entries.get(slot(pa))?;
+        let page = (pa >> 12) as usize;
+        if e.pa == pa
+            && e.rip == rip
+            && e.mode == mode
+            && self.page_gen.get(page).copied() == Some(e.gen)
+        {
+            self.stats.hits += 1;
+            return Some((e.insn, e.len));
+        }
+        self.stats.misses += 1;
+        None
+    }
+
+    /// Caches an instruction that lies entirely in the page of `pa`.
+    pub fn insert(&mut self, pa: u64, rip: u64, mode: u8, insn: &Instruction, len: u8) {
+        if self.entries.is_empty() {
+            // Short runs (conformance tests execute one instruction per CPU) skip the cache.
+            if self.warmup < 256 {
+                self.warmup += 1;
+                return;
+            }
+            self.entries = vec![
+                Entry {
+                    pa: u64::MAX,
+                    rip: 0,
+                    gen: 0,
+                    mode: 0,
+                    len: 0,
+                    insn: Instruction::default(),
+                };
+                ENTRIES
+            ];
+        }
+        let page = (pa >> 12) as usize;
+        if page >= self.page_gen.len() {
+            self.page_gen.resize(page + 1, 0);
+            self.code_bits.resize(page / 64 + 1, 0);
+        }
+        self.code_bits[page / 64] |= 1 << (page % 64);
+        self.entries[slot(pa)] = Entry {
+            pa,
+            rip,
+            gen: self.page_gen[page],
+            mode,
+            len,
+            insn: *insn,
+        };
+    }
+
+    /// A store to the physical page `pa_page` (any address in it): drops its entries if it
+    /// holds cached code.
+    #[inline]
+    pub fn note_write(&mut self, pa_page: u64) {
+        let page = (pa_page >> 12) as usize;
+        if let Some(w) = self.code_bits.get_mut(page / 64) {
+            let bit = 1u64 << (page % 64);
+            if *w & bit != 0 {
+                *w &= !bit;
+                self.page_gen[page] = self.page_gen[page].wrapping_add(1);
+                self.stats.invalidations += 1;
+            }
+        }
+    }
+
+    /// Drops everything.
+    pub fn clear(&mut self) {
+        for g in self.page_gen.iter_mut() {
+            *g = g.wrapping_add(1);
+        }
+        self.code_bits.fill(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_to_code_page_invalidates_only_that_page() {
+        let mut c = DecodeCache {
+            warmup: u32::MAX,
+            ..Default::default()
+        };
+        let i = Instruction::default();
+        c.insert(0x1234, 0x1234, 2, &i, 3);
+        c.insert(0x5678, 0x5678, 2, &i, 3);
+        assert!(c.lookup(0x1234, 0x1234, 2).is_some());
+        assert!(c.lookup(0x1234, 0x9234, 2).is_none(), "other RIP alias");
+        c.note_write(0x1000);
+        assert!(c.lookup(0x1234, 0x1234, 2).is_none());
+        assert!(c.lookup(0x5678, 0x5678, 2).is_some());
+        assert_eq!(c.stats.invalidations, 1);
+    }
+}
