@@ -8,7 +8,7 @@ use firmware::{GuestMemWrite, MemoryLayout};
 use jit::abi::{reg, sreg, Segment, TableReg};
 
 /// Lets the firmware crate write boot structures into guest RAM.
-struct Ram<'a>(&'a mut GuestMemory);
+pub(super) struct Ram<'a>(pub(super) &'a mut GuestMemory);
 
 impl GuestMemWrite for Ram<'_> {
     fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), firmware::MemError> {
