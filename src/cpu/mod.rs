@@ -254,14 +254,16 @@ impl<'a, P: Platform + ?Sized> Ctx<'a, P> {
     /// Fetches the instruction at CS:RIP through the decoded-instruction cache: a hit costs a
     /// TLB lookup (with the execute-permission check) and a cache probe; a miss decodes with
     /// [`Ctx::fetch_decode`] and caches the result when it lies within one RAM page.
-    pub fn fetch_cached(&mut self) -> Res<(iced_x86::Instruction, u8)> {
+    /// Returns the instruction, its length, the cached family hint and the physical address
+    /// it was cached under (`u64::MAX` if uncacheable).
+    pub fn fetch_cached(&mut self) -> Res<(iced_x86::Instruction, u8, dispatch::Family, u64)> {
         let mode = self.decode_mode();
         let key = mode as u8;
         let rip = self.cpu.s.rip;
         let cs = self.cpu.s.seg[sreg::CS];
         let (la, limit_room) = if mode == decoder::Mode::Bits64 {
             if !mem::canonical(rip) {
-                return self.fetch_decode().map(|d| (d.insn, d.len));
+                return self.fetch_decode().map(|d| (d.insn, d.len, dispatch::Family::Unknown, u64::MAX));
             }
             (rip, u64::MAX)
         } else {
@@ -275,19 +277,19 @@ impl<'a, P: Platform + ?Sized> Ctx<'a, P> {
         };
         if (la & 0xfff) > 4096 - MAX_INSN_LEN as u64 || limit_room < MAX_INSN_LEN as u64 {
             // Might straddle a page or the CS limit: take the exact path.
-            return self.fetch_decode().map(|d| (d.insn, d.len));
+            return self.fetch_decode().map(|d| (d.insn, d.len, dispatch::Family::Unknown, u64::MAX));
         }
         let p = self.translate(la, mem_access_exec(), false)?;
         if p.host.is_none() {
-            return self.fetch_decode().map(|d| (d.insn, d.len));
+            return self.fetch_decode().map(|d| (d.insn, d.len, dispatch::Family::Unknown, u64::MAX));
         }
         let pa = p.pa_page | (la & 0xfff);
-        if let Some(hit) = self.cpu.dcache.lookup(pa, rip, key) {
-            return Ok(hit);
+        if let Some((insn, len, fam)) = self.cpu.dcache.lookup(pa, rip, key) {
+            return Ok((insn, len, fam, pa));
         }
         let d = self.fetch_decode()?;
         self.cpu.dcache.insert(pa, rip, key, &d.insn, d.len);
-        Ok((d.insn, d.len))
+        Ok((d.insn, d.len, dispatch::Family::Unknown, pa))
     }
 
     /// Fetches and decodes the instruction at CS:RIP through the shadow TLB. The second page

@@ -6,6 +6,7 @@
 //! entries at once (DESIGN.md "Self-modifying code"). Linux patches its own text at boot
 //! (alternatives, static keys), so this path is exercised by every real boot.
 
+use crate::cpu::dispatch::Family;
 use iced_x86::Instruction;
 
 /// Number of direct-mapped entries (power of two).
@@ -19,6 +20,7 @@ struct Entry {
     gen: u32,
     mode: u8,
     len: u8,
+    family: Family,
     insn: Instruction,
 }
 
@@ -53,7 +55,7 @@ fn slot(pa: u64) -> usize {
 impl DecodeCache {
     /// The cached instruction at physical `pa`, decoded at `rip` in `mode`.
     #[inline]
-    pub fn lookup(&mut self, pa: u64, rip: u64, mode: u8) -> Option<(Instruction, u8)> {
+    pub fn lookup(&mut self, pa: u64, rip: u64, mode: u8) -> Option<(Instruction, u8, Family)> {
         let e = self.entries.get(slot(pa))?;
         let page = (pa >> 12) as usize;
         if e.pa == pa
@@ -62,7 +64,7 @@ impl DecodeCache {
             && self.page_gen.get(page).copied() == Some(e.gen)
         {
             self.stats.hits += 1;
-            return Some((e.insn, e.len));
+            return Some((e.insn, e.len, e.family));
         }
         self.stats.misses += 1;
         None
@@ -83,6 +85,7 @@ impl DecodeCache {
                     gen: 0,
                     mode: 0,
                     len: 0,
+                    family: Family::Unknown,
                     insn: Instruction::default(),
                 };
                 ENTRIES
@@ -100,8 +103,19 @@ impl DecodeCache {
             gen: self.page_gen[page],
             mode,
             len,
+            family: Family::Unknown,
             insn: *insn,
         };
+    }
+
+    /// Records which family executed the instruction cached for `pa`.
+    #[inline]
+    pub fn set_family(&mut self, pa: u64, family: Family) {
+        if let Some(e) = self.entries.get_mut(slot(pa)) {
+            if e.pa == pa {
+                e.family = family;
+            }
+        }
     }
 
     /// A store to the physical page `pa_page` (any address in it): drops its entries if it

@@ -47,10 +47,15 @@ pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), interrupt:
     let rip = ctx.cpu.s.rip;
     ctx.cpu.cur_rip = rip;
     ctx.cpu.recent[(ctx.cpu.icount as usize) % crate::cpu::RECENT] = rip;
-    let r = ctx.fetch_cached().and_then(|(insn, len)| {
+    let r = ctx.fetch_cached().and_then(|(insn, len, fam, pa)| {
         let m = crate::cpu::flags::mask(ctx.default_ip_size());
         ctx.next_rip = rip.wrapping_add(u64::from(len)) & m;
-        dispatch::execute(ctx, &insn)
+        let mut hint = fam;
+        let r = dispatch::execute_hinted(ctx, &insn, &mut hint);
+        if hint != fam && pa != u64::MAX {
+            ctx.cpu.dcache.set_family(pa, hint);
+        }
+        r
     });
     match r {
         Ok(()) => {
