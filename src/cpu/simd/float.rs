@@ -176,7 +176,7 @@ fn fmt_of(w: usize) -> Fmt {
 /// MIN/MAX (§11.4 / Vol. 2 MINPS): any NaN or both zero -> the second operand; IE for any NaN.
 fn minmax(a: &Unp, b: &Unp, ab: u64, bb: u64, max: bool) -> (u64, u32) {
     let (c, mut flags) = sf::compare(a, b, true);
-    if a.denormal || b.denormal {
+    if (a.denormal || b.denormal) && flags & sf::IE == 0 {
         flags |= sf::DE;
     }
     let pick_a = match c {
@@ -384,7 +384,7 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
             let a = unp(lane(ctx.vread(insn, 0)?, w, 0), f, daz);
             let b = unp(lane(ctx.vread(insn, 1)?, w, 0), f, daz);
             let (c, mut flags) = sf::compare(&a, &b, matches!(m, M::Comiss | M::Comisd));
-            if a.denormal || b.denormal {
+            if (a.denormal || b.denormal) && flags & sf::IE == 0 {
                 flags |= sf::DE;
             }
             commit_flags(ctx, flags)?;
