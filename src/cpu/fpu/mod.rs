@@ -214,3 +214,6 @@ pub fn check_x87<P: Platform + ?Sized>(ctx: &Ctx<'_, P>, waiting: bool) -> Res<(
 pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Option<Res<()>> {
     x87::exec(ctx, insn)
 }
+
+#[cfg(test)]
+mod tests;
