@@ -36,28 +36,40 @@ fn st(t: &TestMachine, i: usize) -> u128 {
 #[test]
 fn fldpi_rounding_control() {
     // FLDPI (SDM: 66-bit constant rounded by RC): nearest -> ...C235, down -> ...C234.
-    both(&[0xd9, 0xeb], &[], |t| assert_eq!(st(t, 0), 0x4000_C90F_DAA2_2168_C235));
+    both(&[0xd9, 0xeb], &[], |t| {
+        assert_eq!(st(t, 0), 0x4000_C90F_DAA2_2168_C235)
+    });
     // FLDCW [ebx] (RC = down), FLDPI.
     both(&[0xd9, 0x2b, 0xd9, 0xeb], &0x077fu16.to_le_bytes(), |t| {
         assert_eq!(st(t, 0), 0x4000_C90F_DAA2_2168_C234)
     });
-    both(&[0xd9, 0xea, 0xd9, 0xe9, 0xd9, 0xec, 0xd9, 0xed, 0xd9, 0xe8, 0xd9, 0xee], &[], |t| {
-        assert_eq!(st(t, 5), 0x3FFF_B8AA_3B29_5C17_F0BC); // L2E
-        assert_eq!(st(t, 4), 0x4000_D49A_784B_CD1B_8AFE); // L2T
-        assert_eq!(st(t, 3), 0x3FFD_9A20_9A84_FBCF_F799); // LG2
-        assert_eq!(st(t, 2), 0x3FFE_B172_17F7_D1CF_79AC); // LN2
-        assert_eq!(st(t, 1), 0x3FFF_8000_0000_0000_0000); // 1
-        assert_eq!(st(t, 0), 0); // +0
-    });
+    both(
+        &[
+            0xd9, 0xea, 0xd9, 0xe9, 0xd9, 0xec, 0xd9, 0xed, 0xd9, 0xe8, 0xd9, 0xee,
+        ],
+        &[],
+        |t| {
+            assert_eq!(st(t, 5), 0x3FFF_B8AA_3B29_5C17_F0BC); // L2E
+            assert_eq!(st(t, 4), 0x4000_D49A_784B_CD1B_8AFE); // L2T
+            assert_eq!(st(t, 3), 0x3FFD_9A20_9A84_FBCF_F799); // LG2
+            assert_eq!(st(t, 2), 0x3FFE_B172_17F7_D1CF_79AC); // LN2
+            assert_eq!(st(t, 1), 0x3FFF_8000_0000_0000_0000); // 1
+            assert_eq!(st(t, 0), 0); // +0
+        },
+    );
 }
 
 #[test]
 fn fsqrt_of_two() {
     // FLD1; FLD1; FADDP; FSQRT.
-    both(&[0xd9, 0xe8, 0xd9, 0xe8, 0xde, 0xc1, 0xd9, 0xfa], &[], |t| {
-        assert_eq!(st(t, 0), 0x3FFF_B504_F333_F9DE_6484);
-        assert_eq!(t.cpu.s.fpu.fsw & 0x3f, 0x20); // PE only
-    });
+    both(
+        &[0xd9, 0xe8, 0xd9, 0xe8, 0xde, 0xc1, 0xd9, 0xfa],
+        &[],
+        |t| {
+            assert_eq!(st(t, 0), 0x3FFF_B504_F333_F9DE_6484);
+            assert_eq!(t.cpu.s.fpu.fsw & 0x3f, 0x20); // PE only
+        },
+    );
 }
 
 #[test]
@@ -91,7 +103,10 @@ fn fprem_partial_remainder_and_quotient_bits() {
     both(&[0xdf, 0x03, 0xdf, 0x43, 0x02, 0xd9, 0xf8], &d, |t| {
         assert_eq!(st(t, 0), 0x3FFF_8000_0000_0000_0000);
         let sw = t.cpu.s.fpu.fsw;
-        assert_eq!(sw & (super::C0 | super::C1 | super::C2 | super::C3), super::C3 | super::C1);
+        assert_eq!(
+            sw & (super::C0 | super::C1 | super::C2 | super::C3),
+            super::C3 | super::C1
+        );
     });
     // 2^100 mod 3: exponent difference 99 > 63 -> partial (C2 = 1), then loop to completion.
     let mut d = 3u16.to_le_bytes().to_vec();
@@ -101,10 +116,16 @@ fn fprem_partial_remainder_and_quotient_bits() {
     both(&[0xdf, 0x03, 0xdb, 0x6b, 0x08, 0xd9, 0xf8], &d, |t| {
         assert_ne!(t.cpu.s.fpu.fsw & super::C2, 0)
     });
-    both(&[0xdf, 0x03, 0xdb, 0x6b, 0x08, 0xd9, 0xf8, 0xd9, 0xf8, 0xd9, 0xf8], &d, |t| {
-        assert_eq!(t.cpu.s.fpu.fsw & super::C2, 0);
-        assert_eq!(st(t, 0), 0x3FFF_8000_0000_0000_0000);
-    });
+    both(
+        &[
+            0xdf, 0x03, 0xdb, 0x6b, 0x08, 0xd9, 0xf8, 0xd9, 0xf8, 0xd9, 0xf8,
+        ],
+        &d,
+        |t| {
+            assert_eq!(t.cpu.s.fpu.fsw & super::C2, 0);
+            assert_eq!(st(t, 0), 0x3FFF_8000_0000_0000_0000);
+        },
+    );
 }
 
 #[test]
@@ -112,18 +133,31 @@ fn fxam_classes() {
     // (C3, C2, C0) per SDM FXAM: empty 101, zero 100, normal 010, inf 011, NaN 001, denormal 110.
     let cc = |t: &TestMachine| {
         let s = t.cpu.s.fpu.fsw;
-        (s & super::C3 != 0, s & super::C2 != 0, s & super::C0 != 0, s & super::C1 != 0)
+        (
+            s & super::C3 != 0,
+            s & super::C2 != 0,
+            s & super::C0 != 0,
+            s & super::C1 != 0,
+        )
     };
-    both(&[0xd9, 0xe5], &[], |t| assert_eq!(cc(t), (true, false, true, false)));
-    both(&[0xd9, 0xee, 0xd9, 0xe5], &[], |t| assert_eq!(cc(t), (true, false, false, false)));
-    both(&[0xd9, 0xe8, 0xd9, 0xe0, 0xd9, 0xe5], &[], |t| assert_eq!(cc(t), (false, true, false, true)));
+    both(&[0xd9, 0xe5], &[], |t| {
+        assert_eq!(cc(t), (true, false, true, false))
+    });
+    both(&[0xd9, 0xee, 0xd9, 0xe5], &[], |t| {
+        assert_eq!(cc(t), (true, false, false, false))
+    });
+    both(&[0xd9, 0xe8, 0xd9, 0xe0, 0xd9, 0xe5], &[], |t| {
+        assert_eq!(cc(t), (false, true, false, true))
+    });
     let cases: [(u128, (bool, bool, bool, bool)); 3] = [
         (0x7FFF_8000_0000_0000_0000, (false, true, true, false)),
         (0x7FFF_C000_0000_0000_0000, (false, false, true, false)),
         (0x0000_0000_0000_0000_0001, (true, true, false, false)),
     ];
     for (v, want) in cases {
-        both(&[0xdb, 0x2b, 0xd9, 0xe5], &v.to_le_bytes()[..10], |t| assert_eq!(cc(t), want));
+        both(&[0xdb, 0x2b, 0xd9, 0xe5], &v.to_le_bytes()[..10], |t| {
+            assert_eq!(cc(t), want)
+        });
     }
 }
 
@@ -148,14 +182,18 @@ fn fist_fbstp_and_fbld() {
     // FLD qword [ebx] (-2.5); FISTP word [ebx+8] (nearest-even: -2); FLD again; FBSTP [ebx+16].
     let mut d = (-2.5f64).to_bits().to_le_bytes().to_vec();
     d.resize(32, 0);
-    both(&[0xdd, 0x03, 0xdf, 0x5b, 0x08, 0xdd, 0x03, 0xdf, 0x73, 0x10], &d, |t| {
-        let mut b = [0u8; 12];
-        t.mem.read(DATA + 8, &mut b[..2]).unwrap();
-        assert_eq!(i16::from_le_bytes([b[0], b[1]]), -2);
-        t.mem.read(DATA + 16, &mut b[..10]).unwrap();
-        assert_eq!(b[0], 0x02);
-        assert_eq!(b[9], 0x80);
-    });
+    both(
+        &[0xdd, 0x03, 0xdf, 0x5b, 0x08, 0xdd, 0x03, 0xdf, 0x73, 0x10],
+        &d,
+        |t| {
+            let mut b = [0u8; 12];
+            t.mem.read(DATA + 8, &mut b[..2]).unwrap();
+            assert_eq!(i16::from_le_bytes([b[0], b[1]]), -2);
+            t.mem.read(DATA + 16, &mut b[..10]).unwrap();
+            assert_eq!(b[0], 0x02);
+            assert_eq!(b[9], 0x80);
+        },
+    );
     // FBLD of 123456789 -> FISTP dword.
     let mut d = vec![0x89, 0x67, 0x45, 0x23, 0x01, 0, 0, 0, 0, 0];
     d.resize(16, 0);
@@ -203,7 +241,11 @@ fn device_not_available_and_pending_exception() {
     // Unmask ZE, divide by zero (sets ES), then FWAIT -> #MF.
     let data = 0x037bu16.to_le_bytes();
     for mode in [TestMode::Flat32, TestMode::Long64] {
-        let t = run(mode, &[0xd9, 0x2b, 0xd9, 0xe8, 0xd9, 0xee, 0xde, 0xf9, 0x9b], &data);
+        let t = run(
+            mode,
+            &[0xd9, 0x2b, 0xd9, 0xe8, 0xd9, 0xee, 0xde, 0xf9, 0x9b],
+            &data,
+        );
         assert_eq!(t.cpu.exceptions[16], 1);
         assert_ne!(t.cpu.s.fpu.fsw & super::ES, 0);
         // The unmasked ZE left the destination unchanged.
@@ -218,13 +260,19 @@ fn transcendentals_match_reference_values() {
         assert_eq!(st(t, 0), 0x3FFE_C90F_DAA2_2168_C235)
     });
     // FLD1; FLD1; FYL2X: 1 * log2(1) = 0.
-    both(&[0xd9, 0xe8, 0xd9, 0xe8, 0xd9, 0xf1], &[], |t| assert_eq!(st(t, 0) & !(1 << 79), 0));
-    // FLDZ; FCOS = 1; FLD1; FSIN ~ 0.841470984807896506652502321630...
-    both(&[0xd9, 0xee, 0xd9, 0xff, 0xd9, 0xe8, 0xd9, 0xfe], &[], |t| {
-        assert_eq!(st(t, 1), 0x3FFF_8000_0000_0000_0000);
-        let s = st(t, 0);
-        assert_eq!(s >> 64, 0x3FFE);
-        // 0.8414709848078965066525 = 0xD76AA47848677021 (+/- 1 ulp).
-        assert!((s as u64).abs_diff(0xD76A_A478_4867_7021) <= 1, "{s:#x}");
+    both(&[0xd9, 0xe8, 0xd9, 0xe8, 0xd9, 0xf1], &[], |t| {
+        assert_eq!(st(t, 0) & !(1 << 79), 0)
     });
+    // FLDZ; FCOS = 1; FLD1; FSIN ~ 0.841470984807896506652502321630...
+    both(
+        &[0xd9, 0xee, 0xd9, 0xff, 0xd9, 0xe8, 0xd9, 0xfe],
+        &[],
+        |t| {
+            assert_eq!(st(t, 1), 0x3FFF_8000_0000_0000_0000);
+            let s = st(t, 0);
+            assert_eq!(s >> 64, 0x3FFE);
+            // 0.8414709848078965066525 = 0xD76AA47848677021 (+/- 1 ulp).
+            assert!((s as u64).abs_diff(0xD76A_A478_4867_7021) <= 1, "{s:#x}");
+        },
+    );
 }

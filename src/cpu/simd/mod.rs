@@ -195,3 +195,6 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> O
     }
     Some(r)
 }
+
+#[cfg(test)]
+mod tests;
