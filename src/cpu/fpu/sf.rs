@@ -214,7 +214,7 @@ pub fn pack_nan(sign: bool, sig: u64, f: Fmt) -> u128 {
     let frac = if f.explicit {
         u128::from(sig | (3 << 62))
     } else {
-        u128::from(((sig << 1) >> (64 - fb)) as u64) | (1u128 << (fb - 1))
+        u128::from((sig << 1) >> (64 - fb)) | (1u128 << (fb - 1))
     };
     s | e | frac
 }

@@ -336,7 +336,7 @@ pub fn binary(m: Mnemonic, a: &Unp, b: &Unp, env: &Env) -> (u128, u32, bool) {
             (bb, f | de, up)
         }
         _ => {
-            let arg = if m == Mnemonic::Fyl2xp1 { x } else { x };
+            let arg = x;
             // Domain checks.
             if m == Mnemonic::Fyl2x {
                 if a.sign && a.class != Class::Zero {

@@ -26,6 +26,15 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> O
             ctx.write_op(insn, 0, u64::from(v))
         }),
         M::Fxsave | M::Fxsave64 => fxsave(ctx, insn, m == M::Fxsave64),
+        // SSE/SSE2 cache-control hints and fences: architecturally no-ops for a
+        // sequentially consistent interpreter (SDM Vol. 1 §10.4.6, §11.4.4).
+        M::Prefetchnta
+        | M::Prefetcht0
+        | M::Prefetcht1
+        | M::Prefetcht2
+        | M::Sfence
+        | M::Lfence
+        | M::Mfence => Ok(()),
         M::Fxrstor | M::Fxrstor64 => fxrstor(ctx, insn, m == M::Fxrstor64),
         _ => return None,
     };
