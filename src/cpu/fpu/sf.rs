@@ -291,8 +291,17 @@ pub fn round_pack(
     let emin = f.emin();
     let round = |shift: u32| -> (u128, bool, bool) {
         // Returns (rounded magnitude at 2^shift granularity, inexact, incremented).
-        let (kept, rest_nz, half, above_half) = if shift >= 128 {
+        let (kept, rest_nz, half, above_half) = if shift > 128 {
             (0u128, true, false, false)
+        } else if shift == 128 {
+            // Everything is discarded; the leading bit is the rounding bit.
+            let h = 1u128 << 127;
+            (
+                0u128,
+                true,
+                sig == h && !sticky,
+                sig > h || (sig == h && sticky),
+            )
         } else {
             let kept = sig >> shift;
             let rest = sig & ((1u128 << shift) - 1);
@@ -507,7 +516,8 @@ pub fn arith(op: Op, a: &Unp, b: &Unp, f: Fmt, env: &Env, x87: bool) -> (u128, u
         return (f.indefinite(), IE, false);
     }
     if r.status.contains(Status::DIV_BY_ZERO) {
-        return (f.inf(a.sign ^ b.sign), flags | ZE, false);
+        // Zero-divide does not also report DE for a denormal dividend (observed on hardware).
+        return (f.inf(a.sign ^ b.sign), ZE, false);
     }
     let raw = from_quad(r.value, r.status);
     let raw = match raw {

@@ -265,6 +265,17 @@ pub fn pair(m: Mnemonic, u: &Unp, env: &Env) -> Option<(u128, u128, u32, bool)> 
         _ => {}
     }
     let de = if u.denormal { sf::DE } else { 0 };
+    if u.exp < -40 {
+        // Tiny argument: sin x = x - tiny, cos x = 1 - tiny, tan x = x + tiny.
+        let x = u128::from(u.sig) << 64;
+        let (bs, fs, up) = sf::finish(Raw::Val(u.sign, u.exp, x - 1, true), F80, env);
+        if m == Mnemonic::Fptan {
+            let (bt, ft, up) = sf::finish(Raw::Val(u.sign, u.exp, x, true), F80, env);
+            return Some((bt, one, ft | sf::PE | de, up));
+        }
+        let (bc, fc, _) = sf::finish(Raw::Val(false, -1, u128::MAX, true), F80, env);
+        return Some((bs, bc, fs | fc | sf::PE | de, up));
+    }
     let (s, c) = sin_cos(u)?;
     if m == Mnemonic::Fptan {
         let (b, f, up) = round(div(s, c), env);

@@ -384,7 +384,7 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
             let a = unp(lane(ctx.vread(insn, 0)?, w, 0), f, daz);
             let b = unp(lane(ctx.vread(insn, 1)?, w, 0), f, daz);
             let (c, mut flags) = sf::compare(&a, &b, matches!(m, M::Comiss | M::Comisd));
-            if (a.denormal || b.denormal) && flags & sf::IE == 0 {
+            if (a.denormal || b.denormal) && !a.is_nan() && !b.is_nan() {
                 flags |= sf::DE;
             }
             commit_flags(ctx, flags)?;
