@@ -71,7 +71,12 @@ fn note_ip<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) {
 pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Option<Res<()>> {
     use Mnemonic as M;
     let m = insn.mnemonic();
+    if insn.has_lock_prefix() && is_x87(m) {
+        return Some(Err(Fault::Ud));
+    }
     let r = match m {
+        // 8087/287 FENI, FDISI, FSETPM: no-ops on later processors (SDM Vol. 1 §8.8 note).
+        M::Fneni | M::Fndisi | M::Fnsetpm | M::Feni | M::Fdisi | M::Fsetpm => check_x87(ctx, false),
         M::Fninit | M::Fnclex | M::Fnstcw | M::Fnstsw | M::Fnstenv | M::Fnsave => {
             check_x87(ctx, false).and_then(|_| control(ctx, insn))
         }
@@ -99,6 +104,7 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> O
         | M::Fbld
         | M::Fst
         | M::Fstp
+        | M::Fstpnce
         | M::Fist
         | M::Fistp
         | M::Fisttp
@@ -186,6 +192,10 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> O
         _ => return None,
     };
     Some(r)
+}
+
+fn is_x87(m: Mnemonic) -> bool {
+    format!("{m:?}").starts_with('F') || m == Mnemonic::Wait
 }
 
 /// Stack underflow: IE + SF with C1 = 0 (§8.5.1.1). Returns true if the masked response
@@ -298,7 +308,9 @@ fn arith<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
             push_checked(f, v);
             Ok(())
         }
-        M::Fst | M::Fstp | M::Fist | M::Fistp | M::Fisttp | M::Fbstp => store(ctx, insn),
+        M::Fst | M::Fstp | M::Fstpnce | M::Fist | M::Fistp | M::Fisttp | M::Fbstp => {
+            store(ctx, insn)
+        }
         M::Fxch => {
             let i = st_index(insn.op_register(1)).unwrap_or(1);
             let f = &mut ctx.cpu.s.fpu;
@@ -723,7 +735,7 @@ fn int_bits(v: i64) -> u128 {
 fn store<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     use Mnemonic as M;
     let m = insn.mnemonic();
-    let pop = matches!(m, M::Fstp | M::Fistp | M::Fisttp | M::Fbstp);
+    let pop = matches!(m, M::Fstp | M::Fstpnce | M::Fistp | M::Fisttp | M::Fbstp);
     if !mem_operand(insn) {
         // FST/FSTP ST(i).
         let i = st_index(insn.op_register(0)).unwrap_or(0);

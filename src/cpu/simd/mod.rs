@@ -176,6 +176,9 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> O
     } else {
         return None;
     };
+    if insn.has_lock_prefix() {
+        return Some(Err(Fault::Ud));
+    }
     let mmx = uses_mmx(insn);
     let sse = !mmx || (0..insn.op_count()).any(|i| matches!(loc(insn, i), Loc::Xmm(_)));
     if let Err(e) = check(ctx, mmx, sse) {

@@ -293,3 +293,29 @@ fn sse3_ssse3_samples() {
         },
     );
 }
+
+#[test]
+fn maskmov_writes_selected_bytes() {
+    // MASKMOVDQU xmm0, xmm1 to DS:[EDI]/[RDI]; MASKMOVQ mm0, mm1 to [EDI + 16].
+    both(
+        &[0x66, 0x0f, 0xf7, 0xc1, 0x83, 0xc7, 0x10, 0x0f, 0xf7, 0xc1],
+        &[0x55; 32],
+        |t| {
+            t.cpu.s.gpr[7] = DATA;
+            set_x(t, 0, 0x0f0e_0d0c_0b0a_0908_0706_0504_0302_0100);
+            set_x(t, 1, 0x8000_0000_0000_0000_0000_0000_0000_0080);
+            super::mm_set(&mut t.cpu.s.fpu, 0, 0x1122_3344_5566_7788);
+            super::mm_set(&mut t.cpu.s.fpu, 1, 0x0080_0000_0000_0080);
+        },
+        |t| {
+            let mut b = [0u8; 32];
+            t.mem.read(DATA, &mut b).unwrap();
+            assert_eq!(b[0], 0x00);
+            assert_eq!(b[15], 0x0f);
+            assert_eq!(b[1..15], [0x55; 14]);
+            assert_eq!(b[16], 0x88);
+            assert_eq!(b[22], 0x22);
+            assert_eq!(b[17], 0x55);
+        },
+    );
+}
