@@ -455,13 +455,7 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
         | M::Cvttpd2pi => convert(ctx, insn),
         _ => {
             // Packed / scalar arithmetic, compare, min/max, sqrt, rcp/rsqrt.
-            let name = format!("{m:?}");
-            let scalar = name.ends_with("ss") || name.ends_with("sd");
-            let w = if name.ends_with("ps") || name.ends_with("ss") {
-                4
-            } else {
-                8
-            };
+            let (scalar, w) = shape(m);
             let f = fmt_of(w);
             let e = env(mx, f);
             let a = ctx.vread(insn, 0)?;
@@ -485,6 +479,29 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
             commit_flags(ctx, flags)?;
             ctx.vwrite(insn, 0, r)
         }
+    }
+}
+
+/// (scalar, element width) of an arithmetic/compare/min/max/sqrt/rcp mnemonic.
+fn shape(m: M) -> (bool, usize) {
+    match m {
+        M::Addss
+        | M::Subss
+        | M::Mulss
+        | M::Divss
+        | M::Sqrtss
+        | M::Minss
+        | M::Maxss
+        | M::Rcpss
+        | M::Rsqrtss
+        | M::Cmpss => (true, 4),
+        M::Addsd | M::Subsd | M::Mulsd | M::Divsd | M::Sqrtsd | M::Minsd | M::Maxsd | M::Cmpsd => {
+            (true, 8)
+        }
+        M::Addpd | M::Subpd | M::Mulpd | M::Divpd | M::Sqrtpd | M::Minpd | M::Maxpd | M::Cmppd => {
+            (false, 8)
+        }
+        _ => (false, 4),
     }
 }
 

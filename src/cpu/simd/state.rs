@@ -35,6 +35,12 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> O
         | M::Sfence
         | M::Lfence
         | M::Mfence => Ok(()),
+        // CLFLUSH: faults like a byte load of the line (SDM Vol. 2A "CLFLUSH"); no cache.
+        M::Clflush => {
+            let seg = ctx.mem_seg(insn);
+            let off = ctx.ea(insn);
+            ctx.read_mem(seg, off, 1).map(|_| ())
+        }
         M::Fxrstor | M::Fxrstor64 => fxrstor(ctx, insn, m == M::Fxrstor64),
         _ => return None,
     };
