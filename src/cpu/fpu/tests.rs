@@ -276,3 +276,15 @@ fn transcendentals_match_reference_values() {
         },
     );
 }
+
+#[test]
+fn unmasked_overflow_delivers_bias_adjusted_result() {
+    // FLDCW (OE unmasked); FLD tbyte [ebx] (2^16000); FMUL st, st -> 2^32000 / 2^24576.
+    let mut d = 0x0377u16.to_le_bytes().to_vec();
+    d.resize(16, 0);
+    d.extend_from_slice(&(((0x3FFF_u128 + 16000) << 64) | (1 << 63)).to_le_bytes()[..10]);
+    both(&[0xd9, 0x2b, 0xdb, 0x6b, 0x10, 0xd8, 0xc8], &d, |t| {
+        assert_eq!(st(t, 0), ((0x3FFF_u128 + 32000 - 24576) << 64) | (1 << 63));
+        assert_eq!(t.cpu.s.fpu.fsw & 0x80bf, 0x8088);
+    });
+}

@@ -386,7 +386,7 @@ fn arith<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
                 Err(u) => u,
             };
             let (a, b) = if rev { (s, d) } else { (d, s) };
-            let (r, flags, up) = sf::arith(op, &a, &b, F80, &env_of(f.fcw), true);
+            let (r, flags, up) = arith_wrapped(op, &a, &b, f.fcw);
             if f.raise(flags) {
                 f.set_st(dst, r);
                 set_c1(f, up);
@@ -724,6 +724,60 @@ fn arith<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
         M::Fnop => Ok(()),
         _ => Err(Fault::Ud),
     }
+}
+
+/// Exponent bias adjustment for unmasked x87 overflow/underflow (SDM Vol. 1 §8.5.4.1,
+/// §8.5.5.1).
+const WRAP: i32 = 24576;
+
+/// Two-operand x87 arithmetic with the unmasked-overflow/underflow responses: the result is
+/// delivered with its exponent divided (overflow) or multiplied (underflow) by 2^24576. With
+/// UE unmasked, an exact tiny result also signals underflow.
+fn arith_wrapped(op: Op, a: &Unp, b: &Unp, fcw: u16) -> (u128, u32, bool) {
+    let env = env_of(fcw);
+    let (r, mut flags, up) = sf::arith(op, a, b, F80, &env, true);
+    let denormal = (r >> 64) & 0x7fff == 0 && r as u64 != 0;
+    if fcw & 0x10 == 0 && denormal {
+        flags |= sf::UE;
+    }
+    let adj = if flags & sf::OE != 0 && fcw & 0x08 == 0 {
+        -WRAP
+    } else if flags & sf::UE != 0 && fcw & 0x10 == 0 {
+        WRAP
+    } else {
+        return (r, flags, up);
+    };
+    if a.class != Class::Finite || b.class != Class::Finite {
+        return (r, flags, up);
+    }
+    let (mut a2, mut b2) = (*a, *b);
+    let ok = |e: i32| (-16382..=16383).contains(&e);
+    match op {
+        Op::Add | Op::Sub => {
+            a2.exp += adj;
+            b2.exp += adj;
+        }
+        Op::Mul => {
+            if ok(a.exp + adj) {
+                a2.exp += adj;
+            } else {
+                b2.exp += adj;
+            }
+        }
+        Op::Div => {
+            if ok(a.exp + adj) {
+                a2.exp += adj;
+            } else {
+                b2.exp -= adj;
+            }
+        }
+    }
+    let (r2, f2, up2) = sf::arith(op, &a2, &b2, F80, &env, true);
+    (
+        r2,
+        (flags & (sf::OE | sf::UE | sf::DE)) | (f2 & sf::PE),
+        up2,
+    )
 }
 
 fn int_bits(v: i64) -> u128 {
