@@ -491,7 +491,13 @@ fn differential_against_host() {
         // Inputs.
         let mut img = [0u8; 512];
         let fcw: u16 = 0x037f & !0x0300 | ((r.below(4) as u16) << 8 | (r.below(4) as u16) << 10);
-        let fcw = if r.below(2) == 0 { 0x037f } else { fcw | 0x3f };
+        let fcw = match r.below(4) {
+            0 | 1 => 0x037f,
+            2 => fcw | 0x3f,
+            // Unmasked x87 exceptions only set ES here; #MF would come at the next waiting
+            // instruction, and neither the stub nor rinx executes one.
+            _ => fcw | (r.next() as u16 & 0x3f),
+        };
         let top = r.below(8) as u16;
         img[0..2].copy_from_slice(&fcw.to_le_bytes());
         img[2..4].copy_from_slice(&(top << 11).to_le_bytes());
@@ -580,7 +586,16 @@ fn differential_against_host() {
                 m.cpu.s.rip
             ));
         } else {
-            let u = compare(tpl, n_img, &r_img, &mut why);
+            // Trigonometric results for large arguments depend on the hardware's internal precision
+            // of the reduced argument (amplified near poles and zeros): only loosely compared.
+            let st0_exp = (f80_at(&img, 0) >> 64) & 0x7fff;
+            let trig = matches!(bytes.as_slice(), [0xd9, 0xfe | 0xff | 0xfb | 0xf2]);
+            let tol = if trig && st0_exp >= 0x3fff + 20 {
+                1 << 24
+            } else {
+                APPROX_ULPS
+            };
+            let u = compare(tpl, n_img, &r_img, &mut why, tol);
             if tpl.approx && tpl.op[0] == 0xd9 && why.is_empty() {
                 let e = ulps
                     .entry(dis.split_whitespace().next().unwrap_or("?").to_string())
@@ -665,7 +680,7 @@ fn f80_at(img: &[u8], i: usize) -> u128 {
 
 /// Compares two FXSAVE images; returns the largest significand difference (in ulps) seen on
 /// an approximate instruction's x87 registers.
-fn compare(tpl: T, n: &[u8], r: &[u8], why: &mut Vec<String>) -> u64 {
+fn compare(tpl: T, n: &[u8], r: &[u8], why: &mut Vec<String>, tol: u64) -> u64 {
     let mut max_ulps = 0;
     let fcw = |img: &[u8]| u16::from_le_bytes([img[0], img[1]]);
     let fsw = |img: &[u8]| u16::from_le_bytes([img[2], img[3]]);
@@ -693,7 +708,7 @@ fn compare(tpl: T, n: &[u8], r: &[u8], why: &mut Vec<String>) -> u64 {
         let (a, b) = (f80_at(n, i), f80_at(r, i));
         let ok = if tpl.approx && a >> 64 == b >> 64 {
             max_ulps = max_ulps.max((a as u64).abs_diff(b as u64));
-            (a as u64).abs_diff(b as u64) <= APPROX_ULPS
+            (a as u64).abs_diff(b as u64) <= tol
         } else {
             a == b
         };

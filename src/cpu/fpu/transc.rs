@@ -341,7 +341,12 @@ pub fn binary(m: Mnemonic, a: &Unp, b: &Unp, env: &Env) -> (u128, u32, bool) {
             };
             let r = if b.sign { r.neg() } else { r };
             if r.is_zero() {
-                return (F80.zero(b.sign), de, false);
+                if b.class == Class::Zero || a.class == Class::Inf {
+                    return (F80.zero(b.sign), de, false);
+                }
+                // |y/x| below the binary128 range: a tiny nonzero result (UE, PE).
+                let (bb, f, up) = sf::finish(Raw::Val(b.sign, -100_000, 1 << 127, true), F80, env);
+                return (bb, f | de, up);
             }
             let (bb, f, up) = round(r, env);
             (bb, f | de, up)
