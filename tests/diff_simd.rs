@@ -590,7 +590,12 @@ fn differential_against_host() {
             // of the reduced argument (amplified near poles and zeros): only loosely compared.
             let st0_exp = (f80_at(&img, 0) >> 64) & 0x7fff;
             let trig = matches!(bytes.as_slice(), [0xd9, 0xfe | 0xff | 0xfb | 0xf2]);
-            let tol = if trig && st0_exp >= 0x3fff + 20 {
+            // Near a zero of sin/cos (or a pole of tan) the result is much smaller than the argument
+            // and inherits the absolute error of the hardware's reduced argument.
+            let out_exp = (f80_at(n_img, 0) >> 64) & 0x7fff;
+            let cancel =
+                out_exp + 4 < st0_exp.max(0x3fff) || (f80_at(n_img, 1) >> 64) & 0x7fff > 0x3fff + 4;
+            let tol = if trig && (st0_exp >= 0x3fff + 20 || cancel) {
                 1 << 24
             } else {
                 APPROX_ULPS

@@ -207,6 +207,12 @@ fn lane_op(m: M, a: u64, b: u64, f: Fmt, e: &Env, imm: u8) -> (u64, u32) {
     let ua = unp(a, f, e.daz);
     let ub = unp(b, f, e.daz);
     let ar = |op: Op| {
+        let normal = |u: &Unp| u.class == Class::Finite && !u.denormal;
+        if e.rc == sf::Rc::Nearest && normal(&ua) && normal(&ub) {
+            if let Some(r) = fast(op, a, b, f) {
+                return r;
+            }
+        }
         let (r, fl, _) = sf::arith(op, &ua, &ub, f, e, false);
         (r as u64, fl)
     };
@@ -243,6 +249,72 @@ fn lane_op(m: M, a: u64, b: u64, f: Fmt, e: &Env, imm: u8) -> (u64, u32) {
         }
         M::Rcpps | M::Rcpss | M::Rsqrtps | M::Rsqrtss => (approx(m, b as u32) as u64, 0),
         _ => (a, 0),
+    }
+}
+
+/// Host fast path for round-to-nearest on normal operands: the host's IEEE-754 f32/f64
+/// operations round to nearest-even exactly like SSE; inexactness comes from error-free
+/// transformations (TwoSum, FMA residuals, exact in this range). Results outside the safe normal
+/// range (possible overflow, underflow, denormal or zero) return `None` and take the soft-float
+/// path, which owns every other flag.
+fn fast(op: Op, a: u64, b: u64, f: Fmt) -> Option<(u64, u32)> {
+    fn two_sum_err<T>(x: T, y: T, s: T) -> T
+    where
+        T: Copy + std::ops::Add<Output = T> + std::ops::Sub<Output = T>,
+    {
+        let bb = s - x;
+        (x - (s - bb)) + (y - bb)
+    }
+    if f == F64 {
+        let (x, y) = (f64::from_bits(a), f64::from_bits(b));
+        let (r, err) = match op {
+            Op::Add => {
+                let r = x + y;
+                (r, two_sum_err(x, y, r))
+            }
+            Op::Sub => {
+                let r = x - y;
+                (r, two_sum_err(x, -y, r))
+            }
+            Op::Mul => {
+                let r = x * y;
+                (r, x.mul_add(y, -r))
+            }
+            Op::Div => {
+                let r = x / y;
+                (r, r.mul_add(y, -x))
+            }
+        };
+        let ex = (r.to_bits() >> 52) & 0x7ff;
+        if !(64..=0x7fd).contains(&ex) {
+            return None;
+        }
+        Some((r.to_bits(), if err != 0.0 { sf::PE } else { 0 }))
+    } else {
+        let (x, y) = (f32::from_bits(a as u32), f32::from_bits(b as u32));
+        let (r, err) = match op {
+            Op::Add => {
+                let r = x + y;
+                (r, two_sum_err(x, y, r))
+            }
+            Op::Sub => {
+                let r = x - y;
+                (r, two_sum_err(x, -y, r))
+            }
+            Op::Mul => {
+                let r = x * y;
+                (r, x.mul_add(y, -r))
+            }
+            Op::Div => {
+                let r = x / y;
+                (r, r.mul_add(y, -x))
+            }
+        };
+        let ex = (r.to_bits() >> 23) & 0xff;
+        if !(32..=0xfd).contains(&ex) {
+            return None;
+        }
+        Some((u64::from(r.to_bits()), if err != 0.0 { sf::PE } else { 0 }))
     }
 }
 
