@@ -288,3 +288,18 @@ fn unmasked_overflow_delivers_bias_adjusted_result() {
         assert_eq!(t.cpu.s.fpu.fsw & 0x80bf, 0x8088);
     });
 }
+
+#[test]
+fn last_instruction_pointers_and_opcode() {
+    // FLD1; FADD qword [ebx] -> FOP = 0x003 (DC /0 with ModR/M 03 -> (4 << 8) | 0x03), FDP = EBX.
+    both(
+        &[0xd9, 0xe8, 0xdc, 0x03],
+        &1.0f64.to_bits().to_le_bytes(),
+        |t| {
+            let f = &t.cpu.s.fpu;
+            assert_eq!(f.fop, 0x403);
+            assert_eq!(f.fdp, DATA);
+            assert_eq!(f.fip, crate::testing::CODE_BASE + 2);
+        },
+    );
+}

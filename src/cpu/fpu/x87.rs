@@ -57,8 +57,39 @@ fn note_ip<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) {
     } else {
         None
     };
-    let cs = ctx.cpu.s.seg[jit::abi::sreg::CS].selector;
+    let cs_seg = ctx.cpu.s.seg[jit::abi::sreg::CS];
+    let cs = cs_seg.selector;
+    // FOP: the low 3 bits of the escape opcode and the ModR/M byte (§8.1.8). The bytes were
+    // just fetched, so re-reading them cannot fault in practice; if it does, FOP is kept.
+    let mut bytes = [0u8; 15];
+    let len = insn.len().min(15);
+    let la = if ctx.cpu.mode64() {
+        ctx.cpu.cur_rip
+    } else {
+        cs_seg.base.wrapping_add(ctx.cpu.cur_rip) & 0xffff_ffff
+    };
+    let fop = if ctx.read_linear_bytes(la, &mut bytes[..len], false).is_ok() {
+        let mut i = 0;
+        while i + 1 < len
+            && (matches!(
+                bytes[i],
+                0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x2e | 0x36 | 0x3e | 0x26 | 0x64 | 0x65 | 0x9b
+            ) || (ctx.cpu.mode64() && bytes[i] & 0xf0 == 0x40))
+        {
+            i += 1;
+        }
+        if (0xd8..=0xdf).contains(&bytes[i]) && i + 1 < len {
+            Some((u16::from(bytes[i] & 7) << 8) | u16::from(bytes[i + 1]))
+        } else {
+            None
+        }
+    } else {
+        None
+    };
     let f = &mut ctx.cpu.s.fpu;
+    if let Some(op) = fop {
+        f.fop = op;
+    }
     f.fip = ctx.cpu.cur_rip;
     f.fcs = cs;
     if let Some((dp, ds)) = mem {
