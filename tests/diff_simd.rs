@@ -229,11 +229,36 @@ const TABLE: &[T] = &[
     x87m(&[0xd9], 0), x87m(&[0xdd], 0), x87m(&[0xdb], 5), x87m(&[0xdf], 5), x87m(&[0xdb], 0),
     x87m(&[0xdf], 0), x87m(&[0xdf], 4), x87m(&[0xd9], 3), x87m(&[0xdd], 3), x87m(&[0xdb], 7),
     x87m(&[0xd9], 2), x87m(&[0xdb], 3), x87m(&[0xdf], 7), x87m(&[0xdb], 1), x87m(&[0xdd], 1),
-    x87m(&[0xdf], 1), x87m(&[0xdf], 6), x87m(&[0xdf], 3),
+    x87m(&[0xdf], 1), x87m(&[0xdf], 6), x87m(&[0xdf], 3), x87m(&[0xde], 2), x87m(&[0xda], 3),
+    x87m(&[0xd9], 7), x87m(&[0xdd], 7), x87(&[0xdf, 0xe0]), x87m(&[0xd8], 3), x87m(&[0xdc], 2),
+    x87m(&[0xde], 7), x87m(&[0xda], 6), x87m(&[0xde], 1), x87m(&[0xda], 5), x87m(&[0xde], 4),
+    x87i(&[0xda, 0xc8]), x87i(&[0xda, 0xd0]), x87i(&[0xda, 0xd8]), x87i(&[0xdb, 0xc0]),
+    x87i(&[0xdb, 0xc8]), x87i(&[0xdb, 0xd8]), x87i(&[0xde, 0xc8]), x87i(&[0xde, 0xe8]),
+    x87i(&[0xde, 0xf8]), x87i(&[0xdc, 0xc8]), x87i(&[0xdc, 0xe0]), x87i(&[0xdc, 0xf0]),
+    x87i(&[0xdd, 0xe8]), x87i(&[0xd9, 0xc8]),
+    // more SSE/SSE2/MMX/SSSE3 forms
+    T { rm: Rm::Mem, ..t(&[0x0f, 0x2b]) }, T { rm: Rm::Mem, ..t(&[0x66, 0x0f, 0xe7]) },
+    T { rm: Rm::Mem, ..t(&[0x66, 0x0f, 0x2b]) }, T { rm: Rm::Mem, ..t(&[0x0f, 0xe7]) },
+    T { rm: Rm::Mem, ..t(&[0x0f, 0x7f]) }, x87m(&[0x0f, 0xae], 3),
+    T { rm: Rm::Reg, reg_gpr: true, imm: true, ..t(&[0x0f, 0xc5]) },
+    T { rm: Rm::Gpr, imm: true, ..t(&[0x0f, 0xc4]) }, t(&[0x0f, 0xe3]), t(&[0x0f, 0xde]),
+    t(&[0x0f, 0xea]), t(&[0x0f, 0xe4]), t(&[0x0f, 0x38, 0x02]), t(&[0x0f, 0x38, 0x03]),
+    t(&[0x0f, 0x38, 0x05]), t(&[0x0f, 0x38, 0x06]), t(&[0x0f, 0x38, 0x07]), t(&[0x0f, 0x38, 0x09]),
+    t(&[0x0f, 0x38, 0x0a]), t(&[0x0f, 0x38, 0x1d]), t(&[0x0f, 0x38, 0x1e]),
+    T { rm: Rm::Mem, ..t(&[0x66, 0x0f, 0x13]) }, T { rm: Rm::Mem, ..t(&[0x66, 0x0f, 0x17]) },
+    T { rm: Rm::Mem, ..t(&[0x66, 0x0f, 0x12]) }, T { rm: Rm::Mem, ..t(&[0x66, 0x0f, 0x16]) },
+    t(&[0x66, 0x0f, 0x28]), t(&[0x66, 0x0f, 0x10]), T { rm: Rm::Mem, ..t(&[0xf2, 0x0f, 0x11]) },
+    T { rm: Rm::Mem, ..t(&[0x0f, 0x11]) }, T { rm: Rm::Mem, ..t(&[0xf3, 0x0f, 0x7f]) },
+    T { rm: Rm::Gpr, ..t(&[0x66, 0x48, 0x0f, 0x7e]) }, tgpr_src(&[0x48, 0x0f, 0x6e]),
 ];
 
-/// Transcendental x87 instructions: compared with a tolerance of 1 ulp of the 64-bit
-/// significand (hardware is not correctly rounded).
+/// Tolerance for x87 transcendental results, in units of the 64-bit significand. rinx rounds
+/// the exact value (after the hardware's 66-bit-π argument reduction) once; the host's
+/// microcode is not correctly rounded (an AMD EPYC host was seen up to 10 ulps away on results
+/// near a multiple of π, where the absolute error is tiny).
+const APPROX_ULPS: u64 = 16;
+
+/// Transcendental x87 instructions: compared with a tolerance of [`APPROX_ULPS`].
 #[rustfmt::skip]
 const APPROX_X87: &[T] = &[
     T { approx: true, ..x87(&[0xd9, 0xfe]) }, T { approx: true, ..x87(&[0xd9, 0xff]) },
@@ -352,7 +377,8 @@ mod native {
     use memmap2::{Mmap, MmapMut};
 
     /// State buffer: [0, 512) input FXSAVE image, [512, 1024) output image, 1024 RAX,
-    /// 1032 RCX, 1040 RSI (memory operand address), 1048 RFLAGS out, [1536, 2048) host image.
+    /// 1032 RCX, 1040 RSI (memory operand address), 1048 RFLAGS out, 1056 RFLAGS in,
+    /// [1536, 2048) host image.
     #[repr(C, align(64))]
     pub struct Buf(pub [u8; 2048]);
 
@@ -369,6 +395,8 @@ mod native {
                 0x49, 0x8b, 0x80, 0x00, 0x04, 0x00, 0x00, // mov rax, [r8+0x400]
                 0x49, 0x8b, 0x88, 0x08, 0x04, 0x00, 0x00, // mov rcx, [r8+0x408]
                 0x49, 0x8b, 0xb0, 0x10, 0x04, 0x00, 0x00, // mov rsi, [r8+0x410]
+                0x41, 0xff, 0xb0, 0x20, 0x04, 0x00, 0x00, // push qword [r8+0x420]
+                0x9d, // popfq
             ];
             code.extend_from_slice(insn);
             code.extend_from_slice(&[
@@ -421,6 +449,8 @@ fn differential_against_host() {
     let table: Vec<T> = TABLE.iter().chain(APPROX_X87.iter()).copied().collect();
     let mut failures = Vec::new();
     let mut by_insn = std::collections::BTreeMap::<String, u32>::new();
+    // Per approximate mnemonic: [cases, max ulps, cases not bit-identical].
+    let mut ulps = std::collections::BTreeMap::<String, [u64; 3]>::new();
     for case in 0..cases {
         let tpl = table[r.below(table.len() as u64) as usize];
         // Encode.
@@ -461,7 +491,13 @@ fn differential_against_host() {
         // Inputs.
         let mut img = [0u8; 512];
         let fcw: u16 = 0x037f & !0x0300 | ((r.below(4) as u16) << 8 | (r.below(4) as u16) << 10);
-        let fcw = if r.below(2) == 0 { 0x037f } else { fcw | 0x3f };
+        let fcw = match r.below(4) {
+            0 | 1 => 0x037f,
+            2 => fcw | 0x3f,
+            // Unmasked x87 exceptions only set ES here; #MF would come at the next waiting
+            // instruction, and neither the stub nor rinx executes one.
+            _ => fcw | (r.next() as u16 & 0x3f),
+        };
         let top = r.below(8) as u16;
         img[0..2].copy_from_slice(&fcw.to_le_bytes());
         img[2..4].copy_from_slice(&(top << 11).to_le_bytes());
@@ -495,6 +531,8 @@ fn differential_against_host() {
             f64_val(&mut r)
         };
         let rcx = r.next() as i32 as i64 as u64;
+        // Arithmetic flags in (FCMOVcc reads CF/ZF/PF); bit 1 is always set.
+        let rflags_in = 0x202 | (r.next() & 0x8d5);
         let mut data = Data([0; 32]);
         let dv = match r.below(3) {
             0 => f80_val(&mut r),
@@ -509,6 +547,7 @@ fn differential_against_host() {
         buf.0[1032..1040].copy_from_slice(&rcx.to_le_bytes());
         let dptr = data.0.as_mut_ptr() as u64;
         buf.0[1040..1048].copy_from_slice(&dptr.to_le_bytes());
+        buf.0[1056..1064].copy_from_slice(&rflags_in.to_le_bytes());
         let stub = native::Stub::new(&bytes);
         stub.run(&mut buf);
         let n_img = &buf.0[512..1024];
@@ -525,6 +564,7 @@ fn differential_against_host() {
         m.cpu.s.cr4 |= jit::abi::cr::CR4_OSFXSR | jit::abi::cr::CR4_OSXMMEXCPT;
         m.cpu.s.cr0 |= jit::abi::cr::CR0_NE | jit::abi::cr::CR0_MP;
         m.cpu.s.gpr[0] = rax;
+        m.cpu.s.rflags = rflags_in;
         m.cpu.s.gpr[1] = rcx;
         m.cpu.s.gpr[6] = RSI;
         m.cpu.s.gpr[7] = RDI;
@@ -546,7 +586,31 @@ fn differential_against_host() {
                 m.cpu.s.rip
             ));
         } else {
-            compare(tpl, n_img, &r_img, &mut why);
+            // Trigonometric results for large arguments depend on the hardware's internal precision
+            // of the reduced argument (amplified near poles and zeros): only loosely compared.
+            let st0_exp = (f80_at(&img, 0) >> 64) & 0x7fff;
+            let trig = matches!(bytes.as_slice(), [0xd9, 0xfe | 0xff | 0xfb | 0xf2]);
+            // Near a zero of sin/cos (or a pole of tan) the result is much smaller than the argument
+            // and inherits the absolute error of the hardware's reduced argument.
+            let out_exp = (f80_at(n_img, 0) >> 64) & 0x7fff;
+            let cancel =
+                out_exp + 4 < st0_exp.max(0x3fff) || (f80_at(n_img, 1) >> 64) & 0x7fff > 0x3fff + 4;
+            let tol = if trig && (st0_exp >= 0x3fff + 20 || cancel) {
+                1 << 24
+            } else {
+                APPROX_ULPS
+            };
+            let u = compare(tpl, n_img, &r_img, &mut why, tol);
+            if tpl.approx && tpl.op[0] == 0xd9 && why.is_empty() {
+                let e = ulps
+                    .entry(dis.split_whitespace().next().unwrap_or("?").to_string())
+                    .or_insert([0u64; 3]);
+                e[0] += 1;
+                e[1] = e[1].max(u);
+                if u > 0 {
+                    e[2] += 1;
+                }
+            }
             if n_rax != m.cpu.s.gpr[0] {
                 why.push(format!("RAX host {n_rax:#x} rinx {:#x}", m.cpu.s.gpr[0]));
             }
@@ -592,6 +656,9 @@ fn differential_against_host() {
         cases - u64::from(nfail),
         nfail
     );
+    for (k, [n, max, off]) in &ulps {
+        eprintln!("diff_simd: {k}: {n} cases, {off} not bit-identical to the host, max {max} ulp");
+    }
     if nfail > 0 {
         for f in &failures {
             eprintln!("{f}");
@@ -616,14 +683,22 @@ fn f80_at(img: &[u8], i: usize) -> u128 {
     u128::from_le_bytes(b)
 }
 
-fn compare(tpl: T, n: &[u8], r: &[u8], why: &mut Vec<String>) {
+/// Compares two FXSAVE images; returns the largest significand difference (in ulps) seen on
+/// an approximate instruction's x87 registers.
+fn compare(tpl: T, n: &[u8], r: &[u8], why: &mut Vec<String>, tol: u64) -> u64 {
+    let mut max_ulps = 0;
     let fcw = |img: &[u8]| u16::from_le_bytes([img[0], img[1]]);
     let fsw = |img: &[u8]| u16::from_le_bytes([img[2], img[3]]);
     if fcw(n) != fcw(r) {
         why.push(format!("FCW host {:#06x} rinx {:#06x}", fcw(n), fcw(r)));
     }
     // C1 after inexact transcendental results depends on the hardware's internal rounding.
-    let swmask = if tpl.approx { !0x0220u16 } else { 0xffff };
+    let mut swmask = if tpl.approx { !0x0220u16 } else { 0xffff };
+    // C1 after a masked underflow (tiny result) follows an internal rounding step that
+    // differs between implementations; it is not compared.
+    if fsw(n) & 0x10 != 0 {
+        swmask &= !0x0200;
+    }
     if fsw(n) & swmask != fsw(r) & swmask {
         why.push(format!("FSW host {:#06x} rinx {:#06x}", fsw(n), fsw(r)));
     }
@@ -637,7 +712,8 @@ fn compare(tpl: T, n: &[u8], r: &[u8], why: &mut Vec<String>) {
     for i in 0..8 {
         let (a, b) = (f80_at(n, i), f80_at(r, i));
         let ok = if tpl.approx && a >> 64 == b >> 64 {
-            (a as u64).abs_diff(b as u64) <= 1
+            max_ulps = max_ulps.max((a as u64).abs_diff(b as u64));
+            (a as u64).abs_diff(b as u64) <= tol
         } else {
             a == b
         };
@@ -655,11 +731,12 @@ fn compare(tpl: T, n: &[u8], r: &[u8], why: &mut Vec<String>) {
             let bv = u128::from_le_bytes(b.try_into().unwrap());
             if tpl.approx
                 && (0..4)
-                    .all(|k| ((av >> (32 * k)) as u32).abs_diff((bv >> (32 * k)) as u32) <= 0x1000)
+                    .all(|k| ((av >> (32 * k)) as u32).abs_diff((bv >> (32 * k)) as u32) <= 0x2000)
             {
                 continue;
             }
             why.push(format!("XMM{i} host {av:#034x} rinx {bv:#034x}"));
         }
     }
+    max_ulps
 }

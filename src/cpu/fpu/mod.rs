@@ -148,6 +148,12 @@ impl FpuExt for FpuState {
         self.set_top(self.top() + 1);
     }
     fn raise(&mut self, flags: u32) -> bool {
+        // IE and ZE take precedence over DE (observed on hardware).
+        let flags = if flags & (IE | ZE) != 0 {
+            flags & !DE
+        } else {
+            flags
+        };
         self.fsw |= (flags & 0x7f) as u16;
         let unmasked = flags & !u32::from(self.fcw) & 0x3f;
         if unmasked != 0 {
@@ -208,3 +214,6 @@ pub fn check_x87<P: Platform + ?Sized>(ctx: &Ctx<'_, P>, waiting: bool) -> Res<(
 pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Option<Res<()>> {
     x87::exec(ctx, insn)
 }
+
+#[cfg(test)]
+mod tests;

@@ -214,7 +214,7 @@ pub fn pack_nan(sign: bool, sig: u64, f: Fmt) -> u128 {
     let frac = if f.explicit {
         u128::from(sig | (3 << 62))
     } else {
-        u128::from(((sig << 1) >> (64 - fb)) as u64) | (1u128 << (fb - 1))
+        u128::from((sig << 1) >> (64 - fb)) | (1u128 << (fb - 1))
     };
     s | e | frac
 }
@@ -291,8 +291,17 @@ pub fn round_pack(
     let emin = f.emin();
     let round = |shift: u32| -> (u128, bool, bool) {
         // Returns (rounded magnitude at 2^shift granularity, inexact, incremented).
-        let (kept, rest_nz, half, above_half) = if shift >= 128 {
+        let (kept, rest_nz, half, above_half) = if shift > 128 {
             (0u128, true, false, false)
+        } else if shift == 128 {
+            // Everything is discarded; the leading bit is the rounding bit.
+            let h = 1u128 << 127;
+            (
+                0u128,
+                true,
+                sig == h && !sticky,
+                sig > h || (sig == h && sticky),
+            )
         } else {
             let kept = sig >> shift;
             let rest = sig & ((1u128 << shift) - 1);
@@ -316,7 +325,7 @@ pub fn round_pack(
         (kept + u128::from(inc), true, inc)
     };
     // Tininess after rounding: round with unbounded exponent and see whether it is < 2^emin.
-    let (m_unb, _, _) = round(128 - prec);
+    let (m_unb, _, up_unb) = round(128 - prec);
     let exp_unb = if m_unb >> prec != 0 { exp + 1 } else { exp };
     let tiny = exp_unb < emin;
     let mut flags = 0;
@@ -343,6 +352,9 @@ pub fn round_pack(
     if tiny && inexact {
         flags |= UE;
     }
+    // The x87 C1 "rounded up" bit follows the rounding to precision before denormalization
+    // (observed on hardware).
+    let up = if tiny { up_unb } else { up };
     if inexact {
         flags |= PE;
     }
@@ -414,7 +426,10 @@ pub fn from_quad(q: Quad, status: Status) -> Raw {
     if e == 0x7fff {
         return Raw::Inf(sign);
     }
-    if status.contains(Status::OVERFLOW) {
+    // rustc_apfloat reports a round-toward-zero overflow as the largest finite value with
+    // INEXACT only; any such result is beyond the double-extended range too.
+    let max_finite = (b & !(1u128 << 127)) == (0x7ffeu128 << 112) | ((1u128 << 112) - 1);
+    if status.contains(Status::OVERFLOW) || (max_finite && sticky) {
         // Beyond the binary128 (= double-extended) exponent range: a certain overflow.
         return Raw::Val(sign, 100_000, 1 << 127, true);
     }
@@ -497,10 +512,12 @@ pub fn arith(op: Op, a: &Unp, b: &Unp, f: Fmt, env: &Env, x87: bool) -> (u128, u
         Op::Div => qa.div_r(qb, Round::TowardZero),
     };
     if r.status.contains(Status::INVALID_OP) {
-        return (f.indefinite(), flags | IE, false);
+        // An invalid operation does not also report DE (observed on hardware).
+        return (f.indefinite(), IE, false);
     }
     if r.status.contains(Status::DIV_BY_ZERO) {
-        return (f.inf(a.sign ^ b.sign), flags | ZE, false);
+        // Zero-divide does not also report DE for a denormal dividend (observed on hardware).
+        return (f.inf(a.sign ^ b.sign), ZE, false);
     }
     let raw = from_quad(r.value, r.status);
     let raw = match raw {
@@ -633,6 +650,7 @@ pub fn compare(a: &Unp, b: &Unp, signaling: bool) -> (Cmp, u32) {
     }
     let de = if a.denormal || b.denormal { DE } else { 0 };
     (cmp_ordered(a, b), de)
+    // (NaN operands return above without DE: invalid takes precedence.)
 }
 
 fn key(u: &Unp) -> (i32, i64, u64) {

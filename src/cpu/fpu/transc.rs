@@ -168,21 +168,8 @@ fn reduce(u: &Unp) -> (u32, Quad) {
     let num = u128::from(u.sig) << sh;
     let quo = num / p;
     let rem = num % p;
-    // rem * 2^-65 exactly.
-    let r = if rem == 0 {
-        Quad::ZERO
-    } else {
-        let lz = rem.leading_zeros();
-        let sig = rem << lz; // value = sig * 2^(-65 - lz)
-        let e = 127 - lz as i32 - 65;
-        sf::to_quad(&Unp {
-            class: Class::Finite,
-            sign: false,
-            exp: e,
-            sig: (sig >> 64) as u64,
-            denormal: false,
-        })
-    };
+    // rem * 2^-65 exactly (rem has at most 66 significant bits).
+    let r = Quad::from_u128(rem).value.scalbn(-65);
     ((quo & 3) as u32, r)
 }
 
@@ -232,6 +219,10 @@ pub fn unary(m: Mnemonic, u: &Unp, env: &Env) -> Option<(u128, u32, bool)> {
                 }
                 _ => {}
             }
+            if u.exp >= 0 && !(u.exp == 0 && u.sig == 1 << 63) {
+                // |x| > 1 is outside the domain: the operand is left unchanged (observed).
+                return Some((sf::pack_raw(u, F80), 0, false));
+            }
             let x = sf::to_quad(u);
             let (b, f, up) = round(expm1(mul(x, ln2())), env);
             Some((b, f | de, up))
@@ -242,6 +233,17 @@ pub fn unary(m: Mnemonic, u: &Unp, env: &Env) -> Option<(u128, u32, bool)> {
                 Class::Zero if m == Mnemonic::Fsin => return Some((F80.zero(u.sign), 0, false)),
                 Class::Zero => return Some((0x3FFF_8000_0000_0000_0000, 0, false)),
                 _ => {}
+            }
+            if u.exp < -40 {
+                // Tiny argument: sin x = x - tiny, cos x = 1 - tiny (directed rounding needs the
+                // side of the error, which the binary128 value does not show).
+                let raw = if m == Mnemonic::Fsin {
+                    Raw::Val(u.sign, u.exp, (u128::from(u.sig) << 64) - 1, true)
+                } else {
+                    Raw::Val(false, -1, u128::MAX, true)
+                };
+                let (b, f, up) = sf::finish(raw, F80, env);
+                return Some((b, f | sf::PE | de, up));
             }
             let (s, c) = sin_cos(u)?;
             let (b, f, up) = round(if m == Mnemonic::Fsin { s } else { c }, env);
@@ -263,6 +265,17 @@ pub fn pair(m: Mnemonic, u: &Unp, env: &Env) -> Option<(u128, u128, u32, bool)> 
         _ => {}
     }
     let de = if u.denormal { sf::DE } else { 0 };
+    if u.exp < -40 {
+        // Tiny argument: sin x = x - tiny, cos x = 1 - tiny, tan x = x + tiny.
+        let x = u128::from(u.sig) << 64;
+        let (bs, fs, up) = sf::finish(Raw::Val(u.sign, u.exp, x - 1, true), F80, env);
+        if m == Mnemonic::Fptan {
+            let (bt, ft, up) = sf::finish(Raw::Val(u.sign, u.exp, x, true), F80, env);
+            return Some((bt, one, ft | sf::PE | de, up));
+        }
+        let (bc, fc, _) = sf::finish(Raw::Val(false, -1, u128::MAX, true), F80, env);
+        return Some((bs, bc, fs | fc | sf::PE | de, up));
+    }
     let (s, c) = sin_cos(u)?;
     if m == Mnemonic::Fptan {
         let (b, f, up) = round(div(s, c), env);
@@ -328,19 +341,28 @@ pub fn binary(m: Mnemonic, a: &Unp, b: &Unp, env: &Env) -> (u128, u32, bool) {
             };
             let r = if b.sign { r.neg() } else { r };
             if r.is_zero() {
-                return (F80.zero(b.sign), de, false);
+                if b.class == Class::Zero || a.class == Class::Inf {
+                    return (F80.zero(b.sign), de, false);
+                }
+                // |y/x| below the binary128 range: a tiny nonzero result (UE, PE).
+                let (bb, f, up) = sf::finish(Raw::Val(b.sign, -100_000, 1 << 127, true), F80, env);
+                return (bb, f | de, up);
             }
             let (bb, f, up) = round(r, env);
             (bb, f | de, up)
         }
         _ => {
-            let arg = if m == Mnemonic::Fyl2xp1 { x } else { x };
+            let arg = x;
             // Domain checks.
             if m == Mnemonic::Fyl2x {
                 if a.sign && a.class != Class::Zero {
                     return (F80.indefinite(), sf::IE | de, false);
                 }
                 if a.class == Class::Zero {
+                    if b.class == Class::Inf {
+                        // ±inf * log2(0) = ∓inf, exact (no zero-divide).
+                        return (F80.inf(!b.sign), de, false);
+                    }
                     if b.class == Class::Zero {
                         return (F80.indefinite(), sf::IE | de, false);
                     }

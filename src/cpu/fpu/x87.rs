@@ -57,8 +57,39 @@ fn note_ip<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) {
     } else {
         None
     };
-    let cs = ctx.cpu.s.seg[jit::abi::sreg::CS].selector;
+    let cs_seg = ctx.cpu.s.seg[jit::abi::sreg::CS];
+    let cs = cs_seg.selector;
+    // FOP: the low 3 bits of the escape opcode and the ModR/M byte (§8.1.8). The bytes were
+    // just fetched, so re-reading them cannot fault in practice; if it does, FOP is kept.
+    let mut bytes = [0u8; 15];
+    let len = insn.len().min(15);
+    let la = if ctx.cpu.mode64() {
+        ctx.cpu.cur_rip
+    } else {
+        cs_seg.base.wrapping_add(ctx.cpu.cur_rip) & 0xffff_ffff
+    };
+    let fop = if ctx.read_linear_bytes(la, &mut bytes[..len], false).is_ok() {
+        let mut i = 0;
+        while i + 1 < len
+            && (matches!(
+                bytes[i],
+                0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x2e | 0x36 | 0x3e | 0x26 | 0x64 | 0x65 | 0x9b
+            ) || (ctx.cpu.mode64() && bytes[i] & 0xf0 == 0x40))
+        {
+            i += 1;
+        }
+        if (0xd8..=0xdf).contains(&bytes[i]) && i + 1 < len {
+            Some((u16::from(bytes[i] & 7) << 8) | u16::from(bytes[i + 1]))
+        } else {
+            None
+        }
+    } else {
+        None
+    };
     let f = &mut ctx.cpu.s.fpu;
+    if let Some(op) = fop {
+        f.fop = op;
+    }
     f.fip = ctx.cpu.cur_rip;
     f.fcs = cs;
     if let Some((dp, ds)) = mem {
@@ -71,7 +102,12 @@ fn note_ip<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) {
 pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Option<Res<()>> {
     use Mnemonic as M;
     let m = insn.mnemonic();
+    if insn.has_lock_prefix() && is_x87(m) {
+        return Some(Err(Fault::Ud));
+    }
     let r = match m {
+        // 8087/287 FENI, FDISI, FSETPM: no-ops on later processors (SDM Vol. 1 §8.8 note).
+        M::Fneni | M::Fndisi | M::Fnsetpm | M::Feni | M::Fdisi | M::Fsetpm => check_x87(ctx, false),
         M::Fninit | M::Fnclex | M::Fnstcw | M::Fnstsw | M::Fnstenv | M::Fnsave => {
             check_x87(ctx, false).and_then(|_| control(ctx, insn))
         }
@@ -99,6 +135,7 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> O
         | M::Fbld
         | M::Fst
         | M::Fstp
+        | M::Fstpnce
         | M::Fist
         | M::Fistp
         | M::Fisttp
@@ -188,6 +225,10 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> O
     Some(r)
 }
 
+fn is_x87(m: Mnemonic) -> bool {
+    format!("{m:?}").starts_with('F') || m == Mnemonic::Wait
+}
+
 /// Stack underflow: IE + SF with C1 = 0 (§8.5.1.1). Returns true if the masked response
 /// (store the indefinite) should be applied.
 fn underflow(f: &mut jit::abi::FpuState) -> bool {
@@ -237,6 +278,13 @@ fn arith<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
                 let mut b = [0u8; 10];
                 ctx.read_mem_bytes(seg, off, &mut b)?;
                 Some(bcd_to_f80(&b))
+            } else if has_mem && insn.memory_size() == MemorySize::Float80 {
+                // FLD m80 loads the bits unchanged (no conversion, no exception).
+                let seg = ctx.mem_seg(insn);
+                let off = ctx.ea(insn);
+                let mut b = [0u8; 16];
+                ctx.read_mem_bytes(seg, off, &mut b[..10])?;
+                Some(u128::from_le_bytes(b))
             } else if has_mem {
                 let u = load_mem(ctx, insn)?;
                 let (b, flags, _) = sf::convert(&u, F80, &sf::Env::nearest(F80));
@@ -291,7 +339,9 @@ fn arith<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
             push_checked(f, v);
             Ok(())
         }
-        M::Fst | M::Fstp | M::Fist | M::Fistp | M::Fisttp | M::Fbstp => store(ctx, insn),
+        M::Fst | M::Fstp | M::Fstpnce | M::Fist | M::Fistp | M::Fisttp | M::Fbstp => {
+            store(ctx, insn)
+        }
         M::Fxch => {
             let i = st_index(insn.op_register(1)).unwrap_or(1);
             let f = &mut ctx.cpu.s.fpu;
@@ -367,7 +417,7 @@ fn arith<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
                 Err(u) => u,
             };
             let (a, b) = if rev { (s, d) } else { (d, s) };
-            let (r, flags, up) = sf::arith(op, &a, &b, F80, &env_of(f.fcw), true);
+            let (r, flags, up) = arith_wrapped(op, &a, &b, f.fcw);
             if f.raise(flags) {
                 f.set_st(dst, r);
                 set_c1(f, up);
@@ -707,6 +757,60 @@ fn arith<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
     }
 }
 
+/// Exponent bias adjustment for unmasked x87 overflow/underflow (SDM Vol. 1 §8.5.4.1,
+/// §8.5.5.1).
+const WRAP: i32 = 24576;
+
+/// Two-operand x87 arithmetic with the unmasked-overflow/underflow responses: the result is
+/// delivered with its exponent divided (overflow) or multiplied (underflow) by 2^24576. With
+/// UE unmasked, an exact tiny result also signals underflow.
+fn arith_wrapped(op: Op, a: &Unp, b: &Unp, fcw: u16) -> (u128, u32, bool) {
+    let env = env_of(fcw);
+    let (r, mut flags, up) = sf::arith(op, a, b, F80, &env, true);
+    let denormal = (r >> 64) & 0x7fff == 0 && r as u64 != 0;
+    if fcw & 0x10 == 0 && denormal {
+        flags |= sf::UE;
+    }
+    let adj = if flags & sf::OE != 0 && fcw & 0x08 == 0 {
+        -WRAP
+    } else if flags & sf::UE != 0 && fcw & 0x10 == 0 {
+        WRAP
+    } else {
+        return (r, flags, up);
+    };
+    if a.class != Class::Finite || b.class != Class::Finite {
+        return (r, flags, up);
+    }
+    let (mut a2, mut b2) = (*a, *b);
+    let ok = |e: i32| (-16382..=16383).contains(&e);
+    match op {
+        Op::Add | Op::Sub => {
+            a2.exp += adj;
+            b2.exp += adj;
+        }
+        Op::Mul => {
+            if ok(a.exp + adj) {
+                a2.exp += adj;
+            } else {
+                b2.exp += adj;
+            }
+        }
+        Op::Div => {
+            if ok(a.exp + adj) {
+                a2.exp += adj;
+            } else {
+                b2.exp -= adj;
+            }
+        }
+    }
+    let (r2, f2, up2) = sf::arith(op, &a2, &b2, F80, &env, true);
+    (
+        r2,
+        (flags & (sf::OE | sf::UE | sf::DE)) | (f2 & sf::PE),
+        up2,
+    )
+}
+
 fn int_bits(v: i64) -> u128 {
     sf::from_int(v, F80, &sf::Env::nearest(F80)).0
 }
@@ -716,7 +820,7 @@ fn int_bits(v: i64) -> u128 {
 fn store<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
     use Mnemonic as M;
     let m = insn.mnemonic();
-    let pop = matches!(m, M::Fstp | M::Fistp | M::Fisttp | M::Fbstp);
+    let pop = matches!(m, M::Fstp | M::Fstpnce | M::Fistp | M::Fisttp | M::Fbstp);
     if !mem_operand(insn) {
         // FST/FSTP ST(i).
         let i = st_index(insn.op_register(0)).unwrap_or(0);
@@ -819,7 +923,11 @@ fn store<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
                         if u.sign {
                             b |= 0x80 << 72;
                         }
-                        (b, 10, f, false)
+                        let up = f & sf::PE != 0 && xi != 0 && {
+                            let back = int_unp(xi);
+                            (back.exp, back.sig) > (u.exp, u.sig)
+                        };
+                        (b, 10, f, up)
                     }
                 }
             }
@@ -843,8 +951,7 @@ fn store<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<
         f.fsw &= !C1;
         flags |= 0;
     } else {
-        // Observed on hardware: a tiny (denormalized) stored result leaves C1 clear.
-        set_c1(f, up && flags & sf::UE == 0);
+        set_c1(f, up);
     }
     f.raise(flags);
     if pop {

@@ -176,7 +176,7 @@ fn fmt_of(w: usize) -> Fmt {
 /// MIN/MAX (§11.4 / Vol. 2 MINPS): any NaN or both zero -> the second operand; IE for any NaN.
 fn minmax(a: &Unp, b: &Unp, ab: u64, bb: u64, max: bool) -> (u64, u32) {
     let (c, mut flags) = sf::compare(a, b, true);
-    if a.denormal || b.denormal {
+    if (a.denormal || b.denormal) && flags & sf::IE == 0 {
         flags |= sf::DE;
     }
     let pick_a = match c {
@@ -207,6 +207,12 @@ fn lane_op(m: M, a: u64, b: u64, f: Fmt, e: &Env, imm: u8) -> (u64, u32) {
     let ua = unp(a, f, e.daz);
     let ub = unp(b, f, e.daz);
     let ar = |op: Op| {
+        let normal = |u: &Unp| u.class == Class::Finite && !u.denormal;
+        if e.rc == sf::Rc::Nearest && normal(&ua) && normal(&ub) {
+            if let Some(r) = fast(op, a, b, f) {
+                return r;
+            }
+        }
         let (r, fl, _) = sf::arith(op, &ua, &ub, f, e, false);
         (r as u64, fl)
     };
@@ -243,6 +249,72 @@ fn lane_op(m: M, a: u64, b: u64, f: Fmt, e: &Env, imm: u8) -> (u64, u32) {
         }
         M::Rcpps | M::Rcpss | M::Rsqrtps | M::Rsqrtss => (approx(m, b as u32) as u64, 0),
         _ => (a, 0),
+    }
+}
+
+/// Host fast path for round-to-nearest on normal operands: the host's IEEE-754 f32/f64
+/// operations round to nearest-even exactly like SSE; inexactness comes from error-free
+/// transformations (TwoSum, FMA residuals, exact in this range). Results outside the safe normal
+/// range (possible overflow, underflow, denormal or zero) return `None` and take the soft-float
+/// path, which owns every other flag.
+fn fast(op: Op, a: u64, b: u64, f: Fmt) -> Option<(u64, u32)> {
+    fn two_sum_err<T>(x: T, y: T, s: T) -> T
+    where
+        T: Copy + std::ops::Add<Output = T> + std::ops::Sub<Output = T>,
+    {
+        let bb = s - x;
+        (x - (s - bb)) + (y - bb)
+    }
+    if f == F64 {
+        let (x, y) = (f64::from_bits(a), f64::from_bits(b));
+        let (r, err) = match op {
+            Op::Add => {
+                let r = x + y;
+                (r, two_sum_err(x, y, r))
+            }
+            Op::Sub => {
+                let r = x - y;
+                (r, two_sum_err(x, -y, r))
+            }
+            Op::Mul => {
+                let r = x * y;
+                (r, x.mul_add(y, -r))
+            }
+            Op::Div => {
+                let r = x / y;
+                (r, r.mul_add(y, -x))
+            }
+        };
+        let ex = (r.to_bits() >> 52) & 0x7ff;
+        if !(64..=0x7fd).contains(&ex) {
+            return None;
+        }
+        Some((r.to_bits(), if err != 0.0 { sf::PE } else { 0 }))
+    } else {
+        let (x, y) = (f32::from_bits(a as u32), f32::from_bits(b as u32));
+        let (r, err) = match op {
+            Op::Add => {
+                let r = x + y;
+                (r, two_sum_err(x, y, r))
+            }
+            Op::Sub => {
+                let r = x - y;
+                (r, two_sum_err(x, -y, r))
+            }
+            Op::Mul => {
+                let r = x * y;
+                (r, x.mul_add(y, -r))
+            }
+            Op::Div => {
+                let r = x / y;
+                (r, r.mul_add(y, -x))
+            }
+        };
+        let ex = (r.to_bits() >> 23) & 0xff;
+        if !(32..=0xfd).contains(&ex) {
+            return None;
+        }
+        Some((u64::from(r.to_bits()), if err != 0.0 { sf::PE } else { 0 }))
     }
 }
 
@@ -384,7 +456,7 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
             let a = unp(lane(ctx.vread(insn, 0)?, w, 0), f, daz);
             let b = unp(lane(ctx.vread(insn, 1)?, w, 0), f, daz);
             let (c, mut flags) = sf::compare(&a, &b, matches!(m, M::Comiss | M::Comisd));
-            if a.denormal || b.denormal {
+            if (a.denormal || b.denormal) && !a.is_nan() && !b.is_nan() {
                 flags |= sf::DE;
             }
             commit_flags(ctx, flags)?;
@@ -455,13 +527,7 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
         | M::Cvttpd2pi => convert(ctx, insn),
         _ => {
             // Packed / scalar arithmetic, compare, min/max, sqrt, rcp/rsqrt.
-            let name = format!("{m:?}");
-            let scalar = name.ends_with("ss") || name.ends_with("sd");
-            let w = if name.ends_with("ps") || name.ends_with("ss") {
-                4
-            } else {
-                8
-            };
+            let (scalar, w) = shape(m);
             let f = fmt_of(w);
             let e = env(mx, f);
             let a = ctx.vread(insn, 0)?;
@@ -485,6 +551,29 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
             commit_flags(ctx, flags)?;
             ctx.vwrite(insn, 0, r)
         }
+    }
+}
+
+/// (scalar, element width) of an arithmetic/compare/min/max/sqrt/rcp mnemonic.
+fn shape(m: M) -> (bool, usize) {
+    match m {
+        M::Addss
+        | M::Subss
+        | M::Mulss
+        | M::Divss
+        | M::Sqrtss
+        | M::Minss
+        | M::Maxss
+        | M::Rcpss
+        | M::Rsqrtss
+        | M::Cmpss => (true, 4),
+        M::Addsd | M::Subsd | M::Mulsd | M::Divsd | M::Sqrtsd | M::Minsd | M::Maxsd | M::Cmpsd => {
+            (true, 8)
+        }
+        M::Addpd | M::Subpd | M::Mulpd | M::Divpd | M::Sqrtpd | M::Minpd | M::Maxpd | M::Cmppd => {
+            (false, 8)
+        }
+        _ => (false, 4),
     }
 }
 

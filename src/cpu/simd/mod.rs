@@ -176,8 +176,13 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> O
     } else {
         return None;
     };
+    if insn.has_lock_prefix() {
+        return Some(Err(Fault::Ud));
+    }
     let mmx = uses_mmx(insn);
-    let sse = !mmx || (0..insn.op_count()).any(|i| matches!(loc(insn, i), Loc::Xmm(_)));
+    // MOVNTI (a GPR store) is not gated by CR4.OSFXSR.
+    let sse = m != Mnemonic::Movnti
+        && (!mmx || (0..insn.op_count()).any(|i| matches!(loc(insn, i), Loc::Xmm(_))));
     if let Err(e) = check(ctx, mmx, sse) {
         return Some(Err(e));
     }
@@ -195,3 +200,6 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> O
     }
     Some(r)
 }
+
+#[cfg(test)]
+mod tests;

@@ -26,6 +26,21 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> O
             ctx.write_op(insn, 0, u64::from(v))
         }),
         M::Fxsave | M::Fxsave64 => fxsave(ctx, insn, m == M::Fxsave64),
+        // SSE/SSE2 cache-control hints and fences: architecturally no-ops for a
+        // sequentially consistent interpreter (SDM Vol. 1 §10.4.6, §11.4.4).
+        M::Prefetchnta
+        | M::Prefetcht0
+        | M::Prefetcht1
+        | M::Prefetcht2
+        | M::Sfence
+        | M::Lfence
+        | M::Mfence => Ok(()),
+        // CLFLUSH: faults like a byte load of the line (SDM Vol. 2A "CLFLUSH"); no cache.
+        M::Clflush => {
+            let seg = ctx.mem_seg(insn);
+            let off = ctx.ea(insn);
+            ctx.read_mem(seg, off, 1).map(|_| ())
+        }
         M::Fxrstor | M::Fxrstor64 => fxrstor(ctx, insn, m == M::Fxrstor64),
         _ => return None,
     };
