@@ -157,11 +157,29 @@ impl Platform for Board {
         self.intr
     }
     fn acknowledge_interrupt(&mut self) -> Option<u8> {
-        let id = self.pc.pic;
-        let v = self
-            .bus
-            .pio_device_mut::<PicPair>(id)
-            .map(|p| p.acknowledge());
+        // INTA goes to the local APIC when it has a deliverable vector, else to the 8259A if
+        // LINT0 passes it through (ExtINT).
+        let mut v = None;
+        let mut via_pic = true;
+        if let Some(l) = self.bus.mmio_device_mut::<Lapic>(self.lapic) {
+            via_pic = l.accepts_pic();
+            if l.pending_vector().is_some() {
+                v = Some(l.acknowledge());
+            }
+        }
+        let from_apic = v.is_some();
+        if v.is_none() && via_pic {
+            v = self
+                .bus
+                .pio_device_mut::<PicPair>(self.pc.pic)
+                .filter(|p| p.interrupt_pending())
+                .map(|p| p.acknowledge());
+        }
+        log::trace!(
+            target: "rinx::irq",
+            "INTA -> {v:x?} from {}",
+            if from_apic { "LAPIC" } else { "8259A" }
+        );
         self.refresh_intr();
         v
     }
