@@ -169,11 +169,11 @@ impl Platform for Board {
         }
         let from_apic = v.is_some();
         if v.is_none() && via_pic {
-            v = self
-                .bus
-                .pio_device_mut::<PicPair>(self.pc.pic)
-                .filter(|p| p.interrupt_pending())
-                .map(|p| p.acknowledge());
+            if let Some(p) = self.bus.pio_device_mut::<PicPair>(self.pc.pic) {
+                if p.interrupt_pending() {
+                    v = Some(p.acknowledge());
+                }
+            }
         }
         log::trace!(
             target: "rinx::irq",
