@@ -272,7 +272,26 @@ impl Machine {
 
     /// Runs until the guest powers off, resets, exits, triple-faults, or the user quits.
     pub fn run(&mut self) -> Outcome {
+        // RINX_DIAG_SECS=N prints the CPU state and last instructions every N seconds (a
+        // debugging aid for guests that stop making progress).
+        let diag_every = std::env::var("RINX_DIAG_SECS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
+        let mut next_diag = diag_every.map(|d| std::time::Instant::now() + d);
         loop {
+            if let (Some(at), Some(every)) = (next_diag, diag_every) {
+                if std::time::Instant::now() >= at {
+                    eprintln!(
+                        "rinx: diagnostic (halted={}, intr={}, IF={})\n{}",
+                        self.cpu.halted,
+                        self.board.intr,
+                        self.cpu.s.rflags & jit::abi::flags::IF != 0,
+                        crate::exec::diag::describe(&self.cpu, &mut self.mem)
+                    );
+                    next_diag = Some(at + every);
+                }
+            }
             let before = self.cpu.icount;
             let stop = interp::run(&mut self.cpu, &mut self.mem, &mut self.board, SLICE);
             if let Some(shift) = self.board.icount_shift {
