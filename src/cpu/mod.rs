@@ -125,6 +125,8 @@ pub struct Cpu {
     pub recent: [u64; RECENT],
     /// Decoded instructions by physical address (the interpreter's block cache).
     pub dcache: crate::exec::dcache::DecodeCache,
+    /// The tracer (`--trace`); off unless attached. Hooks test it with one branch.
+    pub trace: crate::trace::TraceSlot,
 }
 
 /// How many recent RIPs [`Cpu::recent`] keeps.
@@ -152,6 +154,7 @@ impl Cpu {
             interrupts: 0,
             recent: [0; RECENT],
             dcache: Default::default(),
+            trace: Default::default(),
         }
     }
 
