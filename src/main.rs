@@ -3,8 +3,8 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use rinx::cli::{Cli, Command, RunArgs, TraceFormat};
-use rinx::trace::{Filter, Format, Tracer};
 use rinx::machine::{Machine, MachineConfig, Outcome};
+use rinx::trace::{Filter, Format, Tracer};
 use std::process::ExitCode;
 
 fn read_file(what: &str, p: &std::path::Path, max: u64) -> Result<Vec<u8>> {
@@ -68,7 +68,10 @@ fn run(args: RunArgs) -> Result<i32> {
         t.finish().context("writing the trace")?;
     }
     if args.stats {
-        eprint!("{}", rinx::trace::stats::report(&m.cpu, wall, m.halted_time));
+        eprint!(
+            "{}",
+            rinx::trace::stats::report(&m.cpu, wall, m.halted_time)
+        );
     }
     log::info!(target: "rinx", "{outcome:?} after {:.3} s, {} instructions", start.elapsed().as_secs_f64(), m.cpu.icount);
     if let Outcome::TripleFault(diag) = &outcome {

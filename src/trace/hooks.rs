@@ -68,17 +68,26 @@ pub fn linear_ip(cpu: &Cpu, rip: u64) -> u64 {
 
 /// Does the current instruction (or the one about to run) pass the filter?
 fn passes(cpu: &Cpu, t: &Tracer) -> bool {
-    t.cur_pass.unwrap_or_else(|| {
-        t.filter
-            .passes(cpu.icount, linear_ip(cpu, cpu.cur_rip), cpu.cpl())
-    })
+    if t.cur_insn.is_some() {
+        return t.cur_pass.unwrap_or(false);
+    }
+    t.filter
+        .passes(cpu.icount, linear_ip(cpu, cpu.cur_rip), cpu.cpl())
+}
+
+/// Number and linear address of the instruction an event belongs to.
+fn current(cpu: &Cpu) -> (u64, u64) {
+    cpu.trace
+        .get()
+        .and_then(|t| t.cur_insn)
+        .unwrap_or_else(|| (cpu.icount, linear_ip(cpu, cpu.cur_rip)))
 }
 
 /// Emits `mode` records for what changed since the last check.
-fn check_mode(cpu: &mut Cpu, la: u64, cause: &dyn Fn() -> String) {
+fn check_mode(cpu: &mut Cpu, cause: &dyn Fn() -> String) {
     let now = ModeSnap::of(&cpu.s);
     let name = mode_name(cpu);
-    let n = cpu.icount;
+    let (n, la) = current(cpu);
     let pass = cpu.trace.get().is_some_and(|t| passes(cpu, t));
     let Some(t) = cpu.trace.get_mut() else { return };
     let Some(last) = t.last_mode.replace(now) else {
@@ -123,12 +132,13 @@ pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), Shutdown> 
     let mode = mode_name(ctx.cpu);
     let before = ctx.cpu.s;
     // Catch mode changes made between instructions (e.g. by a debugger or a test harness).
-    check_mode(ctx.cpu, la, &|| "state change".to_string());
+    check_mode(ctx.cpu, &|| "state change".to_string());
     let Some(t) = ctx.cpu.trace.get_mut() else {
         return interp::step(ctx);
     };
     let pass = t.filter.passes(n, la, cpl);
     t.cur_pass = Some(pass);
+    t.cur_insn = Some((n, la));
     let want_insn = pass && t.kinds.has(Kinds::INSN);
     if want_insn {
         t.recording = true;
@@ -190,20 +200,21 @@ pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), Shutdown> 
     }
     let fault = r.as_ref().err().map(Fault::name);
     let res = interp::retire(ctx, r);
-    check_mode(ctx.cpu, la, &|| match (&fault, mnemonic) {
+    check_mode(ctx.cpu, &|| match (&fault, mnemonic) {
         (Some(f), _) => format!("{f} delivery"),
         (None, Some(m)) => format!("{m:?}").to_lowercase(),
         (None, None) => "?".to_string(),
     });
     if let Some(t) = ctx.cpu.trace.get_mut() {
         t.cur_pass = None;
+        t.cur_insn = None;
     }
     res
 }
 
 const GPR64: [&str; 16] = [
-    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12",
-    "r13", "r14", "r15",
+    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15",
 ];
 const GPR32: [&str; 8] = ["eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"];
 const GPR16: [&str; 8] = ["ax", "cx", "dx", "bx", "sp", "bp", "si", "di"];
@@ -276,11 +287,7 @@ pub fn diff(a: &CpuState, b: &CpuState, bitness: u32) -> Vec<Change> {
     }
     ch("fs.base", a.seg[sreg::FS].base, b.seg[sreg::FS].base);
     ch("gs.base", a.seg[sreg::GS].base, b.seg[sreg::GS].base);
-    ch(
-        "kernel_gs_base",
-        a.msr.kernel_gs_base,
-        b.msr.kernel_gs_base,
-    );
+    ch("kernel_gs_base", a.msr.kernel_gs_base, b.msr.kernel_gs_base);
     ch(
         "ldtr",
         u64::from(a.ldtr.selector),
@@ -345,7 +352,7 @@ pub fn walk(
         Err(pf) => (None, None, None, Some(Hex(u64::from(pf.code)))),
     };
     let rec = Record::Walk(record::Walk {
-        n: cpu.icount,
+        n: current(cpu).0,
         va: Hex(la),
         access: match access {
             Access::Read => "read",
@@ -376,11 +383,15 @@ pub fn walk(
 /// An instruction handled by the ring-compression layer (`cpl` is the CPL it trapped at).
 #[inline(never)]
 pub fn ring(cpu: &mut Cpu, mode: decoder::Mode, insn: &Instruction, cpl: u8, r: &Res<()>) {
-    let n = cpu.icount;
-    let la = linear_ip(cpu, cpu.cur_rip);
-    let Some(t) = cpu.trace.get() else { return };
-    if !t.kinds.has(Kinds::RING) || !passes(cpu, t) {
+    let (n, la) = current(cpu);
+    let Some(t) = cpu.trace.get_mut() else { return };
+    if !t.kinds.has(Kinds::RING) || !t.cur_pass.unwrap_or(true) {
         return;
+    }
+    let mut text = String::new();
+    {
+        use iced_x86::Formatter;
+        t.fmt.format(insn, &mut text);
     }
     let c = decoder::classify(insn, mode);
     let class = if c.contains(decoder::Class::PRIVILEGED) {
@@ -394,7 +405,7 @@ pub fn ring(cpu: &mut Cpu, mode: decoder::Mode, insn: &Instruction, cpl: u8, r: 
         n,
         la: Hex(la),
         cpl,
-        insn: format!("{:?}", insn.mnemonic()).to_lowercase(),
+        insn: text,
         class,
         result: match r {
             Ok(()) => "done".to_string(),
@@ -426,7 +437,6 @@ pub fn event(
     handler_rip: u64,
     r: &Res<()>,
 ) {
-    let la = linear_ip(cpu, cpu.cur_rip);
     let name = VECTORS.get(usize::from(vector)).copied().unwrap_or("int");
     let (event, name) = match kind {
         EventKind::External => ("external", if vector < 32 { name } else { "irq" }),
@@ -441,7 +451,7 @@ pub fn event(
         .is_some_and(|t| t.kinds.has(Kinds::EXC) && passes(cpu, t));
     if want {
         let rec = Record::Exc(record::Exc {
-            n: cpu.icount,
+            n: current(cpu).0,
             vector,
             name,
             event,
@@ -459,7 +469,7 @@ pub fn event(
         }
     }
     if r.is_ok() {
-        check_mode(cpu, la, &|| {
+        check_mode(cpu, &|| {
             if kind == EventKind::Software {
                 format!("int {vector:#x}")
             } else if vector < 32 {

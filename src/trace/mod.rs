@@ -153,6 +153,11 @@ pub struct Tracer {
     pub written: u64,
     /// `Some(pass)` while a traced step runs: whether the current instruction passes the filter.
     cur_pass: Option<bool>,
+    /// Number and linear address of the instruction being traced (while a traced step runs,
+    /// including the delivery of the exception it raises).
+    cur_insn: Option<(u64, u64)>,
+    /// Formats instructions handed to the ring layer.
+    fmt: iced_x86::IntelFormatter,
     /// Records of the current instruction, written after its `insn` record.
     pending: Vec<Record>,
     /// Memory accesses of the current instruction (only while `recording`).
@@ -186,6 +191,15 @@ impl Tracer {
             error: None,
             written: 0,
             cur_pass: None,
+            cur_insn: None,
+            fmt: {
+                use iced_x86::Formatter;
+                let mut f = iced_x86::IntelFormatter::new();
+                f.options_mut().set_space_after_operand_separator(true);
+                f.options_mut()
+                    .set_memory_size_options(iced_x86::MemorySizeOptions::Always);
+                f
+            },
             pending: Vec::new(),
             mem: Vec::new(),
             mem_dropped: 0,
@@ -230,7 +244,8 @@ impl Tracer {
             self.mem_dropped += 1;
             return;
         }
-        self.mem.push(record::MemAccess::new(write, la, data, system));
+        self.mem
+            .push(record::MemAccess::new(write, la, data, system));
     }
 
     /// Flushes the output and reports the first write error, if any.
