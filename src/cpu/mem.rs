@@ -234,14 +234,14 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
                 let mut b = [0u8; 8];
                 b[..size as usize].copy_from_slice(&page[off..off + size as usize]);
                 let v = u64::from_le_bytes(b);
-                if let Some(t) = self.cpu.trace.get_mut() {
-                    t.mem_access(false, la, &b[..size as usize], system);
+                if self.cpu.trace.is_on() {
+                    trace_value(self.cpu, false, la, size, v, system);
                 }
                 return Ok(v);
             }
             let v = self.plat.mmio_read(p.pa_page | (la & 0xfff), size as u8);
-            if let Some(t) = self.cpu.trace.get_mut() {
-                t.mem_access(false, la, &v.to_le_bytes()[..size as usize], system);
+            if self.cpu.trace.is_on() {
+                trace_value(self.cpu, false, la, size, v, system);
             }
             return Ok(v);
         }
@@ -254,8 +254,8 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
     pub fn write_linear(&mut self, la: u64, size: u32, v: u64, system: bool) -> Res<()> {
         if (la & 0xfff) + u64::from(size) <= 4096 {
             let p = self.translate(la, Access::Write, system)?;
-            if let Some(t) = self.cpu.trace.get_mut() {
-                t.mem_access(true, la, &v.to_le_bytes()[..size as usize], system);
+            if self.cpu.trace.is_on() {
+                trace_value(self.cpu, true, la, size, v, system);
             }
             if let Some(h) = p.host {
                 self.cpu.dcache.note_write(p.pa_page);
@@ -307,6 +307,16 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
             self.translate(self.wrap_linear(end), Access::Write, false)?;
         }
         Ok(())
+    }
+}
+
+/// Records a data access of up to 8 bytes for the tracer (out of line: the callers only test
+/// `cpu.trace.is_on()`).
+#[cold]
+#[inline(never)]
+fn trace_value(cpu: &mut super::Cpu, write: bool, la: u64, size: u32, v: u64, system: bool) {
+    if let Some(t) = cpu.trace.get_mut() {
+        t.mem_access(write, la, &v.to_le_bytes()[..size as usize], system);
     }
 }
 
