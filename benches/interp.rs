@@ -4,6 +4,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rinx::cpu::StopReason;
 use rinx::testing::{TestMachine, TestMode};
+use rinx::trace::{Filter, Format, Kinds, Tracer};
 
 const ITER: u32 = 20_000;
 
@@ -58,6 +59,27 @@ fn bench(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut t = TestMachine::new(TestMode::Long64, &code);
+                t.run(u64::MAX)
+            })
+        });
+    }
+    // Tracing on (to a sink): the cost of the traced step, formatting and JSON/text output.
+    let code = int_loop();
+    for (name, kinds, format) in [
+        ("int_loop_trace_ring_text", Kinds::RING, Format::Text),
+        ("int_loop_trace_insn_text", Kinds::INSN, Format::Text),
+        ("int_loop_trace_all_json", Kinds::ALL, Format::Json),
+    ] {
+        g.throughput(Throughput::Elements(4 * u64::from(ITER)));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut t = TestMachine::new(TestMode::Long64, &code);
+                t.cpu.trace.set(Tracer::new(
+                    kinds,
+                    Filter::default(),
+                    format,
+                    Box::new(std::io::sink()),
+                ));
                 t.run(u64::MAX)
             })
         });

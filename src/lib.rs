@@ -10,3 +10,4 @@ pub mod machine;
 pub mod mmu;
 pub mod ring;
 pub mod testing;
+pub mod trace;

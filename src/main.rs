@@ -2,8 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use rinx::cli::{Cli, Command, RunArgs};
+use rinx::cli::{Cli, Command, RunArgs, TraceFormat};
 use rinx::machine::{Machine, MachineConfig, Outcome};
+use rinx::trace::{Filter, Format, Tracer};
 use std::process::ExitCode;
 
 fn read_file(what: &str, p: &std::path::Path, max: u64) -> Result<Vec<u8>> {
@@ -39,10 +40,39 @@ fn run(args: RunArgs) -> Result<i32> {
         icount: args.icount,
     };
     let mut m = Machine::new(&cfg)?;
+    if let Some(kinds) = args.trace {
+        let out: Box<dyn std::io::Write + Send> = match &args.trace_out {
+            Some(p) => Box::new(
+                std::fs::File::create(p)
+                    .with_context(|| format!("creating trace file {}", p.display()))?,
+            ),
+            None => Box::new(std::io::stderr()),
+        };
+        let filter = Filter {
+            range: args.trace_range,
+            cpl: args.trace_cpl,
+            window: args.trace_window,
+        };
+        let format = match args.trace_format {
+            TraceFormat::Text => Format::Text,
+            TraceFormat::Json => Format::Json,
+        };
+        m.cpu.trace.set(Tracer::new(kinds, filter, format, out));
+    }
     let start = std::time::Instant::now();
     let outcome = m.run();
+    let wall = start.elapsed();
     let status = outcome.exit_status();
     drop(m.take_raw_guard());
+    if let Some(mut t) = m.cpu.trace.take() {
+        t.finish().context("writing the trace")?;
+    }
+    if args.stats {
+        eprint!(
+            "{}",
+            rinx::trace::stats::report(&m.cpu, wall, m.halted_time)
+        );
+    }
     log::info!(target: "rinx", "{outcome:?} after {:.3} s, {} instructions", start.elapsed().as_secs_f64(), m.cpu.icount);
     if let Outcome::TripleFault(diag) = &outcome {
         eprintln!("rinx: the guest triple-faulted (processor shutdown)\n{diag}");

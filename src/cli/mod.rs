@@ -61,4 +61,48 @@ pub struct RunArgs {
     /// following the host monotonic clock (like QEMU's -icount shift=N).
     #[arg(long, value_name = "SHIFT", value_parser = clap::value_parser!(u8).range(0..=10))]
     pub icount: Option<u8>,
+    /// Trace execution: a comma list of insn (instructions, register and memory effects),
+    /// ring (ring-compression layer), mode (privilege and mode changes), walk (page walks),
+    /// exc (interrupts and exceptions), or all.
+    #[arg(long, value_name = "KINDS", value_parser = parse_kinds)]
+    pub trace: Option<crate::trace::Kinds>,
+    /// Trace only instructions whose linear RIP is in START-END (hexadecimal, inclusive).
+    #[arg(long, value_name = "START-END", value_parser = parse_hex_range, requires = "trace")]
+    pub trace_range: Option<(u64, u64)>,
+    /// Trace only instructions that start at this CPL.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=3), requires = "trace")]
+    pub trace_cpl: Option<u8>,
+    /// Trace only instructions numbered FIRST-LAST (decimal, inclusive, counting from 0).
+    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_dec_range, requires = "trace")]
+    pub trace_window: Option<(u64, u64)>,
+    /// Write the trace to this file instead of stderr.
+    #[arg(long, value_name = "PATH", requires = "trace")]
+    pub trace_out: Option<PathBuf>,
+    /// Trace format: text lines, or JSON lines (one object per record).
+    #[arg(long, value_enum, default_value_t = TraceFormat::Text)]
+    pub trace_format: TraceFormat,
+    /// Print execution statistics to stderr at exit.
+    #[arg(long)]
+    pub stats: bool,
+}
+
+/// `--trace-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TraceFormat {
+    /// One human-readable line per record.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+fn parse_kinds(s: &str) -> Result<crate::trace::Kinds, String> {
+    crate::trace::Kinds::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_hex_range(s: &str) -> Result<(u64, u64), String> {
+    crate::trace::parse_hex_range(s).map_err(|e| e.to_string())
+}
+
+fn parse_dec_range(s: &str) -> Result<(u64, u64), String> {
+    crate::trace::parse_dec_range(s).map_err(|e| e.to_string())
 }

@@ -49,6 +49,12 @@ pub fn deliver<P: Platform + ?Sized>(
     } else {
         ctx.cpu.halted = false;
     }
+    if ctx.cpu.trace.is_on() {
+        let handler = ctx.next_rip;
+        crate::trace::hooks::event(
+            ctx.cpu, &saved, vector, kind, error_code, return_rip, handler, &r,
+        );
+    }
     r
 }
 

@@ -109,7 +109,12 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
         }
         self.cpu.tlb.stats.misses += 1;
         let t = if self.cpu.paging() {
-            walk::walk(&self.cpu.s, self.mem, la, access, who, None).map_err(|pf| Fault::Pf {
+            let r = if self.cpu.trace.is_on() {
+                crate::trace::hooks::walk(self.cpu, self.mem, la, access, who)
+            } else {
+                walk::walk(&self.cpu.s, self.mem, la, access, who, None)
+            };
+            r.map_err(|pf| Fault::Pf {
                 addr: pf.addr,
                 code: pf.code,
             })?
@@ -173,13 +178,16 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
         let p1 = self.translate(la, Access::Read, system)?;
         if first == buf.len() {
             self.read_phys_page(p1, la, buf);
-            return Ok(());
+        } else {
+            let la2 = self.wrap_linear(la.wrapping_add(first as u64));
+            let p2 = self.translate(la2, Access::Read, system)?;
+            let (a, b) = buf.split_at_mut(first);
+            self.read_phys_page(p1, la, a);
+            self.read_phys_page(p2, la2, b);
         }
-        let la2 = self.wrap_linear(la.wrapping_add(first as u64));
-        let p2 = self.translate(la2, Access::Read, system)?;
-        let (a, b) = buf.split_at_mut(first);
-        self.read_phys_page(p1, la, a);
-        self.read_phys_page(p2, la2, b);
+        if let Some(t) = self.cpu.trace.get_mut() {
+            t.mem_access(false, la, buf, system);
+        }
         Ok(())
     }
 
@@ -189,11 +197,17 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
         let first = (4096 - (la & 0xfff) as usize).min(data.len());
         let p1 = self.translate(la, Access::Write, system)?;
         if first == data.len() {
+            if let Some(t) = self.cpu.trace.get_mut() {
+                t.mem_access(true, la, data, system);
+            }
             self.write_phys_page(p1, la, data);
             return Ok(());
         }
         let la2 = self.wrap_linear(la.wrapping_add(first as u64));
         let p2 = self.translate(la2, Access::Write, system)?;
+        if let Some(t) = self.cpu.trace.get_mut() {
+            t.mem_access(true, la, data, system);
+        }
         self.write_phys_page(p1, la, &data[..first]);
         self.write_phys_page(p2, la2, &data[first..]);
         Ok(())
@@ -219,9 +233,17 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
                 let page = self.mem.page_slice(h);
                 let mut b = [0u8; 8];
                 b[..size as usize].copy_from_slice(&page[off..off + size as usize]);
-                return Ok(u64::from_le_bytes(b));
+                let v = u64::from_le_bytes(b);
+                if self.cpu.trace.is_on() {
+                    trace_value(self.cpu, false, la, size, v, system);
+                }
+                return Ok(v);
             }
-            return Ok(self.plat.mmio_read(p.pa_page | (la & 0xfff), size as u8));
+            let v = self.plat.mmio_read(p.pa_page | (la & 0xfff), size as u8);
+            if self.cpu.trace.is_on() {
+                trace_value(self.cpu, false, la, size, v, system);
+            }
+            return Ok(v);
         }
         let mut b = [0u8; 8];
         self.read_linear_bytes(la, &mut b[..size as usize], system)?;
@@ -232,6 +254,9 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
     pub fn write_linear(&mut self, la: u64, size: u32, v: u64, system: bool) -> Res<()> {
         if (la & 0xfff) + u64::from(size) <= 4096 {
             let p = self.translate(la, Access::Write, system)?;
+            if self.cpu.trace.is_on() {
+                trace_value(self.cpu, true, la, size, v, system);
+            }
             if let Some(h) = p.host {
                 self.cpu.dcache.note_write(p.pa_page);
                 let off = (la & 0xfff) as usize;
@@ -282,6 +307,16 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
             self.translate(self.wrap_linear(end), Access::Write, false)?;
         }
         Ok(())
+    }
+}
+
+/// Records a data access of up to 8 bytes for the tracer (out of line: the callers only test
+/// `cpu.trace.is_on()`).
+#[cold]
+#[inline(never)]
+fn trace_value(cpu: &mut super::Cpu, write: bool, la: u64, size: u32, v: u64, system: bool) {
+    if let Some(t) = cpu.trace.get_mut() {
+        t.mem_access(write, la, &v.to_le_bytes()[..size as usize], system);
     }
 }
 

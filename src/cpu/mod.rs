@@ -125,6 +125,8 @@ pub struct Cpu {
     pub recent: [u64; RECENT],
     /// Decoded instructions by physical address (the interpreter's block cache).
     pub dcache: crate::exec::dcache::DecodeCache,
+    /// The tracer (`--trace`); off unless attached. Hooks test it with one branch.
+    pub trace: crate::trace::TraceSlot,
 }
 
 /// How many recent RIPs [`Cpu::recent`] keeps.
@@ -152,6 +154,7 @@ impl Cpu {
             interrupts: 0,
             recent: [0; RECENT],
             dcache: Default::default(),
+            trace: Default::default(),
         }
     }
 
@@ -263,7 +266,9 @@ impl<'a, P: Platform + ?Sized> Ctx<'a, P> {
         let cs = self.cpu.s.seg[sreg::CS];
         let (la, limit_room) = if mode == decoder::Mode::Bits64 {
             if !mem::canonical(rip) {
-                return self.fetch_decode().map(|d| (d.insn, d.len, dispatch::Family::Unknown, u64::MAX));
+                return self
+                    .fetch_decode()
+                    .map(|d| (d.insn, d.len, dispatch::Family::Unknown, u64::MAX));
             }
             (rip, u64::MAX)
         } else {
@@ -277,11 +282,15 @@ impl<'a, P: Platform + ?Sized> Ctx<'a, P> {
         };
         if (la & 0xfff) > 4096 - MAX_INSN_LEN as u64 || limit_room < MAX_INSN_LEN as u64 {
             // Might straddle a page or the CS limit: take the exact path.
-            return self.fetch_decode().map(|d| (d.insn, d.len, dispatch::Family::Unknown, u64::MAX));
+            return self
+                .fetch_decode()
+                .map(|d| (d.insn, d.len, dispatch::Family::Unknown, u64::MAX));
         }
         let p = self.translate(la, mem_access_exec(), false)?;
         if p.host.is_none() {
-            return self.fetch_decode().map(|d| (d.insn, d.len, dispatch::Family::Unknown, u64::MAX));
+            return self
+                .fetch_decode()
+                .map(|d| (d.insn, d.len, dispatch::Family::Unknown, u64::MAX));
         }
         let pa = p.pa_page | (la & 0xfff);
         if let Some((insn, len, fam)) = self.cpu.dcache.lookup(pa, rip, key) {

@@ -1,7 +1,7 @@
 //! The interpreter driver: fetch, decode, execute, with interrupts taken at instruction
 //! boundaries (respecting the STI / MOV SS shadow, SDM Vol. 3A §6.8.3).
 
-use crate::cpu::{dispatch, interrupt, Cpu, Ctx, Platform, StopReason};
+use crate::cpu::{dispatch, interrupt, Cpu, Ctx, Platform, Res, StopReason};
 use crate::mmu::GuestMemory;
 use jit::abi::flags as fl;
 
@@ -44,10 +44,33 @@ pub fn run<P: Platform + ?Sized>(
 
 /// Executes one instruction (or delivers the exception it raises).
 pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), interrupt::Shutdown> {
+    // The only cost of tracing when it is off: one test of a pointer in `Cpu`.
+    if ctx.cpu.trace.is_on() {
+        return crate::trace::hooks::step(ctx);
+    }
+    let rip = begin_step(ctx);
+    let fetched = ctx.fetch_cached();
+    let r = execute_fetched(ctx, rip, fetched);
+    retire(ctx, r)
+}
+
+/// First part of a step: records the instruction's RIP (for faults and diagnostics).
+#[inline(always)]
+pub(crate) fn begin_step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> u64 {
     let rip = ctx.cpu.s.rip;
     ctx.cpu.cur_rip = rip;
     ctx.cpu.recent[(ctx.cpu.icount as usize) % crate::cpu::RECENT] = rip;
-    let r = ctx.fetch_cached().and_then(|(insn, len, fam, pa)| {
+    rip
+}
+
+/// Second part: executes the fetched instruction at `rip`.
+#[inline(always)]
+pub(crate) fn execute_fetched<P: Platform + ?Sized>(
+    ctx: &mut Ctx<'_, P>,
+    rip: u64,
+    fetched: Res<(iced_x86::Instruction, u8, dispatch::Family, u64)>,
+) -> Res<()> {
+    fetched.and_then(|(insn, len, fam, pa)| {
         let m = crate::cpu::flags::mask(ctx.default_ip_size());
         ctx.next_rip = rip.wrapping_add(u64::from(len)) & m;
         let mut hint = fam;
@@ -56,7 +79,15 @@ pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), interrupt:
             ctx.cpu.dcache.set_family(pa, hint);
         }
         r
-    });
+    })
+}
+
+/// Last part: retires the instruction, or raises the exception it caused.
+#[inline(always)]
+pub(crate) fn retire<P: Platform + ?Sized>(
+    ctx: &mut Ctx<'_, P>,
+    r: Res<()>,
+) -> Result<(), interrupt::Shutdown> {
     match r {
         Ok(()) => {
             ctx.cpu.s.rip = ctx.next_rip;

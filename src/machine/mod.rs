@@ -196,6 +196,8 @@ pub struct Machine {
     pub board: Board,
     pub quit: serial::QuitFlag,
     raw: Option<serial::RawModeGuard>,
+    /// Host time spent waiting in HLT (for `--stats`).
+    pub halted_time: std::time::Duration,
 }
 
 impl Machine {
@@ -261,6 +263,7 @@ impl Machine {
             },
             quit,
             raw: Some(raw),
+            halted_time: std::time::Duration::ZERO,
         })
     }
 
@@ -339,7 +342,9 @@ impl Machine {
                 .unwrap_or(MAX_HALT_SLEEP_NS)
                 .min(MAX_HALT_SLEEP_NS);
             if wait > 0 {
+                let t = std::time::Instant::now();
                 std::thread::sleep(std::time::Duration::from_nanos(wait));
+                self.halted_time += t.elapsed();
             }
         }
     }

@@ -49,6 +49,7 @@ impl RingStats {
 pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Option<Res<()>> {
     use Mnemonic as M;
     let m = insn.mnemonic();
+    let cpl = ctx.cpu.s.cpl;
     let r = match m {
         M::Hlt => hlt(ctx),
         M::In | M::Out => io::in_out(ctx, insn),
@@ -87,6 +88,10 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> O
     ctx.cpu.ring_stats.count(m);
     if r.is_err() {
         ctx.cpu.ring_stats.refused += 1;
+    }
+    if ctx.cpu.trace.is_on() {
+        let mode = ctx.decode_mode();
+        crate::trace::hooks::ring(ctx.cpu, mode, insn, cpl, &r);
     }
     Some(r)
 }

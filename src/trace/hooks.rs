@@ -1,0 +1,487 @@
+//! The trace hooks. Each is called behind a single `cpu.trace.is_on()` test at its hook point:
+//! the traced interpreter step ([`step`], from `exec::interp::step`), page walks ([`walk`],
+//! from `Ctx::translate` on a TLB miss), the ring-compression layer ([`ring`], from
+//! `ring::exec`), event delivery ([`event`], from `cpu::interrupt::deliver`) and data accesses
+//! ([`super::Tracer::mem_access`], from `cpu::mem`). Only [`step`] is generic over the
+//! platform; the others take the CPU alone, so they are compiled once.
+
+use super::record::{self, Change, Hex, Record};
+use super::{Kinds, Tracer};
+use crate::cpu::interrupt::{EventKind, Shutdown};
+use crate::cpu::{Cpu, CpuState, Ctx, Fault, Platform, Res};
+use crate::exec::interp;
+use crate::mmu::walk::{self, Access, PageFault, Requester, Translation, WalkStep};
+use crate::mmu::GuestMemory;
+use iced_x86::Instruction;
+use jit::abi::{cr, flags as fl, sreg};
+
+/// The mode bits whose changes `mode` records report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModeSnap {
+    cpl: u8,
+    pe: bool,
+    pg: bool,
+    lma: bool,
+    csl: bool,
+}
+
+impl ModeSnap {
+    fn of(s: &CpuState) -> Self {
+        ModeSnap {
+            cpl: s.cpl,
+            pe: s.cr0 & cr::CR0_PE != 0,
+            pg: s.cr0 & cr::CR0_PG != 0,
+            lma: s.efer & cr::EFER_LMA != 0,
+            csl: s.seg[sreg::CS].long(),
+        }
+    }
+}
+
+/// The execution mode's name: `real`, `v86`, `prot16`, `prot32`, `compat16`, `compat32`,
+/// `long64`.
+pub fn mode_name(cpu: &Cpu) -> &'static str {
+    if !cpu.protected() {
+        "real"
+    } else if cpu.v86() {
+        "v86"
+    } else if cpu.long_mode() {
+        match cpu.bitness() {
+            64 => "long64",
+            32 => "compat32",
+            _ => "compat16",
+        }
+    } else if cpu.bitness() == 32 {
+        "prot32"
+    } else {
+        "prot16"
+    }
+}
+
+/// Linear address of `rip` in the current code segment.
+pub fn linear_ip(cpu: &Cpu, rip: u64) -> u64 {
+    if cpu.mode64() {
+        rip
+    } else {
+        cpu.s.seg[sreg::CS].base.wrapping_add(rip & 0xffff_ffff) & 0xffff_ffff
+    }
+}
+
+/// Does the current instruction (or the one about to run) pass the filter?
+fn passes(cpu: &Cpu, t: &Tracer) -> bool {
+    if t.cur_insn.is_some() {
+        return t.cur_pass.unwrap_or(false);
+    }
+    t.filter
+        .passes(cpu.icount, linear_ip(cpu, cpu.cur_rip), cpu.cpl())
+}
+
+/// Number and linear address of the instruction an event belongs to.
+fn current(cpu: &Cpu) -> (u64, u64) {
+    cpu.trace
+        .get()
+        .and_then(|t| t.cur_insn)
+        .unwrap_or_else(|| (cpu.icount, linear_ip(cpu, cpu.cur_rip)))
+}
+
+/// Emits `mode` records for what changed since the last check.
+fn check_mode(cpu: &mut Cpu, cause: &dyn Fn() -> String) {
+    let now = ModeSnap::of(&cpu.s);
+    let name = mode_name(cpu);
+    let (n, la) = current(cpu);
+    let pass = cpu.trace.get().is_some_and(|t| passes(cpu, t));
+    let Some(t) = cpu.trace.get_mut() else { return };
+    let Some(last) = t.last_mode.replace(now) else {
+        return;
+    };
+    if last == now || !t.kinds.has(Kinds::MODE) || !pass {
+        return;
+    }
+    let b = |x: bool| u64::from(x);
+    let items: [(&'static str, u64, u64); 5] = [
+        ("cpl", u64::from(last.cpl), u64::from(now.cpl)),
+        ("cr0.pe", b(last.pe), b(now.pe)),
+        ("cr0.pg", b(last.pg), b(now.pg)),
+        ("efer.lma", b(last.lma), b(now.lma)),
+        ("cs.l", b(last.csl), b(now.csl)),
+    ];
+    let cause = cause();
+    for (what, from, to) in items {
+        if from != to {
+            t.emit(Record::Mode(record::Mode {
+                n,
+                la: Hex(la),
+                what,
+                from,
+                to,
+                mode: name,
+                cause: cause.clone(),
+            }));
+        }
+    }
+}
+
+/// The traced interpreter step (tracing on). Same semantics as the untraced step: it uses the
+/// exact fetch path (`Ctx::fetch_decode`, no decoded-instruction cache) when the instruction's
+/// bytes are needed for an `insn` record, the cached one otherwise.
+#[inline(never)]
+pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), Shutdown> {
+    let n = ctx.cpu.icount;
+    let rip = ctx.cpu.s.rip;
+    let la = linear_ip(ctx.cpu, rip);
+    let cpl = ctx.cpu.cpl();
+    let mode = mode_name(ctx.cpu);
+    let before = ctx.cpu.s;
+    // Catch mode changes made between instructions (e.g. by a debugger or a test harness).
+    check_mode(ctx.cpu, &|| "state change".to_string());
+    let Some(t) = ctx.cpu.trace.get_mut() else {
+        return interp::step(ctx);
+    };
+    let pass = t.filter.passes(n, la, cpl);
+    t.cur_pass = Some(pass);
+    t.cur_insn = Some((n, la));
+    let want_insn = pass && t.kinds.has(Kinds::INSN);
+    if want_insn {
+        t.recording = true;
+        t.mem.clear();
+        t.mem_dropped = 0;
+    }
+    interp::begin_step(ctx);
+    let mut decoded = None;
+    let fetched: Res<(Instruction, u8, crate::cpu::dispatch::Family, u64)> = if want_insn {
+        ctx.fetch_decode().map(|d| {
+            decoded = Some(d);
+            (
+                d.insn,
+                d.len,
+                crate::cpu::dispatch::Family::Unknown,
+                u64::MAX,
+            )
+        })
+    } else {
+        ctx.fetch_cached()
+    };
+    let mnemonic = fetched.as_ref().ok().map(|(i, ..)| i.mnemonic());
+    let r = interp::execute_fetched(ctx, rip, fetched);
+    if want_insn {
+        let mut after = ctx.cpu.s;
+        if r.is_ok() {
+            after.rip = ctx.next_rip;
+        }
+        let changes = diff(&before, &after, ctx.cpu.bitness());
+        let Some(t) = ctx.cpu.trace.get_mut() else {
+            return interp::retire(ctx, r);
+        };
+        let (bytes, asm) = match &decoded {
+            Some(d) => (record::hex_bytes(d.bytes()), t.disasm.format(d)),
+            None => (String::new(), "(fetch faulted)".to_string()),
+        };
+        let rec = Record::Insn(record::Insn {
+            n,
+            cs: Hex(u64::from(before.seg[sreg::CS].selector)),
+            rip: Hex(rip),
+            la: Hex(la),
+            cpl,
+            mode,
+            bytes,
+            asm,
+            changes,
+            mem: std::mem::take(&mut t.mem),
+            mem_dropped: t.mem_dropped,
+            fault: r.as_ref().err().map(Fault::name),
+        });
+        t.recording = false;
+        t.write(&rec);
+        if let Record::Insn(i) = rec {
+            // Reuse the allocation.
+            t.mem = i.mem;
+            t.mem.clear();
+        }
+        let pending = std::mem::take(&mut t.pending);
+        for p in &pending {
+            t.write(p);
+        }
+        t.pending = pending;
+        t.pending.clear();
+    }
+    let fault = r.as_ref().err().map(Fault::name);
+    let res = interp::retire(ctx, r);
+    check_mode(ctx.cpu, &|| match (&fault, mnemonic) {
+        (Some(f), _) => format!("{f} delivery"),
+        (None, Some(m)) => format!("{m:?}").to_lowercase(),
+        (None, None) => "?".to_string(),
+    });
+    if let Some(t) = ctx.cpu.trace.get_mut() {
+        t.cur_pass = None;
+        t.cur_insn = None;
+    }
+    res
+}
+
+const GPR64: [&str; 16] = [
+    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15",
+];
+const GPR32: [&str; 8] = ["eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"];
+const GPR16: [&str; 8] = ["ax", "cx", "dx", "bx", "sp", "bp", "si", "di"];
+const SREG: [&str; 6] = ["es", "cs", "ss", "ds", "fs", "gs"];
+const FLAGS: [(u64, &str); 17] = [
+    (fl::CF, "CF"),
+    (fl::PF, "PF"),
+    (fl::AF, "AF"),
+    (fl::ZF, "ZF"),
+    (fl::SF, "SF"),
+    (fl::TF, "TF"),
+    (fl::IF, "IF"),
+    (fl::DF, "DF"),
+    (fl::OF, "OF"),
+    (1 << 12, "IOPL0"),
+    (1 << 13, "IOPL1"),
+    (fl::NT, "NT"),
+    (fl::RF, "RF"),
+    (fl::VM, "VM"),
+    (fl::AC, "AC"),
+    (fl::VIF, "VIF"),
+    (fl::ID, "ID"),
+];
+
+/// The flags set (`+ZF`) and cleared (`-CF`) between two RFLAGS values.
+pub fn flag_changes(old: u64, new: u64) -> String {
+    let mut s = String::new();
+    for (bit, name) in FLAGS {
+        if (old ^ new) & bit != 0 {
+            if !s.is_empty() {
+                s.push(' ');
+            }
+            s.push(if new & bit != 0 { '+' } else { '-' });
+            s.push_str(name);
+        }
+    }
+    s
+}
+
+/// Registers that differ between `a` and `b` (GPRs named for `bitness`, RFLAGS, segment
+/// selectors and bases of FS/GS, LDTR, TR, GDTR/IDTR bases, CR0-CR4, CR8, EFER).
+pub fn diff(a: &CpuState, b: &CpuState, bitness: u32) -> Vec<Change> {
+    let mut v = Vec::new();
+    let mut ch = |reg: &'static str, old: u64, new: u64| {
+        if old != new {
+            v.push(Change {
+                reg,
+                old: Hex(old),
+                new: Hex(new),
+                detail: String::new(),
+            });
+        }
+    };
+    for i in 0..16 {
+        let name = match bitness {
+            64 => GPR64[i],
+            _ if i >= 8 => GPR64[i],
+            32 => GPR32[i],
+            _ if (a.gpr[i] ^ b.gpr[i]) >> 16 != 0 => GPR32[i],
+            _ => GPR16[i],
+        };
+        ch(name, a.gpr[i], b.gpr[i]);
+    }
+    for (i, name) in SREG.iter().enumerate() {
+        ch(
+            name,
+            u64::from(a.seg[i].selector),
+            u64::from(b.seg[i].selector),
+        );
+    }
+    ch("fs.base", a.seg[sreg::FS].base, b.seg[sreg::FS].base);
+    ch("gs.base", a.seg[sreg::GS].base, b.seg[sreg::GS].base);
+    ch("kernel_gs_base", a.msr.kernel_gs_base, b.msr.kernel_gs_base);
+    ch(
+        "ldtr",
+        u64::from(a.ldtr.selector),
+        u64::from(b.ldtr.selector),
+    );
+    ch("tr", u64::from(a.tr.selector), u64::from(b.tr.selector));
+    ch("gdtr.base", a.gdtr.base, b.gdtr.base);
+    ch("idtr.base", a.idtr.base, b.idtr.base);
+    ch("cr0", a.cr0, b.cr0);
+    ch("cr2", a.cr2, b.cr2);
+    ch("cr3", a.cr3, b.cr3);
+    ch("cr4", a.cr4, b.cr4);
+    ch("cr8", a.cr8, b.cr8);
+    ch("efer", a.efer, b.efer);
+    if a.rflags != b.rflags {
+        v.push(Change {
+            reg: "rflags",
+            old: Hex(a.rflags),
+            new: Hex(b.rflags),
+            detail: flag_changes(a.rflags, b.rflags),
+        });
+    }
+    v
+}
+
+const TABLES: [&str; 5] = ["?", "PT", "PD", "PDPT", "PML4"];
+
+/// A page walk with its trace (the TLB missed and paging is on).
+#[inline(never)]
+pub fn walk(
+    cpu: &mut Cpu,
+    mem: &mut GuestMemory,
+    la: u64,
+    access: Access,
+    who: Requester,
+) -> Result<Translation, PageFault> {
+    let want = cpu
+        .trace
+        .get()
+        .is_some_and(|t| t.kinds.has(Kinds::WALK) && passes(cpu, t));
+    if !want {
+        return walk::walk(&cpu.s, mem, la, access, who, None);
+    }
+    let mut steps: Vec<WalkStep> = Vec::with_capacity(4);
+    let r = walk::walk(&cpu.s, mem, la, access, who, Some(&mut steps));
+    let paging = if cpu.s.cr4 & cr::CR4_PAE == 0 {
+        "2-level"
+    } else if cpu.long_mode() {
+        "4-level"
+    } else {
+        "pae"
+    };
+    let (pa, page_size, ma, pf_code) = match &r {
+        Ok(t) => {
+            let pa = t.pa_page | (la & 0xfff);
+            let ma = match mem.page(t.pa_page) {
+                Some(h) => format!("ram{}+{:#x}", h.region, h.offset + (la & 0xfff)),
+                None => "mmio".to_string(),
+            };
+            (Some(Hex(pa)), Some(t.page_size), Some(ma), None)
+        }
+        Err(pf) => (None, None, None, Some(Hex(u64::from(pf.code)))),
+    };
+    let rec = Record::Walk(record::Walk {
+        n: current(cpu).0,
+        va: Hex(la),
+        access: match access {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::Execute => "exec",
+        },
+        user: who.user,
+        paging,
+        levels: steps
+            .iter()
+            .map(|s| record::Level {
+                table: TABLES[usize::from(s.level).min(4)],
+                entry_addr: Hex(s.entry_addr),
+                entry: Hex(s.entry),
+            })
+            .collect(),
+        pa,
+        page_size,
+        ma,
+        pf_code,
+    });
+    if let Some(t) = cpu.trace.get_mut() {
+        t.emit(rec);
+    }
+    r
+}
+
+/// An instruction handled by the ring-compression layer (`cpl` is the CPL it trapped at).
+#[inline(never)]
+pub fn ring(cpu: &mut Cpu, mode: decoder::Mode, insn: &Instruction, cpl: u8, r: &Res<()>) {
+    let (n, la) = current(cpu);
+    let Some(t) = cpu.trace.get_mut() else { return };
+    if !t.kinds.has(Kinds::RING) || !t.cur_pass.unwrap_or(true) {
+        return;
+    }
+    let mut text = String::new();
+    {
+        use iced_x86::Formatter;
+        t.fmt.format(insn, &mut text);
+    }
+    let c = decoder::classify(insn, mode);
+    let class = if c.contains(decoder::Class::PRIVILEGED) {
+        "privileged"
+    } else if c.contains(decoder::Class::IOPL_SENSITIVE) {
+        "iopl-sensitive"
+    } else {
+        "sensitive"
+    };
+    let rec = Record::Ring(record::Ring {
+        n,
+        la: Hex(la),
+        cpl,
+        insn: text,
+        class,
+        result: match r {
+            Ok(()) => "done".to_string(),
+            Err(f) => f.name(),
+        },
+    });
+    if let Some(t) = cpu.trace.get_mut() {
+        t.emit(rec);
+    }
+}
+
+const VECTORS: [&str; 32] = [
+    "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "CSO", "#TS", "#NP", "#SS",
+    "#GP", "#PF", "res", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "res", "res", "res", "res",
+    "res", "res", "res", "res", "#SX", "res",
+];
+
+/// An interrupt or exception delivery: `before` is the state before delivery, `handler_rip`
+/// the RIP delivery left (the handler's entry point on success).
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+pub fn event(
+    cpu: &mut Cpu,
+    before: &CpuState,
+    vector: u8,
+    kind: EventKind,
+    error_code: Option<u32>,
+    return_rip: u64,
+    handler_rip: u64,
+    r: &Res<()>,
+) {
+    let name = VECTORS.get(usize::from(vector)).copied().unwrap_or("int");
+    let (event, name) = match kind {
+        EventKind::External => ("external", if vector < 32 { name } else { "irq" }),
+        EventKind::Nmi => ("nmi", name),
+        EventKind::Exception => ("fault", name),
+        EventKind::SoftException => ("trap", name),
+        EventKind::Software | EventKind::Icebp => ("software", "int"),
+    };
+    let want = cpu
+        .trace
+        .get()
+        .is_some_and(|t| t.kinds.has(Kinds::EXC) && passes(cpu, t));
+    if want {
+        let rec = Record::Exc(record::Exc {
+            n: current(cpu).0,
+            vector,
+            name,
+            event,
+            error_code: error_code.map(|c| Hex(u64::from(c))),
+            cr2: (vector == 14 && kind == EventKind::Exception).then_some(Hex(cpu.s.cr2)),
+            cpl: before.cpl,
+            from: format!("{:04x}:{:x}", before.seg[sreg::CS].selector, return_rip),
+            to: match r {
+                Ok(()) => format!("{:04x}:{:x}", cpu.s.seg[sreg::CS].selector, handler_rip),
+                Err(f) => format!("failed: {}", f.name()),
+            },
+        });
+        if let Some(t) = cpu.trace.get_mut() {
+            t.emit(rec);
+        }
+    }
+    if r.is_ok() {
+        check_mode(cpu, &|| {
+            if kind == EventKind::Software {
+                format!("int {vector:#x}")
+            } else if vector < 32 {
+                format!("{name} delivery")
+            } else {
+                format!("interrupt {vector:#x}")
+            }
+        });
+    }
+}

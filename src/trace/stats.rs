@@ -1,0 +1,94 @@
+//! The `--stats` report printed at exit: instruction count and speed, cache hit rates,
+//! exceptions, interrupts, ring-layer work, and time in the engine versus halted.
+
+use crate::cpu::Cpu;
+use std::fmt::Write;
+use std::time::Duration;
+
+const VECTOR_NAMES: [&str; 32] = [
+    "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "CSO", "#TS", "#NP", "#SS",
+    "#GP", "#PF", "15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "22", "23", "24", "25", "26",
+    "27", "28", "29", "#SX", "31",
+];
+
+fn pct(hit: u64, miss: u64) -> String {
+    let total = hit + miss;
+    if total == 0 {
+        "n/a".to_string()
+    } else {
+        format!("{:.2}%", 100.0 * hit as f64 / total as f64)
+    }
+}
+
+/// The statistics of a run of `cpu` lasting `wall`, of which `halted` was spent waiting in HLT.
+pub fn report(cpu: &Cpu, wall: Duration, halted: Duration) -> String {
+    let mut s = String::new();
+    let w = wall.as_secs_f64();
+    let engine = wall.saturating_sub(halted).as_secs_f64();
+    let mips = |secs: f64| {
+        if secs > 0.0 {
+            cpu.icount as f64 / secs / 1e6
+        } else {
+            0.0
+        }
+    };
+    let _ = writeln!(s, "rinx statistics");
+    let _ = writeln!(s, "  instructions executed   {}", cpu.icount);
+    let _ = writeln!(
+        s,
+        "  wall time               {w:.3} s ({:.2} MIPS; {:.2} MIPS while not halted)",
+        mips(w),
+        mips(engine)
+    );
+    let _ = writeln!(
+        s,
+        "  time in engine / halted {engine:.3} s / {:.3} s",
+        halted.as_secs_f64()
+    );
+    let d = &cpu.dcache.stats;
+    let _ = writeln!(
+        s,
+        "  decoded-insn cache      {} hits, {} misses ({} hit rate), {} invalidations",
+        d.hits,
+        d.misses,
+        pct(d.hits, d.misses),
+        d.invalidations
+    );
+    let t = &cpu.tlb.stats;
+    let _ = writeln!(
+        s,
+        "  TLB                     {} hits, {} misses ({} hit rate), {} flushes",
+        t.hits,
+        t.misses,
+        pct(t.hits, t.misses),
+        t.flushes
+    );
+    let exc: Vec<String> = cpu
+        .exceptions
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c > 0)
+        .map(|(v, c)| format!("{} (vector {v}) {c}", VECTOR_NAMES[v]))
+        .collect();
+    let _ = writeln!(
+        s,
+        "  exceptions              {}",
+        if exc.is_empty() {
+            "none".to_string()
+        } else {
+            exc.join(", ")
+        }
+    );
+    let _ = writeln!(s, "  external interrupts     {}", cpu.interrupts);
+    let ring = cpu.ring_stats.nonzero();
+    let total: u64 = ring.iter().map(|e| e.1).sum();
+    let _ = writeln!(
+        s,
+        "  ring layer              {total} instructions, {} refused with a fault",
+        cpu.ring_stats.refused
+    );
+    for (m, c) in ring {
+        let _ = writeln!(s, "    {:<12} {c}", format!("{m:?}").to_lowercase());
+    }
+    s
+}

@@ -1,0 +1,1 @@
+//! Unit tests of the tracer (the guest-level tests are in tests/trace.rs).

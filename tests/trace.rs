@@ -1,0 +1,375 @@
+//! `--trace`: small guests with a known instruction flow, traced as JSON lines, and the trace's
+//! content checked record by record; plus the `rinx run --trace ...` command line on the demo.
+
+use iced_x86::code_asm::*;
+use jit::abi::{sreg, Segment};
+use rinx::cpu::StopReason;
+use rinx::testing::{TestMachine, TestMode, CODE_BASE};
+use rinx::trace::{Filter, Format, Kinds, SharedBuf, Tracer};
+use serde_json::Value;
+
+/// Assembles 64-bit code at CODE_BASE.
+fn asm64(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
+    let mut a = CodeAssembler::new(64).unwrap();
+    f(&mut a).unwrap();
+    a.assemble(CODE_BASE).unwrap()
+}
+
+/// Runs `t` with a JSON tracer of `kinds` and returns the records.
+fn traced(t: &mut TestMachine, kinds: &str, budget: u64) -> (StopReason, Vec<Value>) {
+    let buf = SharedBuf::default();
+    let kinds = Kinds::parse(kinds).unwrap();
+    t.cpu.trace.set(Tracer::new(
+        kinds,
+        Filter::default(),
+        Format::Json,
+        Box::new(buf.clone()),
+    ));
+    let stop = t.run(budget);
+    t.cpu.trace.take().unwrap().finish().unwrap();
+    let recs = buf
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (stop, recs)
+}
+
+fn of_kind<'a>(recs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    recs.iter().filter(|r| r["kind"] == kind).collect()
+}
+
+fn change<'a>(insn: &'a Value, reg: &str) -> Option<&'a Value> {
+    insn["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["reg"] == reg)
+}
+
+#[test]
+fn insn_records_show_bytes_text_registers_flags_and_memory() {
+    let code = asm64(|a| {
+        a.mov(eax, 5)?;
+        a.add(eax, -5)?; // 0: ZF and PF set, CF set (5 + 0xFFFFFFFB carries)
+        a.mov(rbx, 0x2_0000u64)?;
+        a.mov(qword_ptr(rbx + 8), rbx)?;
+        a.mov(rcx, qword_ptr(rbx + 8))?;
+        a.hlt()
+    });
+    let mut t = TestMachine::new(TestMode::Long64, &code);
+    let (stop, recs) = traced(&mut t, "insn", 100);
+    assert_eq!(stop, StopReason::Halted);
+    let insns = of_kind(&recs, "insn");
+    assert_eq!(insns.len(), 6, "{recs:#?}");
+    let i0 = insns[0];
+    assert_eq!(i0["n"], 0);
+    assert_eq!(i0["rip"], "0x10000");
+    assert_eq!(i0["la"], "0x10000");
+    assert_eq!(i0["cs"], "0x8");
+    assert_eq!(i0["mode"], "long64");
+    assert_eq!(i0["bytes"], "b805000000");
+    assert_eq!(i0["asm"], "mov eax, 5");
+    let c_rax = change(i0, "rax").unwrap();
+    assert_eq!(
+        (&c_rax["old"], &c_rax["new"]),
+        (&"0x0".into(), &"0x5".into())
+    );
+    assert_eq!(i0["changes"].as_array().unwrap().len(), 1, "{i0}");
+    // add eax, -5: RAX 5 -> 0 and the flags ZF, PF, CF, AF set.
+    let i1 = insns[1];
+    assert_eq!(i1["asm"], "add eax, 0FFFFFFFBh");
+    assert_eq!(change(i1, "rax").unwrap()["new"], "0x0");
+    let fl = change(i1, "rflags").unwrap();
+    let detail = fl["detail"].as_str().unwrap();
+    for f in ["+CF", "+PF", "+AF", "+ZF"] {
+        assert!(detail.contains(f), "{detail}");
+    }
+    // The store and the load, with address, size and value.
+    let st = &insns[3]["mem"][0];
+    assert_eq!(st["op"], "w");
+    assert_eq!(st["la"], "0x20008");
+    assert_eq!(st["size"], 8);
+    assert_eq!(st["value"], "0x20000");
+    assert_eq!(insns[3]["changes"].as_array().unwrap().len(), 0);
+    let ld = &insns[4]["mem"][0];
+    assert_eq!(
+        (&ld["op"], &ld["la"], &ld["value"]),
+        (&"r".into(), &"0x20008".into(), &"0x20000".into())
+    );
+    assert_eq!(change(insns[4], "rcx").unwrap()["new"], "0x20000");
+    assert_eq!(insns[5]["asm"], "hlt");
+}
+
+const IDT: u64 = 0x3_0000;
+const TSS: u64 = 0x3_1000;
+const GDT: u64 = 0x3_2000;
+const HANDLER: u64 = CODE_BASE + 0x800;
+
+/// A 64-bit kernel around the test machine: GDT (0x08 = 64-bit code), IDT with #GP and #PF
+/// gates to a HLT at HANDLER, a TSS with RSP0; then drops to CPL 3 (CS 0x1b) for the program.
+fn kernel_then_user(t: &mut TestMachine) {
+    let m = &mut t.mem;
+    m.write_le(GDT + 8, 8, 0x0020_9a00_0000_0000).unwrap();
+    m.write_le(GDT + 16, 8, 0x0000_9200_0000_0000).unwrap();
+    for v in [13u64, 14] {
+        let lo = (HANDLER & 0xffff) | (0x08 << 16) | (0x8e << 40) | ((HANDLER >> 16) << 48);
+        m.write_le(IDT + v * 16, 8, lo).unwrap();
+        m.write_le(IDT + v * 16 + 8, 8, 0).unwrap();
+    }
+    m.write_le(TSS + 4, 8, 0x7_0000).unwrap();
+    m.write(HANDLER, &[0xf4]).unwrap();
+    let s = &mut t.cpu.s;
+    s.gdtr.base = GDT;
+    s.gdtr.limit = 0x17;
+    s.idtr.base = IDT;
+    s.idtr.limit = 0xfff;
+    s.tr = Segment {
+        base: TSS,
+        limit: 0x67,
+        selector: 0x18,
+        attr: Segment::ATTR_P | 0xb,
+    };
+    s.cpl = 3;
+    s.seg[sreg::CS].selector = 0x1b;
+    s.seg[sreg::CS].attr |= 3 << 5;
+}
+
+#[test]
+fn ring_trace_shows_sgdt_done_at_cpl3_and_lgdt_refused_with_gp0() {
+    let code = asm64(|a| {
+        a.sgdt(ptr(0x2_0000u64))?;
+        a.lgdt(ptr(0x2_0000u64))?;
+        a.hlt()
+    });
+    let mut t = TestMachine::new(TestMode::Long64, &code);
+    kernel_then_user(&mut t);
+    let (stop, recs) = traced(&mut t, "ring,exc,mode", 100);
+    assert_eq!(stop, StopReason::Halted);
+    let ring = of_kind(&recs, "ring");
+    assert_eq!(ring.len(), 3, "{recs:#?}");
+    assert_eq!(ring[0]["insn"], "sgdt fword ptr [20000h]");
+    assert_eq!(ring[0]["cpl"], 3);
+    assert_eq!(ring[0]["class"], "sensitive");
+    assert_eq!(ring[0]["result"], "done");
+    assert_eq!(ring[1]["insn"], "lgdt fword ptr [20000h]");
+    assert_eq!(ring[1]["cpl"], 3);
+    assert_eq!(ring[1]["class"], "privileged");
+    assert_eq!(ring[1]["result"], "#GP(0x0)");
+    // The handler's HLT, at CPL 0 now.
+    assert_eq!(
+        (&ring[2]["insn"], &ring[2]["cpl"]),
+        (&"hlt".into(), &0.into())
+    );
+    // SGDT really stored the GDTR (limit 0x17, base GDT).
+    assert_eq!(t.mem.read_le(0x2_0000, 2).unwrap(), 0x17);
+    assert_eq!(t.mem.read_le(0x2_0002, 8).unwrap(), GDT);
+    // The #GP(0) is delivered to the CPL 0 handler, which is a privilege change.
+    let exc = of_kind(&recs, "exc");
+    assert_eq!(exc.len(), 1, "{recs:#?}");
+    assert_eq!(exc[0]["n"], 1);
+    assert_eq!(exc[0]["vector"], 13);
+    assert_eq!(exc[0]["name"], "#GP");
+    assert_eq!(exc[0]["event"], "fault");
+    assert_eq!(exc[0]["error_code"], "0x0");
+    assert_eq!(exc[0]["cpl"], 3);
+    assert_eq!(exc[0]["to"], format!("0008:{HANDLER:x}"));
+    let mode = of_kind(&recs, "mode");
+    assert_eq!(mode.len(), 1, "{recs:#?}");
+    assert_eq!(
+        (
+            &mode[0]["what"],
+            &mode[0]["from"],
+            &mode[0]["to"],
+            &mode[0]["cause"]
+        ),
+        (&"cpl".into(), &3.into(), &0.into(), &"#GP delivery".into())
+    );
+}
+
+#[test]
+fn walk_trace_shows_four_levels_and_the_page_fault_record() {
+    // Map 0x400000 through a 4 KiB page table at 0xA0000: PTE[0] -> 0x500000, PTE[1] absent.
+    const PT: u64 = 0xa_0000;
+    let code = asm64(|a| {
+        a.mov(rax, qword_ptr(0x40_0010u64))?;
+        a.mov(qword_ptr(0x40_1008u64), rax)?;
+        a.hlt()
+    });
+    let mut t = TestMachine::new(TestMode::Long64, &code);
+    t.mem.write_le(PT, 8, 0x50_0000 | 0x3).unwrap();
+    t.mem.write_le(0x50_0010, 8, 0x1234_5678).unwrap();
+    // PD for the first GiB is at PAGE_TABLES + 0x2000; entry 2 maps 0x400000.
+    let pde = rinx::testing::PAGE_TABLES + 0x2000 + 2 * 8;
+    t.mem.write_le(pde, 8, PT | 0x3).unwrap();
+    kernel_then_user(&mut t);
+    // Stay at CPL 0 for this one.
+    t.cpu.s.cpl = 0;
+    t.cpu.s.seg[sreg::CS].selector = 0x08;
+    t.cpu.s.seg[sreg::CS].attr &= !(3 << 5);
+    let (stop, recs) = traced(&mut t, "walk,exc", 100);
+    assert_eq!(stop, StopReason::Halted);
+    assert_eq!(t.gpr(0), 0x1234_5678);
+    let walks: Vec<_> = of_kind(&recs, "walk")
+        .into_iter()
+        .filter(|w| w["va"] == "0x400010" || w["va"] == "0x401008")
+        .collect();
+    assert_eq!(walks.len(), 2, "{recs:#?}");
+    let w = walks[0];
+    assert_eq!(w["paging"], "4-level");
+    assert_eq!(w["access"], "read");
+    let pt = rinx::testing::PAGE_TABLES;
+    let expect = [
+        // A (0x20) is already set there: the instruction fetch walked those levels first.
+        ("PML4", pt, pt + 0x1000 + 0x27),
+        ("PDPT", pt + 0x1000, pt + 0x2000 + 0x27),
+        ("PD", pde, PT | 3),
+        ("PT", PT, 0x50_0003),
+    ];
+    let levels = w["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 4, "{w}");
+    for (l, (table, addr, entry)) in levels.iter().zip(expect) {
+        assert_eq!(l["table"], table);
+        assert_eq!(l["entry_addr"], format!("{addr:#x}"), "{w}");
+        assert_eq!(l["entry"], format!("{entry:#x}"), "{w}");
+    }
+    assert_eq!(w["pa"], "0x500010");
+    assert_eq!(w["ma"], "ram0+0x500010");
+    // The store to the absent page: 4 levels read, the last entry not present, #PF.
+    let f = walks[1];
+    assert_eq!(f["access"], "write");
+    assert_eq!(f["levels"].as_array().unwrap().len(), 4);
+    assert_eq!(f["levels"][3]["entry_addr"], format!("{:#x}", PT + 8));
+    assert_eq!(f["levels"][3]["entry"], "0x0");
+    assert_eq!(f["pf_code"], "0x2");
+    assert!(f.get("pa").is_none());
+    let exc = of_kind(&recs, "exc");
+    assert_eq!(exc.len(), 1, "{recs:#?}");
+    let e = exc[0];
+    assert_eq!(
+        (e["vector"].as_u64(), e["name"].as_str()),
+        (Some(14), Some("#PF"))
+    );
+    assert_eq!(e["n"], 1);
+    assert_eq!(e["error_code"], "0x2");
+    assert_eq!(e["cr2"], "0x401008");
+    assert_eq!(e["event"], "fault");
+    // The faulting store follows the 10-byte `mov rax, moffs64`.
+    assert_eq!(e["from"], format!("0008:{:x}", CODE_BASE + 10));
+}
+
+#[test]
+fn filters_select_instructions_by_window_range_and_cpl() {
+    let code = asm64(|a| {
+        for _ in 0..10 {
+            a.inc(eax)?;
+        }
+        a.hlt()
+    });
+    let run = |filter: Filter| {
+        let mut t = TestMachine::new(TestMode::Long64, &code);
+        let buf = SharedBuf::default();
+        t.cpu.trace.set(Tracer::new(
+            Kinds::INSN,
+            filter,
+            Format::Text,
+            Box::new(buf.clone()),
+        ));
+        t.run(100);
+        t.cpu.trace.take().unwrap().finish().unwrap();
+        buf.text()
+    };
+    let w = run(Filter {
+        window: Some((3, 5)),
+        ..Filter::default()
+    });
+    let ns: Vec<&str> = w
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(ns, ["3", "4", "5"], "{w}");
+    // inc eax is 2 bytes: 0x10004..=0x10007 holds instructions 2 and 3.
+    let r = run(Filter {
+        range: Some((CODE_BASE + 4, CODE_BASE + 7)),
+        ..Filter::default()
+    });
+    assert_eq!(r.lines().count(), 2, "{r}");
+    assert!(r.lines().all(|l| l.contains("inc eax")), "{r}");
+    assert_eq!(
+        run(Filter {
+            cpl: Some(3),
+            ..Filter::default()
+        }),
+        ""
+    );
+    assert_eq!(
+        run(Filter {
+            cpl: Some(0),
+            ..Filter::default()
+        })
+        .lines()
+        .count(),
+        11
+    );
+}
+
+#[test]
+fn cli_traces_the_demo_guest_to_a_file() {
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("rinx-trace-{}.txt", std::process::id()));
+    let json = dir.join(format!("rinx-trace-{}.json", std::process::id()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rinx"))
+        .args([
+            "run", "--serial", "null", "--memory", "16M", "--icount", "0",
+        ])
+        .args(["--trace", "all", "--trace-window", "0-200", "--trace-out"])
+        .arg(&path)
+        .arg("--stats")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stats = String::from_utf8_lossy(&out.stderr);
+    assert!(stats.contains("instructions executed"), "{stats}");
+    assert!(stats.contains("TLB"), "{stats}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let insns: Vec<&str> = text.lines().filter(|l| l.starts_with("insn")).collect();
+    assert_eq!(insns.len(), 201, "{text}");
+    assert!(
+        insns[0].starts_with("insn        0 0000:1000     la=0x1000"),
+        "{}",
+        insns[0]
+    );
+    assert!(insns[200].starts_with("insn      200 "), "{}", insns[200]);
+    assert!(
+        text.contains("ring        3 la=0x1007 cpl0 cli (iopl-sensitive) -> done"),
+        "{text}"
+    );
+    // JSON lines of the same window parse, and contain nothing past instruction 200.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rinx"))
+        .args([
+            "run", "--serial", "null", "--memory", "16M", "--icount", "0",
+        ])
+        .args([
+            "--trace",
+            "insn,ring",
+            "--trace-format",
+            "json",
+            "--trace-window",
+            "0-200",
+        ])
+        .arg("--trace-out")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read_to_string(&json).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let recs: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(recs.iter().all(|r| r["n"].as_u64().unwrap() <= 200));
+    assert_eq!(of_kind(&recs, "insn").len(), 201);
+    assert_eq!(of_kind(&recs, "insn")[0]["mode"], "real");
+}
