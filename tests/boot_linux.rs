@@ -129,7 +129,9 @@ fn boot(arch: &str, engine: &str) -> Boot {
         std::thread::sleep(Duration::from_millis(200));
     };
     let wall = start.elapsed();
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    // The guest's tty turns "\n" into "\r\n".
+    let log = String::from_utf8_lossy(&std::fs::read(&log_path).unwrap_or_default())
+        .replace("\r\n", "\n");
     Boot { status, log, wall }
 }
 
