@@ -58,6 +58,32 @@ pub fn load(
     let acpi = firmware::AcpiConfig::default();
     let tables = firmware::write_pc_tables(&mut Ram(mem), layout, &acpi)
         .map_err(|e| MachineError::Boot(e.to_string()))?;
+    // Not a bzImage ("HdrS" at 0x202) but a Multiboot v1 image: boot it the Multiboot way
+    // (the initrd, if any, becomes module 0, as with QEMU's -initrd).
+    let is_bzimage = kernel.get(0x202..0x206) == Some(&b"HdrS"[..]);
+    if !is_bzimage && firmware::MultibootHeader::find(kernel).is_ok() {
+        let modules: Vec<firmware::MultibootModule<'_>> = cfg
+            .initrd
+            .as_deref()
+            .map(|d| firmware::MultibootModule {
+                data: d,
+                cmdline: "",
+            })
+            .into_iter()
+            .collect();
+        let plan = firmware::load_multiboot(&mut Ram(mem), layout, kernel, &cfg.cmdline, &modules)
+            .map_err(|e| MachineError::Boot(e.to_string()))?;
+        load_gdt(cpu, &plan.gdt);
+        cpu.s.cr0 = firmware::linux::Entry32::CR0;
+        cpu.s.rflags = firmware::linux::Entry32::RFLAGS;
+        cpu.s.gpr = [0; 16];
+        cpu.s.gpr[reg::RAX] = u64::from(plan.eax);
+        cpu.s.gpr[reg::RBX] = u64::from(plan.ebx);
+        cpu.s.rip = u64::from(plan.eip);
+        cpu.tlb.flush_all();
+        log::info!(target: "rinx::boot", "Multiboot image at {:#x?}, entry {:#x}", plan.image, plan.eip);
+        return Ok(());
+    }
     let plan = firmware::load_linux(
         &mut Ram(mem),
         layout,
