@@ -383,8 +383,9 @@ fn iret<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, osz: u32) -> Res<()> {
             ctx.pop(osz)?;
         }
         let old = ctx.cpu.s.rflags;
+        // Reserved bits 3, 5 and 15 always read 0 (SDM Vol. 1 §3.4.3).
         ctx.cpu.s.rflags = if osz == 2 {
-            (old & !0xffff) | (f & 0xffff)
+            (old & !0xffff) | (f & 0x7fd5)
         } else {
             (f & 0x257fd5) | (old & 0x1a_0000)
         } | fl::FIXED1;
@@ -408,7 +409,7 @@ fn iret<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, osz: u32) -> Res<()> {
         }
         let old = ctx.cpu.s.rflags;
         let keep = fl::VM | fl::IOPL | fl::VIP | fl::VIF | if osz == 2 { !0xffff } else { 0 };
-        ctx.cpu.s.rflags = (old & keep) | (f & !keep) | fl::FIXED1;
+        ctx.cpu.s.rflags = (old & keep) | (f & !keep & 0x3f_7fd5) | fl::FIXED1;
         ctx.load_seg_real(sreg::CS, cs);
         ctx.next_rip = ip;
         return Ok(());
