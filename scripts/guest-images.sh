@@ -30,6 +30,8 @@ outputs=("$CACHE/amd64/vmlinuz" "$CACHE/amd64/initrd.img" "$CACHE/i386/vmlinuz" 
 if [ "$FORCE" = 0 ]; then
     all=1
     for f in "${outputs[@]}"; do [ -s "$f" ] || all=0; done
+    # A cache written by an older script may hold the amd64 busybox in the i386 initramfs.
+    for a in amd64 i386; do grep -q "_${a}\.deb\$" "$CACHE/$a/VERSION.busybox" 2>/dev/null || all=0; done
     if [ "$all" = 1 ]; then
         log "all images present in $CACHE (nothing to do; --force rebuilds)"
         exit 0
@@ -82,7 +84,9 @@ trap 'rm -rf "$WORK"' EXIT
 
 # download <pkg[:arch]> -> prints the .deb path
 download() {
-    local pkg="$1" dir="$WORK/debs"
+    # One directory per package spec: busybox-static:amd64 and busybox-static:i386 share a file-name
+    # prefix, and picking "the" .deb from a shared directory once took the wrong architecture.
+    local pkg="$1" dir="$WORK/debs/${1//:/_}"
     mkdir -p "$dir"
     # apt drops privileges to _apt for downloads; let it write here to avoid the "unsandboxed" warning.
     if [ "$(id -u)" = 0 ] && id _apt >/dev/null 2>&1; then chmod 755 "$WORK" && chown _apt "$dir"; fi
@@ -92,6 +96,20 @@ download() {
     deb="$(ls "$dir"/"${name}"_*.deb | head -n1)"
     [ -f "$deb" ] || die "no .deb for $pkg"
     printf '%s\n' "$deb"
+}
+
+# check_elf <file> <amd64|i386>: the ELF class and e_machine must match the guest architecture
+# (an x86-64 busybox in the i386 initramfs makes the -686 kernel panic with "No working init").
+check_elf() {
+    python3 - "$1" "$2" <<'PY' || die "$1 is not an $2 ELF executable"
+import struct, sys
+path, arch = sys.argv[1:3]
+with open(path, "rb") as f:
+    h = f.read(20)
+want = {"amd64": (2, 62), "i386": (1, 3)}[arch]  # (EI_CLASS, e_machine): ELFCLASS64/EM_X86_64, ELFCLASS32/EM_386
+ok = h[:4] == b"\x7fELF" and (h[4], struct.unpack("<H", h[18:20])[0]) == want
+sys.exit(0 if ok else 1)
+PY
 }
 
 write_init() {
@@ -193,13 +211,14 @@ build() {
         echo "kernel $(basename "$deb")" > "$dest/VERSION.kernel"
         rm -rf "$x"
     fi
-    if [ "$FORCE" = 1 ] || [ ! -s "$dest/initrd.img" ]; then
+    if [ "$FORCE" = 1 ] || [ ! -s "$dest/initrd.img" ] || ! grep -q "_${arch}\.deb\$" "$dest/VERSION.busybox" 2>/dev/null; then
         local deb x
         deb="$(download "$bbpkg")"
         x="$WORK/x-busybox-$arch"
         mkdir -p "$x"
         dpkg-deb -x "$deb" "$x"
         [ -f "$x/bin/busybox" ] || die "$deb holds no /bin/busybox"
+        check_elf "$x/bin/busybox" "$arch"
         make_initrd "$x/bin/busybox" "$dest/initrd.img"
         echo "busybox $(basename "$deb")" > "$dest/VERSION.busybox"
         rm -rf "$x"
