@@ -133,6 +133,25 @@ impl DecodeCache {
         }
     }
 
+    /// Marks physical page `pa_page` (any address in it) as holding code translated by the
+    /// JIT and returns its current generation: a later store to the page bumps the generation,
+    /// which is how the JIT learns that blocks translated from it are stale.
+    pub fn track_page(&mut self, pa_page: u64) -> u32 {
+        let page = (pa_page >> 12) as usize;
+        if page >= self.page_gen.len() {
+            self.page_gen.resize(page + 1, 0);
+            self.code_bits.resize(page / 64 + 1, 0);
+        }
+        self.code_bits[page / 64] |= 1 << (page % 64);
+        self.page_gen[page]
+    }
+
+    /// Current generation of physical page `pa_page` (`None` if never tracked).
+    #[inline]
+    pub fn page_gen(&self, pa_page: u64) -> Option<u32> {
+        self.page_gen.get((pa_page >> 12) as usize).copied()
+    }
+
     /// Drops everything.
     pub fn clear(&mut self) {
         for g in self.page_gen.iter_mut() {

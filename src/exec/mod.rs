@@ -3,3 +3,4 @@
 pub mod dcache;
 pub mod diag;
 pub mod interp;
+pub mod jit;
