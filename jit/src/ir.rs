@@ -140,6 +140,20 @@ pub enum Cond {
 }
 
 impl Cond {
+    /// RFLAGS bits the condition reads (SDM Vol. 1 Appendix B, Table B-1).
+    pub fn reads(self) -> u64 {
+        match self {
+            Cond::O | Cond::No => fl::OF,
+            Cond::B | Cond::Ae => fl::CF,
+            Cond::E | Cond::Ne => fl::ZF,
+            Cond::Be | Cond::A => fl::CF | fl::ZF,
+            Cond::S | Cond::Ns => fl::SF,
+            Cond::P | Cond::Np => fl::PF,
+            Cond::L | Cond::Ge => fl::SF | fl::OF,
+            Cond::Le | Cond::G => fl::ZF | fl::SF | fl::OF,
+        }
+    }
+
     fn from_iced(c: ConditionCode) -> Option<Cond> {
         use ConditionCode as C;
         Some(match c {

@@ -53,9 +53,14 @@ pub fn emit(ir: &BlockIr, base: usize) -> Vec<u8> {
         ; =>body
     );
     let n_ops = ir.ops.len();
-    // A Jcc directly after a native flag-writing op branches on the live host flags.
-    let fuse = matches!(ir.exit, Exit::Branch { .. })
-        && matches!(ir.ops.last(), Some(Op::Alu { op, .. }) if op.captured_flags() != 0);
+    // A Jcc directly after a native op that defines every flag it reads branches on the live
+    // host flags (not after INC/DEC for a CF condition: the host CF is not the guest's there).
+    let fuse = match (ir.exit, ir.ops.last()) {
+        (Exit::Branch { cond, .. }, Some(Op::Alu { op, .. })) => {
+            op.captured_flags() != 0 && cond.reads() & !op.written_flags() == 0
+        }
+        _ => false,
+    };
     for (i, op) in ir.ops.iter().enumerate() {
         match *op {
             Op::Alu { op, dst, src } => {

@@ -35,8 +35,10 @@ pub struct DecodeCacheStats {
 
 /// The cache. The entry table is allocated on first use: short-lived CPUs (conformance
 /// tests) never pay for it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub struct DecodeCache {
+    /// Unique identity of this cache (see [`DecodeCache::id`]).
+    id: u64,
     entries: Vec<Entry>,
     /// Generation per physical page (grown on demand).
     page_gen: Vec<u32>,
@@ -47,12 +49,52 @@ pub struct DecodeCache {
     pub stats: DecodeCacheStats,
 }
 
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn fresh_id() -> u64 {
+    NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Default for DecodeCache {
+    fn default() -> Self {
+        DecodeCache {
+            id: fresh_id(),
+            entries: Vec::new(),
+            page_gen: Vec::new(),
+            code_bits: Vec::new(),
+            warmup: 0,
+            stats: DecodeCacheStats::default(),
+        }
+    }
+}
+
+impl Clone for DecodeCache {
+    /// A clone is a new cache (new [`DecodeCache::id`]) with the same contents.
+    fn clone(&self) -> Self {
+        DecodeCache {
+            id: fresh_id(),
+            entries: self.entries.clone(),
+            page_gen: self.page_gen.clone(),
+            code_bits: self.code_bits.clone(),
+            warmup: self.warmup,
+            stats: self.stats,
+        }
+    }
+}
+
 #[inline]
 fn slot(pa: u64) -> usize {
     ((pa ^ (pa >> 15)) as usize) & (ENTRIES - 1)
 }
 
 impl DecodeCache {
+    /// A process-unique identity: page generations are only comparable within one cache, so
+    /// the JIT drops its translations when it finds itself attached to another one (a new or
+    /// cloned CPU).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The cached instruction at physical `pa`, decoded at `rip` in `mode`.
     #[inline]
     pub fn lookup(&mut self, pa: u64, rip: u64, mode: u8) -> Option<(Instruction, u8, Family)> {
@@ -167,10 +209,8 @@ mod tests {
 
     #[test]
     fn write_to_code_page_invalidates_only_that_page() {
-        let mut c = DecodeCache {
-            warmup: u32::MAX,
-            ..Default::default()
-        };
+        let mut c = DecodeCache::default();
+        c.warmup = u32::MAX;
         let i = Instruction::default();
         c.insert(0x1234, 0x1234, 2, &i, 3);
         c.insert(0x5678, 0x5678, 2, &i, 3);

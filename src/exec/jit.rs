@@ -96,6 +96,8 @@ pub struct JitEngine {
     /// Largest block translated (instructions); `1` makes every block a single instruction
     /// (used by the lockstep harness to pinpoint a divergence).
     pub max_block_insns: usize,
+    /// `DecodeCache::id` of the CPU the translations were validated against.
+    cpu_id: u64,
 }
 
 /// What the helper needs, behind `JitEnv::user`.
@@ -115,6 +117,7 @@ impl JitEngine {
             blocks: HashMap::new(),
             stats: JitStats::default(),
             max_block_insns: MAX_BLOCK_INSNS,
+            cpu_id: 0,
         })
     }
 
@@ -144,7 +147,35 @@ impl JitEngine {
         plat: &mut P,
         budget: u64,
     ) -> StopReason {
+        self.run_inner(cpu, mem, plat, budget, false)
+    }
+
+    /// Like [`JitEngine::run`] but returns after one block or one interpreter step
+    /// ([`StopReason::Budget`] if neither stopped the machine); for the lockstep harness.
+    pub fn run_one<P: Platform + ?Sized>(
+        &mut self,
+        cpu: &mut Cpu,
+        mem: &mut GuestMemory,
+        plat: &mut P,
+        budget: u64,
+    ) -> StopReason {
+        self.run_inner(cpu, mem, plat, budget, true)
+    }
+
+    fn run_inner<P: Platform + ?Sized>(
+        &mut self,
+        cpu: &mut Cpu,
+        mem: &mut GuestMemory,
+        plat: &mut P,
+        budget: u64,
+        once: bool,
+    ) -> StopReason {
         let end = cpu.icount.saturating_add(budget);
+        if cpu.dcache.id() != self.cpu_id {
+            // Another CPU (or a fresh one): its page generations say nothing about our blocks.
+            self.flush();
+            self.cpu_id = cpu.dcache.id();
+        }
         let mut ctx = Ctx::new(cpu, mem, plat);
         loop {
             if ctx.cpu.stop_requested || ctx.plat.stop_pending() {
@@ -178,6 +209,13 @@ impl JitEngine {
                         return StopReason::TripleFault;
                     }
                 }
+            }
+            if once {
+                return if ctx.cpu.halted {
+                    StopReason::Halted
+                } else {
+                    StopReason::Budget
+                };
             }
         }
     }
