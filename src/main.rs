@@ -40,6 +40,7 @@ fn run(args: RunArgs) -> Result<i32> {
         icount: args.icount,
     };
     let mut m = Machine::new(&cfg)?;
+    m.set_engine(args.engine.into());
     if let Some(kinds) = args.trace {
         let out: Box<dyn std::io::Write + Send> = match &args.trace_out {
             Some(p) => Box::new(

@@ -28,6 +28,17 @@ pub enum Command {
 pub enum Engine {
     /// The reference interpreter (every host).
     Interp,
+    /// The dynamic recompiler (x86-64 hosts; elsewhere the interpreter runs instead).
+    Jit,
+}
+
+impl From<Engine> for crate::exec::EngineKind {
+    fn from(e: Engine) -> Self {
+        match e {
+            Engine::Interp => crate::exec::EngineKind::Interp,
+            Engine::Jit => crate::exec::EngineKind::Jit,
+        }
+    }
 }
 
 /// `rinx run` options.

@@ -8,7 +8,6 @@ pub mod serial;
 
 use crate::cli::spec::SerialSpec;
 use crate::cpu::{Cpu, Platform, StopReason};
-use crate::exec::interp;
 use crate::mmu::GuestMemory;
 use devices::apic::{ApicBus, IoApic, Lapic, IOAPIC_BASE, IOAPIC_SIZE, LAPIC_BASE, LAPIC_SIZE};
 use devices::bus::DeviceId;
@@ -198,6 +197,8 @@ pub struct Machine {
     raw: Option<serial::RawModeGuard>,
     /// Host time spent waiting in HLT (for `--stats`).
     pub halted_time: std::time::Duration,
+    /// The execution engine (`RINX_ENGINE` by default; `--engine` via [`Machine::set_engine`]).
+    pub engine: crate::exec::Engine,
 }
 
 impl Machine {
@@ -264,7 +265,15 @@ impl Machine {
             quit,
             raw: Some(raw),
             halted_time: std::time::Duration::ZERO,
+            engine: crate::exec::Engine::new(crate::exec::EngineKind::from_env()),
         })
+    }
+
+    /// Selects the execution engine.
+    pub fn set_engine(&mut self, kind: crate::exec::EngineKind) {
+        if self.engine.kind() != kind {
+            self.engine = crate::exec::Engine::new(kind);
+        }
     }
 
     /// Hands out the terminal raw-mode guard so the caller can restore the terminal before
@@ -296,7 +305,9 @@ impl Machine {
                 }
             }
             let before = self.cpu.icount;
-            let stop = interp::run(&mut self.cpu, &mut self.mem, &mut self.board, SLICE);
+            let stop = self
+                .engine
+                .run(&mut self.cpu, &mut self.mem, &mut self.board, SLICE);
             if let Some(shift) = self.board.icount_shift {
                 let n = self.cpu.icount - before;
                 self.board.clock.advance_ns(n << shift);
