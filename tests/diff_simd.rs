@@ -11,6 +11,7 @@
 #![cfg(all(target_arch = "x86_64", target_os = "linux"))]
 
 use rinx::cpu::StopReason;
+use rinx::exec::EngineKind;
 use rinx::testing::{TestMachine, TestMode};
 
 /// How the ModRM r/m field may be chosen.
@@ -560,7 +561,9 @@ fn differential_against_host() {
         let mut code = vec![0x48, 0x0f, 0xae, 0x0f]; // fxrstor64 [rdi]
         code.extend_from_slice(&bytes);
         code.extend_from_slice(&[0x48, 0x0f, 0xae, 0x87, 0x00, 0x02, 0x00, 0x00]); // fxsave64 [rdi+0x200]
-        let mut m = TestMachine::new(TestMode::Long64, &code);
+        // Alternate the engines from case to case: every case must pass under both.
+        let engine = EngineKind::ALL[(case % 2) as usize];
+        let mut m = TestMachine::new(TestMode::Long64, &code).with_engine(engine);
         m.cpu.s.cr4 |= jit::abi::cr::CR4_OSFXSR | jit::abi::cr::CR4_OSXMMEXCPT;
         m.cpu.s.cr0 |= jit::abi::cr::CR0_NE | jit::abi::cr::CR0_MP;
         m.cpu.s.gpr[0] = rax;

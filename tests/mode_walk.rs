@@ -42,7 +42,7 @@ use iced_x86::code_asm::*;
 use iced_x86::Mnemonic;
 use jit::abi::{cr, sreg, Segment};
 use rinx::cpu::{Cpu, NullPlatform, StopReason};
-use rinx::exec::interp;
+use rinx::exec::{Engine, EngineKind};
 use rinx::mmu::GuestMemory;
 
 const STEP: i32 = 0xe9;
@@ -301,6 +301,15 @@ fn build(mem: &mut GuestMemory) {
 
 #[test]
 fn real_to_long_to_user_and_back() {
+    walk(EngineKind::Interp);
+}
+
+#[test]
+fn real_to_long_to_user_and_back_under_the_jit() {
+    walk(EngineKind::Jit);
+}
+
+fn walk(engine: EngineKind) {
     let mut mem = GuestMemory::flat(16 << 20).unwrap();
     build(&mut mem);
     // Reset-like state (SDM Table 9-1), except that execution starts at 0000:1000 the way a
@@ -312,7 +321,7 @@ fn real_to_long_to_user_and_back() {
     };
     cpu.s.rip = 0x1000;
     let mut plat = NullPlatform::default();
-    let stop = interp::run(&mut cpu, &mut mem, &mut plat, 10_000);
+    let stop = Engine::new(engine).run(&mut cpu, &mut mem, &mut plat, 10_000);
 
     let steps: Vec<u32> = plat
         .outs
