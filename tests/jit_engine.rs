@@ -222,3 +222,27 @@ fn real_mode_and_high_byte_registers_match() {
     both(TestMode::Real, &code, 10_000);
     check_lockstep(TestMode::Real, &code, 10_000);
 }
+
+#[test]
+fn random_bytes_match_the_interpreter() {
+    // Arbitrary code (the fuzz target `jit_vs_interp` in miniature): helpers, faults, mode
+    // changes, stores into the code, whatever the bytes say.
+    let mut rng = Rng(0x0bad_cafe_f00d_1234);
+    for round in 0..300 {
+        let mode = [TestMode::Real, TestMode::Flat32, TestMode::Long64][round % 3];
+        let code: Vec<u8> = (0..96).map(|_| rng.byte()).collect();
+        let seeds: Vec<u64> = (0..16).map(|_| rng.next() & 0xffff).collect();
+        let make = || {
+            let mut t = TestMachine::new(mode, &code);
+            for (r, v) in seeds.iter().enumerate() {
+                if r != 4 {
+                    t.cpu.s.gpr[r] = *v;
+                }
+            }
+            t
+        };
+        if let Err(d) = lockstep(&make, 2_000) {
+            panic!("round {round} ({mode:?}), code {code:02x?}:\n{d}");
+        }
+    }
+}
