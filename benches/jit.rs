@@ -51,7 +51,11 @@ fn bench(c: &mut Criterion) {
         for kind in EngineKind::ALL {
             let label = format!("{name}/{kind:?}").to_lowercase();
             let mut t = TestMachine::new(TestMode::Long64, &code).with_engine(kind);
-            assert_eq!(t.run(u64::MAX), StopReason::Halted, "{label} must reach HLT");
+            assert_eq!(
+                t.run(u64::MAX),
+                StopReason::Halted,
+                "{label} must reach HLT"
+            );
             g.throughput(Throughput::Elements(per_iter * u64::from(ITER)));
             // One engine (and code cache) per benchmark, reused across iterations like a
             // running machine; each iteration is a fresh guest.

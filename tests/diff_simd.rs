@@ -561,6 +561,7 @@ fn differential_against_host() {
         let mut code = vec![0x48, 0x0f, 0xae, 0x0f]; // fxrstor64 [rdi]
         code.extend_from_slice(&bytes);
         code.extend_from_slice(&[0x48, 0x0f, 0xae, 0x87, 0x00, 0x02, 0x00, 0x00]); // fxsave64 [rdi+0x200]
+
         // Alternate the engines from case to case: every case must pass under both.
         let engine = EngineKind::ALL[(case % 2) as usize];
         let mut m = TestMachine::new(TestMode::Long64, &code).with_engine(engine);

@@ -166,15 +166,12 @@ fn random_register_alu_code_matches_the_interpreter() {
 
 #[test]
 fn fault_in_the_middle_of_a_block_is_precise() {
-    // 64-bit: mov eax, 5; add eax, 1; mov rbx, [non-canonical]; inc eax; hlt. No IDT: the #GP
-    // escalates to a triple fault; state must be that of the faulting instruction.
-    let code = [
-        0xb8, 5, 0, 0, 0, 0x83, 0xc0, 0x01, 0x48, 0x8b, 0x1c, 0x25, 0, 0, 0, 0x80, 0xff, 0xc0,
-        0xf4,
+    // 64-bit: mov eax, 5; add eax, 1; mov rax, [0x8000_0000_0000_0000] (non-canonical: #GP);
+    // inc eax; hlt. No IDT: the #GP escalates to a triple fault; the state must be that of the
+    // faulting instruction (the two native instructions before it retired, RIP at it).
+    let nc = [
+        0xb8, 5, 0, 0, 0, 0x83, 0xc0, 0x01, 0x48, 0xa1, 0, 0, 0, 0, 0, 0, 0, 0x80, 0xff, 0xc0, 0xf4,
     ];
-    let mut nc = code.to_vec();
-    // Use an absolute 64-bit moffs load instead: mov rax, [0x8000_0000_0000_0000].
-    nc.splice(8..16, [0x48, 0xa1, 0, 0, 0, 0, 0, 0, 0, 0x80]);
     let (i, _) = both(TestMode::Long64, &nc, 1000);
     assert_eq!(i.cpu.s.gpr[0], 6);
     assert_eq!(i.cpu.s.rip, CODE_BASE + 8);

@@ -37,8 +37,14 @@ fn patched_immediate_takes_effect() {
             Engine::Interp => assert!(t.cpu.dcache.stats.hits > 500, "the loop ran from the cache"),
             Engine::Jit(j) => {
                 if jit::HOST_SUPPORTED {
-                    assert!(j.stats.block_insns > 1000, "the loop ran as compiled blocks");
-                    assert!(j.stats.invalidations >= 1, "the patched block was retranslated");
+                    assert!(
+                        j.stats.block_insns > 1000,
+                        "the loop ran as compiled blocks"
+                    );
+                    assert!(
+                        j.stats.invalidations >= 1,
+                        "the patched block was retranslated"
+                    );
                 }
             }
         }

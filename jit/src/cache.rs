@@ -73,7 +73,10 @@ mod tests {
         let a = c.install(&[0xc3; 2000]).unwrap().unwrap();
         let b = c.install(&[0xc3; 2000]).unwrap().unwrap();
         assert!(b >= a + 2000);
-        assert!(c.install(&[0xc3; 2000]).unwrap().is_none(), "cache must report full");
+        assert!(
+            c.install(&[0xc3; 2000]).unwrap().is_none(),
+            "cache must report full"
+        );
         c.flush();
         assert_eq!(c.install(&[0xc3; 10]).unwrap(), Some(a));
         assert_eq!(c.flushes, 1);

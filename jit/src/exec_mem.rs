@@ -56,7 +56,10 @@ impl ExecMemory {
     /// Copies `code` to `offset`: the region becomes writable (not executable), then executable
     /// again. The caller must not be executing code from this region meanwhile.
     pub fn write(&mut self, offset: usize, code: &[u8]) -> io::Result<()> {
-        assert!(offset + code.len() <= self.len, "write past the code region");
+        assert!(
+            offset + code.len() <= self.len,
+            "write past the code region"
+        );
         let mut w = match self.state.take() {
             Some(x) => x.make_mut()?,
             None => return Err(io::Error::other("code region lost after a failed protect")),

@@ -324,7 +324,10 @@ pub fn lower(block: &Block) -> Option<BlockIr> {
     let plain = last.invalid.is_none()
         && !last.class.needs_ring_layer()
         && !last.class.contains(Class::INVALID);
-    let exit = if plain && last.insn.is_jcc_short_or_near() && direct_ok(last.insn.near_branch_target()) {
+    let exit = if plain
+        && last.insn.is_jcc_short_or_near()
+        && direct_ok(last.insn.near_branch_target())
+    {
         let cond = Cond::from_iced(last.insn.condition_code())?;
         let t = last.insn.near_branch_target();
         max_ip = max_ip.max(t);
@@ -333,7 +336,8 @@ pub fn lower(block: &Block) -> Option<BlockIr> {
             taken: t,
             not_taken: last.next_ip(),
         }
-    } else if plain && last.insn.is_jmp_short_or_near() && direct_ok(last.insn.near_branch_target()) {
+    } else if plain && last.insn.is_jmp_short_or_near() && direct_ok(last.insn.near_branch_target())
+    {
         let t = last.insn.near_branch_target();
         max_ip = max_ip.max(t);
         Exit::Jump { target: t }

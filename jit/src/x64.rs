@@ -18,10 +18,11 @@ use crate::abi::{
 };
 use crate::ir::{AluOp, BlockIr, Cond, Exit, GuestReg, Op, Src};
 use dynasmrt::x64::X64Relocation;
-use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi, DynamicLabel, VecAssembler};
+use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
 /// Signature of a compiled block.
-pub type BlockFn = unsafe extern "sysv64" fn(state: *mut crate::abi::CpuState, env: *mut JitEnv) -> u64;
+pub type BlockFn =
+    unsafe extern "sysv64" fn(state: *mut crate::abi::CpuState, env: *mut JitEnv) -> u64;
 
 /// Signature of the helper in [`JitEnv::helper`]: `(env, index, retired_before)`; returns 0
 /// to continue in the block, anything else to leave it ([`EXIT_SYNCED`]).
@@ -131,7 +132,14 @@ pub fn emit(ir: &BlockIr, base: usize) -> Vec<u8> {
 
 /// Leaves the block towards guest IP `target` after `n` instructions of this iteration; a
 /// branch back to the block start loops while the next iteration fits in `env.limit`.
-fn exit_to(a: &mut Asm, ir: &BlockIr, target: u64, n: i32, body: DynamicLabel, epilogue: DynamicLabel) {
+fn exit_to(
+    a: &mut Asm,
+    ir: &BlockIr,
+    target: u64,
+    n: i32,
+    body: DynamicLabel,
+    epilogue: DynamicLabel,
+) {
     if target == ir.start_ip {
         dynasm!(a
             ; .arch x64

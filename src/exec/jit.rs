@@ -260,7 +260,9 @@ impl JitEngine {
                 b
             }
         };
-        if block.ninsns > remaining || (mode != decoder::Mode::Bits64 && block.max_ip > u64::from(cs.limit)) {
+        if block.ninsns > remaining
+            || (mode != decoder::Mode::Bits64 && block.max_ip > u64::from(cs.limit))
+        {
             return None;
         }
         Some(self.enter(ctx, &block, remaining))
@@ -314,8 +316,7 @@ impl JitEngine {
             Ok(n)
         };
         let rip = ctx.cpu.s.rip;
-        let blk =
-            decoder::scan_block(mode, cs_base, rip, &mut fetch, self.max_block_insns).ok()?;
+        let blk = decoder::scan_block(mode, cs_base, rip, &mut fetch, self.max_block_insns).ok()?;
         let ir = jit::ir::lower(&blk)?;
         let insns: Vec<Insn> = blk.insns[..ir.ninsns as usize]
             .iter()
