@@ -209,8 +209,10 @@ mod tests {
 
     #[test]
     fn write_to_code_page_invalidates_only_that_page() {
-        let mut c = DecodeCache::default();
-        c.warmup = u32::MAX;
+        let mut c = DecodeCache {
+            warmup: u32::MAX,
+            ..Default::default()
+        };
         let i = Instruction::default();
         c.insert(0x1234, 0x1234, 2, &i, 3);
         c.insert(0x5678, 0x5678, 2, &i, 3);
