@@ -63,6 +63,30 @@ struct Key {
     mode: u32,
 }
 
+/// A multiplicative hasher for [`Key`] (the block lookup runs once per block; SipHash's
+/// DoS resistance buys nothing for guest addresses).
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7cc1_b727_220a_95);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+}
+
+type BlockMap = HashMap<Key, Rc<Block>, std::hash::BuildHasherDefault<KeyHasher>>;
+
 #[derive(Debug)]
 struct Insn {
     insn: iced_x86::Instruction,
@@ -90,7 +114,7 @@ struct Block {
 pub struct JitEngine {
     #[cfg(target_arch = "x86_64")]
     cache: jit::cache::CodeCache,
-    blocks: HashMap<Key, Rc<Block>>,
+    blocks: BlockMap,
     /// Counters.
     pub stats: JitStats,
     /// Largest block translated (instructions); `1` makes every block a single instruction
@@ -114,7 +138,7 @@ impl JitEngine {
         Ok(JitEngine {
             #[cfg(target_arch = "x86_64")]
             cache: jit::cache::CodeCache::new(code_bytes)?,
-            blocks: HashMap::new(),
+            blocks: BlockMap::default(),
             stats: JitStats::default(),
             max_block_insns: MAX_BLOCK_INSNS,
             cpu_id: 0,
