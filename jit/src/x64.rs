@@ -297,3 +297,67 @@ fn merge_flags(a: &mut Asm, op: AluOp) {
         ; mov QWORD [rbx + RFLAGS], rax
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::lower;
+    use decoder::{scan_block, FetchFault, Mode};
+    use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+
+    fn host_asm(mode: Mode, guest: &[u8]) -> Vec<String> {
+        let mut mem = vec![0xf4u8; 4096];
+        mem[..guest.len()].copy_from_slice(guest);
+        let mut fetch = |la: u64, buf: &mut [u8]| -> Result<usize, FetchFault> {
+            let off = (la - 0x1000) as usize;
+            let n = buf.len().min(4096 - off);
+            buf[..n].copy_from_slice(&mem[off..off + n]);
+            Ok(n)
+        };
+        let b = scan_block(mode, 0, 0x1000, &mut fetch, 64).unwrap();
+        let code = emit(&lower(&b).unwrap(), 0x10_0000);
+        let mut d = Decoder::with_ip(64, &code, 0x10_0000, DecoderOptions::NONE);
+        let mut f = IntelFormatter::new();
+        d.iter()
+            .map(|i| {
+                let mut s = String::new();
+                f.format(&i, &mut s);
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn golden_cmp_jne_loop_branches_on_live_host_flags() {
+        // Guest: L: dec ecx; cmp ecx, eax; jne L
+        let h = host_asm(Mode::Bits32, &[0x49, 0x39, 0xc1, 0x75, 0xfb]);
+        let text = h.join("\n");
+        assert!(h.iter().any(|l| l == "dec eax"), "{text}");
+        assert!(h.iter().any(|l| l == "sub eax,ecx"), "{text}");
+        assert_eq!(h.iter().filter(|l| *l == "pushfq").count(), 2, "{text}");
+        assert!(h.iter().any(|l| l.starts_with("jne ")), "{text}");
+        assert!(
+            !h.iter().any(|l| l == "popfq"),
+            "fused: no reload of the flags\n{text}"
+        );
+        // The loop back edge checks the instruction limit in env (r12 + 8).
+        assert!(h.iter().any(|l| l == "cmp rax,[r12+8]"), "{text}");
+    }
+
+    #[test]
+    fn golden_inc_then_jb_reloads_guest_flags() {
+        // Guest: inc eax; jb +0 — INC leaves CF, so the Jcc must read the guest RFLAGS.
+        let h = host_asm(Mode::Bits32, &[0x40, 0x72, 0x00]);
+        let text = h.join("\n");
+        assert!(h.iter().any(|l| l == "popfq"), "{text}");
+        assert!(h.iter().any(|l| l.starts_with("jb ")), "{text}");
+    }
+
+    #[test]
+    fn golden_memory_operand_calls_the_helper() {
+        // Guest: mov eax, [ebx]; hlt — both through the helper (call [r12]).
+        let h = host_asm(Mode::Bits32, &[0x8b, 0x03, 0xf4]);
+        let calls = h.iter().filter(|l| *l == "call qword ptr [r12]").count();
+        assert_eq!(calls, 2, "{}", h.join("\n"));
+    }
+}
