@@ -309,6 +309,32 @@ fn real_to_long_to_user_and_back_under_the_jit() {
     walk(EngineKind::Jit);
 }
 
+#[test]
+fn mode_walk_in_lockstep() {
+    // Real -> protected -> paging -> long mode -> ring 3 -> SYSCALL -> #PF/#GP, compared
+    // instruction block by instruction block between the JIT and the interpreter.
+    let make = || {
+        let mut mem = GuestMemory::flat(16 << 20).unwrap();
+        build(&mut mem);
+        let mut cpu = Cpu::new();
+        cpu.s.seg[sreg::CS] = Segment {
+            attr: Segment::ATTR_P | Segment::ATTR_S | 0xb,
+            ..Segment::real_mode(0, 0xffff)
+        };
+        cpu.s.rip = 0x1000;
+        rinx::testing::TestMachine {
+            cpu,
+            mem,
+            plat: NullPlatform::default(),
+            engine: Engine::new(EngineKind::Interp),
+        }
+    };
+    match rinx::exec::lockstep::lockstep(&make, 10_000) {
+        Ok(n) => assert!(n > 50, "the walk ran ({n} instructions)"),
+        Err(d) => panic!("{d}"),
+    }
+}
+
 fn walk(engine: EngineKind) {
     let mut mem = GuestMemory::flat(16 << 20).unwrap();
     build(&mut mem);
