@@ -8,6 +8,9 @@
 //! run as a block (trace on, TF set, code outside RAM, a block not fitting in the remaining
 //! budget or the CS limit) takes one interpreter step instead.
 
+// Without a backend (non-x86-64 hosts) the block structures exist but are never executed.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables))]
+
 use crate::cpu::dispatch::Family;
 use crate::cpu::{interrupt, mem, Cpu, Ctx, Platform, StopReason};
 use crate::exec::interp;
