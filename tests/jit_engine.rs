@@ -243,3 +243,36 @@ fn random_bytes_match_the_interpreter() {
         }
     }
 }
+
+#[test]
+fn a_full_code_cache_flushes_and_execution_stays_correct() {
+    // Many distinct blocks (a chain of 200 `add eax, N; jmp next` blocks, run 20 times) in a
+    // 4 KiB code cache: the cache fills, flushes, and retranslates, with identical results.
+    let mut code = vec![0xb9, 20, 0, 0, 0]; // mov ecx, 20
+    let top = code.len();
+    for n in 0..200u8 {
+        code.extend_from_slice(&[0x83, 0xc0, n, 0xeb, 0x00]); // add eax, n; jmp +0
+    }
+    code.push(0x49); // dec ecx
+    let back = top as i64 - (code.len() as i64 + 6);
+    code.extend_from_slice(&[0x0f, 0x85]);
+    code.extend_from_slice(&(back as i32).to_le_bytes()); // jnz top
+    code.push(0xf4);
+    let mut i = TestMachine::new(TestMode::Flat32, &code).with_engine(EngineKind::Interp);
+    assert_eq!(i.run(1_000_000), StopReason::Halted);
+    let mut j = TestMachine::new(TestMode::Flat32, &code);
+    let mut jit = rinx::exec::jit::JitEngine::with_cache_size(4096).expect("code memory");
+    assert_eq!(
+        jit.run(&mut j.cpu, &mut j.mem, &mut j.plat, 1_000_000),
+        StopReason::Halted
+    );
+    assert_eq!(i.cpu.s, j.cpu.s);
+    assert_eq!(i.cpu.icount, j.cpu.icount);
+    // imm8 is sign-extended: 128..199 add negative values.
+    let sum: i64 = (0..200u8).map(|n| i64::from(n as i8)).sum();
+    assert_eq!(i.gpr(0), (20 * sum) as u64 & 0xffff_ffff);
+    if jit::HOST_SUPPORTED {
+        assert!(jit.stats.flushes >= 2, "{:?}", jit.stats);
+        assert!(jit.cached_blocks() < 200, "{:?}", jit.stats);
+    }
+}
