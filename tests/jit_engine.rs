@@ -127,6 +127,21 @@ fn random_alu(rng: &mut Rng, mode: TestMode, n: usize) -> Vec<u8> {
                     c.extend_from_slice(&[0x88 | (rng.byte() & 3), modrm]);
                 }
             }
+            6 if rng.byte() % 2 == 0 => {
+                // LEA r, [base + index*scale + disp8] (8D /r with SIB, mod=01), and the
+                // ModRM-only [reg + disp8] form (16-bit addressing in real mode).
+                let reg = rng.byte() & 0x38;
+                if rng.byte() % 2 == 0 && mode != TestMode::Real {
+                    c.extend_from_slice(&[0x8d, 0x44 | reg, rng.byte(), rng.byte()]);
+                } else {
+                    let rm = rng.byte() & 7;
+                    c.extend_from_slice(&[
+                        0x8d,
+                        0x40 | reg | if rm == 4 { 5 } else { rm },
+                        rng.byte(),
+                    ]);
+                }
+            }
             6 => {
                 // Jcc rel8 skipping a 2-byte instruction (xor eax, ecx).
                 c.extend_from_slice(&[0x70 | (rng.byte() & 0x0f), 2, 0x31, 0xc8]);

@@ -190,6 +190,20 @@ pub enum Op {
         /// Second source.
         src: Src,
     },
+    /// LEA (SDM Vol. 2A "LEA"): `dst = (disp + base + index * scale) mod 2^(8 * addr_size)`,
+    /// written at the destination's width. No memory access, no flags, no faults.
+    Lea {
+        /// Destination register (16, 32 or 64 bits).
+        dst: GuestReg,
+        /// Base register index (full register read; the result is masked), if any.
+        base: Option<u8>,
+        /// Index register and scale (1, 2, 4, 8), if any.
+        index: Option<(u8, u8)>,
+        /// Displacement; for RIP-relative forms the absolute address.
+        disp: u64,
+        /// Address size in bytes (2, 4, 8).
+        addr_size: u8,
+    },
     /// Guest instruction `index` of the block, executed by the interpreter's semantic function
     /// through the helper. The helper may end the block (fault, mode change, branch, SMC).
     Helper {
@@ -361,7 +375,55 @@ fn lower_one(d: &DecodedInsn, index: u32) -> Op {
     if d.invalid.is_some() || d.class.needs_ring_layer() || d.class.contains(Class::INVALID) {
         return Op::Helper { index };
     }
-    lower_alu(&d.insn).unwrap_or(Op::Helper { index })
+    lower_alu(&d.insn)
+        .or_else(|| lower_lea(&d.insn))
+        .unwrap_or(Op::Helper { index })
+}
+
+/// LEA with a register destination and an address whose size its registers fix (a base or
+/// index register, or RIP/EIP-relative); the interpreter's `Ctx::ea` computes the same sum.
+fn lower_lea(insn: &Instruction) -> Option<Op> {
+    if insn.mnemonic() != Mnemonic::Lea
+        || insn.has_lock_prefix()
+        || insn.op_count() != 2
+        || insn.op0_kind() != OpKind::Register
+        || insn.op1_kind() != OpKind::Memory
+    {
+        return None;
+    }
+    let dst = GuestReg::from_iced(insn.op0_register())?;
+    if dst.size == 1 {
+        return None;
+    }
+    let b = insn.memory_base();
+    let ix = insn.memory_index();
+    let (base, base_size) = match b {
+        Register::None => (None, 0),
+        Register::RIP => (None, 8),
+        Register::EIP => (None, 4),
+        r => {
+            let g = GuestReg::from_iced(r)?;
+            (Some(g.index), g.size)
+        }
+    };
+    let (index, ix_size) = match ix {
+        Register::None => (None, 0),
+        r => {
+            let g = GuestReg::from_iced(r)?;
+            (Some((g.index, insn.memory_index_scale() as u8)), g.size)
+        }
+    };
+    let addr_size = if base_size != 0 { base_size } else { ix_size };
+    if addr_size < 2 {
+        return None;
+    }
+    Some(Op::Lea {
+        dst,
+        base,
+        index,
+        disp: insn.memory_displacement64(),
+        addr_size,
+    })
 }
 
 #[cfg(test)]
@@ -424,6 +486,40 @@ mod tests {
             ]
         );
         assert_eq!(ir.exit, Exit::Fallthrough { next: 0x1106 });
+    }
+
+    #[test]
+    fn lea_lowers_to_an_address_sum() {
+        // lea eax, [ebx+ecx*4+8]; lea si, [bx+di+0x10] (16-bit, with 67 prefix in 32-bit code)
+        let b = block(
+            Mode::Bits32,
+            &[0x8d, 0x44, 0x8b, 0x08, 0x66, 0x67, 0x8d, 0x71, 0x10],
+        );
+        let ir = lower(&b).unwrap();
+        assert_eq!(
+            ir.ops[0],
+            Op::Lea {
+                dst: GuestReg {
+                    index: 0,
+                    size: 4,
+                    high: false
+                },
+                base: Some(3),
+                index: Some((1, 4)),
+                disp: 8,
+                addr_size: 4
+            }
+        );
+        assert!(matches!(
+            ir.ops[1],
+            Op::Lea {
+                base: Some(3),
+                index: Some((7, 1)),
+                disp: 0x10,
+                addr_size: 2,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -68,6 +68,13 @@ pub fn emit(ir: &BlockIr, base: usize) -> Vec<u8> {
                 let fused = fuse && i + 1 == n_ops;
                 alu(&mut a, op, dst, src, !fused);
             }
+            Op::Lea {
+                dst,
+                base,
+                index,
+                disp,
+                addr_size,
+            } => lea(&mut a, dst, base, index, disp, addr_size),
             Op::Helper { index } => {
                 dynasm!(a
                     ; .arch x64
@@ -279,6 +286,43 @@ fn alu(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, merge: bool) {
     if merge {
         merge_flags(a, op);
     }
+}
+
+/// LEA: the address sum in rax, masked to the address size, stored at the destination width.
+fn lea(
+    a: &mut Asm,
+    dst: GuestReg,
+    base: Option<u8>,
+    index: Option<(u8, u8)>,
+    disp: u64,
+    addr_size: u8,
+) {
+    let gpr = |i: u8| (crate::abi::OFFSET_GPR + usize::from(i) * 8) as i32;
+    dynasm!(a ; .arch x64 ; mov rax, QWORD disp as i64);
+    if let Some(b) = base {
+        let off = gpr(b);
+        dynasm!(a ; .arch x64 ; add rax, QWORD [rbx + off]);
+    }
+    if let Some((i, scale)) = index {
+        let off = gpr(i);
+        dynasm!(a ; .arch x64 ; mov rcx, QWORD [rbx + off]);
+        match scale {
+            2 => dynasm!(a ; .arch x64 ; shl rcx, 1),
+            4 => dynasm!(a ; .arch x64 ; shl rcx, 2),
+            8 => dynasm!(a ; .arch x64 ; shl rcx, 3),
+            _ => {}
+        }
+        dynasm!(a ; .arch x64 ; add rax, rcx);
+    }
+    match addr_size {
+        2 => dynasm!(a ; .arch x64 ; movzx eax, ax),
+        4 => dynasm!(a ; .arch x64 ; mov eax, eax),
+        _ => {}
+    }
+    if dst.size == 4 {
+        dynasm!(a ; .arch x64 ; mov eax, eax);
+    }
+    store(a, dst);
 }
 
 /// Merges the host flags in rdx into the guest RFLAGS (clobbers rax, rdx and host flags).
