@@ -249,7 +249,7 @@ impl JitEngine {
 
     /// Finds or translates the block at CS:RIP and runs it once, retiring at most `remaining`
     /// instructions. `None` when the next instruction must be interpreted instead.
-    pub fn run_block<P: Platform + ?Sized>(
+    fn run_block<P: Platform + ?Sized>(
         &mut self,
         ctx: &mut Ctx<'_, P>,
         remaining: u64,
