@@ -145,7 +145,7 @@ pub fn unp(bits: u64, f: Fmt, daz: bool) -> Unp {
 /// Accumulates per-lane flags and applies them to MXCSR (§11.5.2): if any unmasked
 /// exception occurred, #XM (CR4.OSXMMEXCPT = 1) or #UD, with the destination unchanged;
 /// unmasked pre-computation exceptions (IE, DE, ZE) suppress the post-computation ones.
-fn commit_flags<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, flags: u32) -> Res<()> {
+pub(crate) fn commit_flags<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, flags: u32) -> Res<()> {
     let mx = ctx.cpu.s.mxcsr;
     let unmasked = flags & !(mx >> 7) & 0x3f;
     if unmasked != 0 {
@@ -203,7 +203,7 @@ fn cmp_pred(c: Cmp, p: u8) -> (bool, bool) {
 }
 
 /// Per-lane computation of a two-source float operation; returns (result bits, flags).
-fn lane_op(m: M, a: u64, b: u64, f: Fmt, e: &Env, imm: u8) -> (u64, u32) {
+pub(crate) fn lane_op(m: M, a: u64, b: u64, f: Fmt, e: &Env, imm: u8) -> (u64, u32) {
     let ua = unp(a, f, e.daz);
     let ub = unp(b, f, e.daz);
     let ar = |op: Op| {

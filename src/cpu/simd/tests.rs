@@ -5,9 +5,9 @@ use super::{mm_get, xmm_get};
 use crate::testing::{TestMachine, TestMode};
 use jit::abi::cr;
 
-const DATA: u64 = 0x2000;
+pub(super) const DATA: u64 = 0x2000;
 
-fn run(mode: TestMode, code: &[u8], data: &[u8], setup: impl Fn(&mut TestMachine)) -> TestMachine {
+pub(super) fn run(mode: TestMode, code: &[u8], data: &[u8], setup: impl Fn(&mut TestMachine)) -> TestMachine {
     let mut c = code.to_vec();
     c.push(0xf4);
     let mut t = TestMachine::new(mode, &c);
@@ -20,18 +20,18 @@ fn run(mode: TestMode, code: &[u8], data: &[u8], setup: impl Fn(&mut TestMachine
     t
 }
 
-fn both(code: &[u8], data: &[u8], setup: impl Fn(&mut TestMachine), check: impl Fn(&TestMachine)) {
+pub(super) fn both(code: &[u8], data: &[u8], setup: impl Fn(&mut TestMachine), check: impl Fn(&TestMachine)) {
     for mode in [TestMode::Flat32, TestMode::Long64] {
         let t = run(mode, code, data, &setup);
         check(&t);
     }
 }
 
-fn x(t: &TestMachine, i: usize) -> u128 {
+pub(super) fn x(t: &TestMachine, i: usize) -> u128 {
     xmm_get(&t.cpu.s.xmm[i])
 }
 
-fn set_x(t: &mut TestMachine, i: usize, v: u128) {
+pub(super) fn set_x(t: &mut TestMachine, i: usize, v: u128) {
     t.cpu.s.xmm[i] = super::xmm_split(v);
 }
 
