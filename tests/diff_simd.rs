@@ -414,7 +414,8 @@ fn vec_val(r: &mut Rng) -> u128 {
                 let b = if words && i % 2 == 1 {
                     if r.below(2) == 0 { 0 } else { A[r.below(8) as usize] }
                 } else {
-                    A[r.below(if r.below(4) == 0 { 8 } else { 5 }) as usize]
+                    let k = if r.below(4) == 0 { 8 } else { 5 };
+                    A[r.below(k) as usize]
                 };
                 v |= u128::from(b) << (8 * i);
             }
@@ -706,10 +707,13 @@ fn differential_against_host() {
                 .or_default() += 1;
             if failures.len() < 40 {
                 failures.push(format!(
-                    "case {case}: {:02x?} `{dis}` fcw={fcw:#06x} top={top} tags={:#04x} mxcsr={mxcsr:#x} mem={dv:#x}\n    phys in: {:x?}\n    {}",
+                    "case {case}: {:02x?} `{dis}` fcw={fcw:#06x} top={top} tags={:#04x} mxcsr={mxcsr:#x} mem={dv:#x} rax={rax:#x} rdx={rdx:#x}\n    phys in: {:x?}\n    xmm in: {:x?}\n    {}",
                     bytes,
                     img[4],
                     (0..8).map(|i| f80_at(&img, i)).collect::<Vec<_>>(),
+                    (0..16)
+                        .map(|i| u128::from_le_bytes(img[160 + 16 * i..176 + 16 * i].try_into().unwrap()))
+                        .collect::<Vec<_>>(),
                     why.join("\n    ")
                 ));
             }
