@@ -1,11 +1,14 @@
-//! Differential test of the x87/MMX/SSE semantics against the host CPU (x86-64 Linux only).
+//! Differential test of the x87/MMX/SSE-SSE4.2 semantics (and CRC32) against the host CPU
+//! (x86-64 Linux only; the host must support SSE4.2).
 //!
 //! For a seeded random sequence of instructions from a table of encodings, with random XMM,
 //! MMX/x87, MXCSR, FCW and memory inputs, the same bytes run natively (in a small stub on an
 //! executable page that FXRSTORs the inputs, executes the instruction and FXSAVEs the result)
 //! and in rinx (`fxrstor64 [rdi]; insn; fxsave64 [rdi+512]`), and the 512-byte FXSAVE images,
 //! RAX/RCX, the arithmetic flags (for instructions that set them) and the memory operand are
-//! compared. Exceptions are kept masked so the host never traps. Environment: RINX_DIFF_CASES
+//! compared. RAX and RDX are often small signed values (the explicit lengths of PCMPESTRx) and
+//! vectors are often strings over a small alphabet with NULs (PCMPxSTRx matches and implicit
+//! lengths). Exceptions are kept masked so the host never traps. Environment: RINX_DIFF_CASES
 //! (default 3000), RINX_DIFF_SEED.
 
 #![cfg(all(target_arch = "x86_64", target_os = "linux"))]
