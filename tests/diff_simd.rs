@@ -415,7 +415,11 @@ fn vec_val(r: &mut Rng) -> u128 {
             let words = r.below(2) == 0;
             for i in 0..16 {
                 let b = if words && i % 2 == 1 {
-                    if r.below(2) == 0 { 0 } else { A[r.below(8) as usize] }
+                    if r.below(2) == 0 {
+                        0
+                    } else {
+                        A[r.below(8) as usize]
+                    }
                 } else {
                     let k = if r.below(4) == 0 { 8 } else { 5 };
                     A[r.below(k) as usize]

@@ -224,7 +224,10 @@ mod tests {
         let v2 = ecx1::SSE3 | ecx1::SSSE3 | ecx1::SSE41 | ecx1::SSE42 | ecx1::POPCNT | ecx1::CX16;
         assert_eq!(r[2] & v2, v2);
         // Not implemented, so not advertised.
-        assert_eq!(r[2] & (ecx1::XSAVE | ecx1::MOVBE | ecx1::PCLMULQDQ | ecx1::X2APIC), 0);
+        assert_eq!(
+            r[2] & (ecx1::XSAVE | ecx1::MOVBE | ecx1::PCLMULQDQ | ecx1::X2APIC),
+            0
+        );
         assert_ne!(cpuid(0x8000_0001, 0, 0)[2] & ecx81::LAHF_LM, 0);
         let r = cpuid(0x8000_0001, 0, 0);
         assert_ne!(r[3] & edx81::LM, 0);

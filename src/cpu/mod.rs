@@ -6,6 +6,7 @@
 //! same functions for everything it does not emit natively (DESIGN.md "Execution").
 
 pub mod cpuid;
+pub mod debug;
 pub mod dispatch;
 pub mod far;
 pub mod fault;
@@ -127,6 +128,9 @@ pub struct Cpu {
     pub dcache: crate::exec::dcache::DecodeCache,
     /// The tracer (`--trace`); off unless attached. Hooks test it with one branch.
     pub trace: crate::trace::TraceSlot,
+    /// Data breakpoints (DR6.B0-B3 bits) hit by the current instruction, reported as a #DB
+    /// trap when it completes ([`debug`]).
+    pub db_hits: u64,
 }
 
 /// How many recent RIPs [`Cpu::recent`] keeps.
@@ -155,6 +159,7 @@ impl Cpu {
             recent: [0; RECENT],
             dcache: Default::default(),
             trace: Default::default(),
+            db_hits: 0,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The interpreter driver: fetch, decode, execute, with interrupts taken at instruction
 //! boundaries (respecting the STI / MOV SS shadow, SDM Vol. 3A §6.8.3).
 
-use crate::cpu::{dispatch, interrupt, Cpu, Ctx, Platform, Res, StopReason};
+use crate::cpu::{debug, dispatch, interrupt, Cpu, Ctx, Fault, Platform, Res, StopReason};
 use crate::mmu::GuestMemory;
 use jit::abi::flags as fl;
 
@@ -70,6 +70,11 @@ pub(crate) fn execute_fetched<P: Platform + ?Sized>(
     rip: u64,
     fetched: Res<(iced_x86::Instruction, u8, dispatch::Family, u64)>,
 ) -> Res<()> {
+    let rf = ctx.cpu.s.rflags & fl::RF;
+    // Code breakpoints come before faults of fetching the instruction (SDM Vol. 3A Table 6-2).
+    if ctx.cpu.s.dr[7] & debug::DR7_ENABLES != 0 && rf == 0 {
+        insn_breakpoint(ctx, rip)?;
+    }
     fetched.and_then(|(insn, len, fam, pa)| {
         let m = crate::cpu::flags::mask(ctx.default_ip_size());
         ctx.next_rip = rip.wrapping_add(u64::from(len)) & m;
@@ -78,8 +83,55 @@ pub(crate) fn execute_fetched<P: Platform + ?Sized>(
         if hint != fam && pa != u64::MAX {
             ctx.cpu.dcache.set_family(pa, hint);
         }
+        // RF is cleared when an instruction completes, except by IRET, which loads it
+        // (SDM Vol. 3A §2.3 "RF", §18.3.1.1).
+        if rf != 0
+            && r.is_ok()
+            && !matches!(
+                insn.mnemonic(),
+                iced_x86::Mnemonic::Iret | iced_x86::Mnemonic::Iretd | iced_x86::Mnemonic::Iretq
+            )
+        {
+            ctx.cpu.s.rflags &= !fl::RF;
+        }
         r
     })
+}
+
+/// Raises the fault-class #DB of an instruction breakpoint at `rip`, setting DR6.Bn (SDM
+/// Vol. 3B §18.3.1.1).
+#[cold]
+#[inline(never)]
+fn insn_breakpoint<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, rip: u64) -> Res<()> {
+    let s = &ctx.cpu.s;
+    let la = if ctx.cpu.mode64() {
+        rip
+    } else {
+        s.seg[jit::abi::sreg::CS]
+            .base
+            .wrapping_add(rip & 0xffff_ffff)
+            & 0xffff_ffff
+    };
+    let hits = debug::insn_hits(&s.dr, la);
+    if hits == 0 {
+        return Ok(());
+    }
+    ctx.cpu.s.dr[6] = debug::dr6_with(ctx.cpu.s.dr[6], hits);
+    Err(Fault::Db)
+}
+
+/// Delivers the trap-class #DB of the data breakpoints the instruction just retired hit
+/// (SDM Vol. 3B §18.3.1.2): DR6.Bn set, the return address is the next instruction.
+#[cold]
+#[inline(never)]
+fn data_breakpoint_trap<P: Platform + ?Sized>(
+    ctx: &mut Ctx<'_, P>,
+) -> Result<(), interrupt::Shutdown> {
+    let hits = std::mem::take(&mut ctx.cpu.db_hits);
+    ctx.cpu.s.dr[6] = debug::dr6_with(ctx.cpu.s.dr[6], hits);
+    ctx.cpu.cur_rip = ctx.cpu.s.rip;
+    ctx.next_rip = ctx.cpu.s.rip;
+    interrupt::raise(ctx, Fault::Db)
 }
 
 /// Last part: retires the instruction, or raises the exception it caused.
@@ -92,9 +144,14 @@ pub(crate) fn retire<P: Platform + ?Sized>(
         Ok(()) => {
             ctx.cpu.s.rip = ctx.next_rip;
             ctx.cpu.icount += 1;
+            if ctx.cpu.db_hits != 0 {
+                return data_breakpoint_trap(ctx);
+            }
             Ok(())
         }
         Err(f) => {
+            // A faulting instruction reports no data breakpoints.
+            ctx.cpu.db_hits = 0;
             ctx.cpu.icount += 1;
             interrupt::raise(ctx, f)
         }

@@ -178,7 +178,10 @@ mod tests {
         // Both strings shorter than 16: ZF and SF; a match: CF; element 0 no match: OF = 0.
         assert_eq!(r.flags(), fl::CF | fl::ZF | fl::SF);
         // Negative polarity inverts all 16 bits, masked negative only the 11 valid ones.
-        assert_eq!(implicit("aeiou", "hello world", 0x10).res2, !0b1001_0010 & 0xffff);
+        assert_eq!(
+            implicit("aeiou", "hello world", 0x10).res2,
+            !0b1001_0010 & 0xffff
+        );
         assert_eq!(
             implicit("aeiou", "hello world", 0x30).res2,
             !0b1001_0010 & 0x7ff
@@ -194,7 +197,9 @@ mod tests {
         assert_eq!(implicit("a", "abc", 0x04).res2, 0);
         // Signed words: range [-5, 5] holds -3 and 4, not 0x8000 (-32768) or 6.
         let a = build(8, 2, |i| [(-5i16) as u16, 5, 0, 0, 0, 0, 0, 0][i] as u64);
-        let b = build(8, 2, |i| [(-3i16) as u16, 4, 0x8000, 6, 1, 1, 1, 1][i] as u64);
+        let b = build(8, 2, |i| {
+            [(-3i16) as u16, 4, 0x8000, 6, 1, 1, 1, 1][i] as u64
+        });
         let r = compare(a, 2, b, 8, 0x07);
         assert_eq!(r.res2, 0b1111_0011);
         // Unsigned, the same range [0xfffb, 5] is empty.
@@ -226,7 +231,11 @@ mod tests {
         // compare the available part).
         assert_eq!(r.res2 >> 11, 0);
         let full = compare(s("ab"), 2, s("xxxxxxxxxxxxxxxa"), 16, 0x0c);
-        assert_eq!(full.res2, 1 << 15, "a needle cut off at the end still matches");
+        assert_eq!(
+            full.res2,
+            1 << 15,
+            "a needle cut off at the end still matches"
+        );
         // An empty needle matches everywhere.
         assert_eq!(implicit("", "abc", 0x0c).res2, 0xffff);
         // Mask output, byte-expanded.

@@ -96,16 +96,20 @@ pub fn binop(m: M, a: u128, b: u128, imm: u8, x0: u128) -> u128 {
     };
     // Selects lane i of `b` where `pick(i)`, else lane i of `a`.
     let blend = |w: usize, pick: &dyn Fn(usize) -> bool| {
-        build(16 / w, w, |i| if pick(i) { lane(b, w, i) } else { lane(a, w, i) })
+        build(16 / w, w, |i| {
+            if pick(i) {
+                lane(b, w, i)
+            } else {
+                lane(a, w, i)
+            }
+        })
     };
     let bit = |i: usize| (imm >> i) & 1 != 0;
     match m {
         // PMULLD: low 32 bits of the signed 64-bit products.
         M::Pmulld => sw(4, &|x, y| x.wrapping_mul(y)),
         // PMULDQ: signed dwords 0 and 2 to quadword products.
-        M::Pmuldq => build(2, 8, |i| {
-            (slane(a, 4, 2 * i) * slane(b, 4, 2 * i)) as u64
-        }),
+        M::Pmuldq => build(2, 8, |i| (slane(a, 4, 2 * i) * slane(b, 4, 2 * i)) as u64),
         M::Pminsb => sw(1, &|x, y| x.min(y)),
         M::Pminsd => sw(4, &|x, y| x.min(y)),
         M::Pminuw => ew(2, &|x, y| x.min(y)),
@@ -306,7 +310,13 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
                 _ => 8,
             };
             let k = usize::from(imm) % (16 / w);
-            let r = build(16 / w, w, |i| if i == k { lane(s, w, 0) } else { lane(d, w, i) });
+            let r = build(16 / w, w, |i| {
+                if i == k {
+                    lane(s, w, 0)
+                } else {
+                    lane(d, w, i)
+                }
+            });
             ctx.vwrite(insn, 0, r)
         }
         M::Insertps => {
@@ -391,10 +401,7 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> R
                     pcmpstr::explicit_len(ctx.cpu.s.gpr[2], w64, n),
                 )
             } else {
-                (
-                    pcmpstr::implicit_len(a, imm),
-                    pcmpstr::implicit_len(b, imm),
-                )
+                (pcmpstr::implicit_len(a, imm), pcmpstr::implicit_len(b, imm))
             };
             let res = pcmpstr::compare(a, la, b, lb, imm);
             if matches!(m, M::Pcmpestri | M::Pcmpestri64 | M::Pcmpistri) {

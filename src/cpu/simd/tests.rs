@@ -7,7 +7,12 @@ use jit::abi::cr;
 
 pub(super) const DATA: u64 = 0x2000;
 
-pub(super) fn run(mode: TestMode, code: &[u8], data: &[u8], setup: impl Fn(&mut TestMachine)) -> TestMachine {
+pub(super) fn run(
+    mode: TestMode,
+    code: &[u8],
+    data: &[u8],
+    setup: impl Fn(&mut TestMachine),
+) -> TestMachine {
     let mut c = code.to_vec();
     c.push(0xf4);
     let mut t = TestMachine::new(mode, &c);
@@ -20,7 +25,12 @@ pub(super) fn run(mode: TestMode, code: &[u8], data: &[u8], setup: impl Fn(&mut 
     t
 }
 
-pub(super) fn both(code: &[u8], data: &[u8], setup: impl Fn(&mut TestMachine), check: impl Fn(&TestMachine)) {
+pub(super) fn both(
+    code: &[u8],
+    data: &[u8],
+    setup: impl Fn(&mut TestMachine),
+    check: impl Fn(&TestMachine),
+) {
     for mode in [TestMode::Flat32, TestMode::Long64] {
         let t = run(mode, code, data, &setup);
         check(&t);

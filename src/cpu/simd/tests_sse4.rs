@@ -121,8 +121,16 @@ fn dot_products() {
             set_x(t, 0, ps([1.0, 2.0, 3.0, 4.0]));
             set_x(t, 4, ps([1.0, 2.0, 3.0, 4.0]));
             set_x(t, 1, ps([5.0, 6.0, 7.0, 8.0]));
-            set_x(t, 2, u128::from(1.5f64.to_bits()) | u128::from(2.0f64.to_bits()) << 64);
-            set_x(t, 3, u128::from(2.0f64.to_bits()) | u128::from(4.0f64.to_bits()) << 64);
+            set_x(
+                t,
+                2,
+                u128::from(1.5f64.to_bits()) | u128::from(2.0f64.to_bits()) << 64,
+            );
+            set_x(
+                t,
+                3,
+                u128::from(2.0f64.to_bits()) | u128::from(4.0f64.to_bits()) << 64,
+            );
         },
         |t| {
             assert_eq!(lanes_ps(x(t, 0)), [70.0, 0.0, 0.0, 0.0]);
@@ -148,7 +156,11 @@ fn sse41_integer_samples() {
         &[0x80, 0x7f, 0xff, 0x01, 0, 0, 0, 0],
         |t| {
             t.cpu.s.gpr[0] = u64::MAX;
-            set_x(t, 1, 0xffff_0007_0003_0009_0003_0005u128 | 0xabcd_abcd << 96);
+            set_x(
+                t,
+                1,
+                0xffff_0007_0003_0009_0003_0005u128 | 0xabcd_abcd << 96,
+            );
             set_x(t, 2, 0x4444_4444_3333_3333_2222_2222_1111_1111);
             set_x(t, 3, 0xdddd_dddd_cccc_cccc_bbbb_bbbb_aaaa_aaaa);
             set_x(t, 5, (0..16).fold(0u128, |a, i| a | (i as u128) << (8 * i)));
@@ -246,9 +258,12 @@ fn crc32_known_vectors() {
     );
     assert_eq!(t.gpr(0), u64::from(!0xe306_9283u32));
     // Flags are unaffected; LOCK is #UD.
-    let t = run(TestMode::Long64, &[0xf2, 0x0f, 0x38, 0xf0, 0xc1], &[], |t| {
-        t.cpu.s.rflags |= fl::CF | fl::ZF | fl::OF
-    });
+    let t = run(
+        TestMode::Long64,
+        &[0xf2, 0x0f, 0x38, 0xf0, 0xc1],
+        &[],
+        |t| t.cpu.s.rflags |= fl::CF | fl::ZF | fl::OF,
+    );
     assert_eq!(
         t.cpu.s.rflags & (fl::CF | fl::ZF | fl::OF),
         fl::CF | fl::ZF | fl::OF
@@ -281,7 +296,12 @@ fn sse4_availability_faults() {
         });
         assert_eq!(t.cpu.exceptions[13], 1);
         assert_eq!(x(&t, 0), 9);
-        let t = run(mode, &[0x66, 0x0f, 0x3a, 0x63, 0x43, 0x01, 0x00], &[0; 32], |_| {});
+        let t = run(
+            mode,
+            &[0x66, 0x0f, 0x3a, 0x63, 0x43, 0x01, 0x00],
+            &[0; 32],
+            |_| {},
+        );
         assert_eq!(t.cpu.exceptions[13], 0);
         assert_eq!(t.gpr(1), 16, "an empty arg1 matches nothing (equal any)");
     }
