@@ -5,7 +5,10 @@
 //! Either sets DR6.Bn for the breakpoints that matched (B0-B3 are rewritten, the other DR6 bits
 //! are kept, §18.2.3). General detect (DR7.GD) is handled by MOV DR in `ring::control`.
 //!
-//! Not modelled: I/O breakpoints (R/Wn = 10 with CR4.DE), single-step (RFLAGS.TF, DR6.BS),
+//! Single-step (RFLAGS.TF at the start of an instruction) is a trap-class #DB with DR6.BS
+//! (§18.3.1.4), delivered together with data-breakpoint hits by `exec::interp`.
+//!
+//! Not modelled: I/O breakpoints (R/Wn = 10 with CR4.DE), task-switch traps (TSS T flag),
 //! the MOV SS / POP SS delay of data-breakpoint traps, and per-iteration traps of REP string
 //! instructions (the trap comes after the whole instruction). Accesses the processor makes
 //! for itself (descriptor tables, TSS, page walks) do not trigger data breakpoints.
@@ -19,6 +22,8 @@ pub const DR7_ENABLES: u64 = 0xff;
 pub const DR7_GD: u64 = 1 << 13;
 /// DR6.BD, debug-register access detected (bit 13).
 pub const DR6_BD: u64 = 1 << 13;
+/// DR6.BS, single step (bit 14).
+pub const DR6_BS: u64 = 1 << 14;
 
 /// Breakpoint `n` is enabled (Ln or Gn).
 #[inline]

@@ -128,8 +128,8 @@ pub struct Cpu {
     pub dcache: crate::exec::dcache::DecodeCache,
     /// The tracer (`--trace`); off unless attached. Hooks test it with one branch.
     pub trace: crate::trace::TraceSlot,
-    /// Data breakpoints (DR6.B0-B3 bits) hit by the current instruction, reported as a #DB
-    /// trap when it completes ([`debug`]).
+    /// Data breakpoints (DR6.B0-B3 bits) hit by the current instruction and single-step
+    /// (DR6.BS), reported as a #DB trap when it completes ([`debug`]).
     pub db_hits: u64,
 }
 

@@ -793,3 +793,30 @@ fn general_detect_faults_mov_dr() {
     assert_ne!(t.cpu.s.dr[6] & crate::cpu::debug::DR6_BD, 0);
     assert_eq!(t.cpu.s.dr[7], 0x400);
 }
+
+#[test]
+fn single_step_traps_after_the_instruction() {
+    // SDM Vol. 3B §18.3.1.4: with TF set, #DB (DR6.BS) follows the first NOP; the frame holds
+    // the next RIP and the flags image with TF; the handler runs with TF clear.
+    let code = [0x90, 0x90, 0xf4];
+    let (t, frame_rip) = run_db(&code, |t| t.cpu.s.rflags |= fl::TF);
+    assert_eq!(t.cpu.exceptions[1], 1);
+    assert_eq!(frame_rip, 0x1_0001);
+    assert_ne!(t.cpu.s.dr[6] & crate::cpu::debug::DR6_BS, 0);
+    assert_eq!(t.cpu.s.dr[6] & 0xf, 0);
+    assert_ne!(
+        t.mem.read_le(STACK_TOP - 40 + 16, 8).unwrap() & fl::TF,
+        0,
+        "pushed RFLAGS keeps TF"
+    );
+    assert_eq!(t.cpu.s.rflags & fl::TF, 0);
+    // POPF setting TF: no trap after the POPF itself, one after the next instruction.
+    // push 0x302; popfq; nop; hlt
+    let code = [0x68, 0x02, 0x03, 0x00, 0x00, 0x9d, 0x90, 0xf4];
+    let (t, frame_rip) = run_db(&code, |_| {});
+    assert_eq!(t.cpu.exceptions[1], 1);
+    assert_eq!(frame_rip, 0x1_0007);
+    // No TF, no breakpoints: no #DB at all.
+    let (t, _) = run_db(&[0x90, 0x90, 0xf4], |_| {});
+    assert_eq!(t.cpu.exceptions[1], 0);
+}

@@ -70,9 +70,9 @@ pub(crate) fn execute_fetched<P: Platform + ?Sized>(
     rip: u64,
     fetched: Res<(iced_x86::Instruction, u8, dispatch::Family, u64)>,
 ) -> Res<()> {
-    let rf = ctx.cpu.s.rflags & fl::RF;
+    let tf_rf = ctx.cpu.s.rflags & (fl::RF | fl::TF);
     // Code breakpoints come before faults of fetching the instruction (SDM Vol. 3A Table 6-2).
-    if ctx.cpu.s.dr[7] & debug::DR7_ENABLES != 0 && rf == 0 {
+    if ctx.cpu.s.dr[7] & debug::DR7_ENABLES != 0 && tf_rf & fl::RF == 0 {
         insn_breakpoint(ctx, rip)?;
     }
     fetched.and_then(|(insn, len, fam, pa)| {
@@ -83,19 +83,42 @@ pub(crate) fn execute_fetched<P: Platform + ?Sized>(
         if hint != fam && pa != u64::MAX {
             ctx.cpu.dcache.set_family(pa, hint);
         }
-        // RF is cleared when an instruction completes, except by IRET, which loads it
-        // (SDM Vol. 3A §2.3 "RF", §18.3.1.1).
-        if rf != 0
-            && r.is_ok()
-            && !matches!(
-                insn.mnemonic(),
-                iced_x86::Mnemonic::Iret | iced_x86::Mnemonic::Iretd | iced_x86::Mnemonic::Iretq
-            )
-        {
-            ctx.cpu.s.rflags &= !fl::RF;
+        if tf_rf != 0 && r.is_ok() {
+            completed_with_tf_rf(ctx, &insn, tf_rf);
         }
         r
     })
+}
+
+/// After an instruction that started with RF or TF set completed (SDM Vol. 3B §18.3.1.1,
+/// §18.3.1.4): RF is cleared, except by IRET, which loads it; with TF set at the start a
+/// single-step trap (DR6.BS) follows, even if the instruction cleared TF, except after INT n /
+/// INT3 / INTO / INT1 that delivered their interrupt (delivery clears TF; debuggers emulate
+/// them) and after MOV SS / POP SS, whose traps wait for the next instruction (which traps
+/// itself, TF being still set).
+#[cold]
+#[inline(never)]
+fn completed_with_tf_rf<P: Platform + ?Sized>(
+    ctx: &mut Ctx<'_, P>,
+    insn: &iced_x86::Instruction,
+    tf_rf: u64,
+) {
+    use iced_x86::{Mnemonic as M, OpKind, Register};
+    let m = insn.mnemonic();
+    if tf_rf & fl::RF != 0 && !matches!(m, M::Iret | M::Iretd | M::Iretq) {
+        ctx.cpu.s.rflags &= !fl::RF;
+    }
+    if tf_rf & fl::TF == 0 {
+        return;
+    }
+    let software_int =
+        matches!(m, M::Int | M::Int3 | M::Into | M::Int1) && ctx.cpu.s.rflags & fl::TF == 0;
+    let ss_load = matches!(m, M::Mov | M::Pop)
+        && insn.op0_kind() == OpKind::Register
+        && insn.op0_register() == Register::SS;
+    if !software_int && !ss_load {
+        ctx.cpu.db_hits |= debug::DR6_BS;
+    }
 }
 
 /// Raises the fault-class #DB of an instruction breakpoint at `rip`, setting DR6.Bn (SDM
@@ -120,15 +143,19 @@ fn insn_breakpoint<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, rip: u64) -> Res<
     Err(Fault::Db)
 }
 
-/// Delivers the trap-class #DB of the data breakpoints the instruction just retired hit
-/// (SDM Vol. 3B §18.3.1.2): DR6.Bn set, the return address is the next instruction.
+/// Delivers the trap-class #DB of the data breakpoints the instruction just retired hit and of
+/// single-step (SDM Vol. 3B §18.3.1.2, §18.3.1.4): DR6.Bn / DR6.BS set, the return address is
+/// the next instruction; delivery clears TF.
 #[cold]
 #[inline(never)]
 fn data_breakpoint_trap<P: Platform + ?Sized>(
     ctx: &mut Ctx<'_, P>,
 ) -> Result<(), interrupt::Shutdown> {
     let hits = std::mem::take(&mut ctx.cpu.db_hits);
-    ctx.cpu.s.dr[6] = debug::dr6_with(ctx.cpu.s.dr[6], hits);
+    if hits & 0xf != 0 {
+        ctx.cpu.s.dr[6] = debug::dr6_with(ctx.cpu.s.dr[6], hits & 0xf);
+    }
+    ctx.cpu.s.dr[6] |= hits & debug::DR6_BS;
     ctx.cpu.cur_rip = ctx.cpu.s.rip;
     ctx.next_rip = ctx.cpu.s.rip;
     interrupt::raise(ctx, Fault::Db)
