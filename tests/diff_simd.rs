@@ -406,7 +406,14 @@ fn f80_val(r: &mut Rng) -> u128 {
 }
 
 fn vec_val(r: &mut Rng) -> u128 {
-    match r.below(4) {
+    let wide = |r: &mut Rng| u128::from(r.next()) | u128::from(r.next()) << 64;
+    match r.below(5) {
+        // Sparse bit masks, zero and all ones (PTEST flags, blends, sign-bit selects).
+        4 => match r.below(4) {
+            0 => 0,
+            1 => u128::MAX,
+            _ => wide(r) & wide(r) & wide(r),
+        },
         // String-like: bytes from a small alphabet with NULs (PCMPxSTRx matches and implicit
         // lengths), sometimes as words.
         3 => {

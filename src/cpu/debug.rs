@@ -137,3 +137,7 @@ mod tests {
         assert_eq!(dr6_with(0xffff_0ff5, 0b0010), 0xffff_0ff2);
     }
 }
+
+#[cfg(test)]
+#[path = "debug_tests.rs"]
+mod machine_tests;
