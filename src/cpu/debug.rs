@@ -9,8 +9,9 @@
 //! (§18.3.1.4), delivered together with data-breakpoint hits by `exec::interp`.
 //!
 //! Not modelled: I/O breakpoints (R/Wn = 10 with CR4.DE), task-switch traps (TSS T flag),
-//! the MOV SS / POP SS delay of data-breakpoint traps, and per-iteration traps of REP string
-//! instructions (the trap comes after the whole instruction). Accesses the processor makes
+//! and the MOV SS / POP SS delay of data-breakpoint traps. REP string instructions trap after
+//! the iteration that hit a data breakpoint (RIP stays at the instruction, which resumes with
+//! the updated registers; `cpu::integer::string`). Accesses the processor makes
 //! for itself (descriptor tables, TSS, page walks) do not trigger data breakpoints.
 //!
 //! Cost when no breakpoint is enabled: one test of DR7[7:0] per instruction and per data

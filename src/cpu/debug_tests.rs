@@ -148,3 +148,23 @@ fn single_step_traps_after_the_instruction() {
     let (t, _) = run_db(&[0x90, 0x90, 0xf4], |_| {});
     assert_eq!(t.cpu.exceptions[1], 0);
 }
+
+#[test]
+fn rep_string_traps_after_the_iteration_that_hit() {
+    // SDM Vol. 3B §18.3.1.2: REP STOSB over 0x8000..0x8008 with a 1-byte write breakpoint at
+    // 0x8003 traps after the fourth store; the frame points at the REP STOSB (it resumes),
+    // RCX and RDI reflect four iterations.
+    let (t, frame_rip) = run_db(&[0xf3, 0xaa, 0xf4], |t| {
+        t.cpu.s.gpr[reg::RAX] = 0xab;
+        t.cpu.s.gpr[reg::RCX] = 8;
+        t.cpu.s.gpr[reg::RDI] = 0x8000;
+        t.cpu.s.dr[2] = 0x8003;
+        t.cpu.s.dr[7] = dr7_bp(2, 1, 0);
+    });
+    assert_eq!(t.cpu.exceptions[1], 1);
+    assert_eq!(frame_rip, 0x1_0000);
+    assert_eq!(t.cpu.s.gpr[reg::RCX], 4);
+    assert_eq!(t.cpu.s.gpr[reg::RDI], 0x8004);
+    assert_eq!(t.mem.read_le(0x8000, 8).unwrap(), 0xabab_abab);
+    assert_eq!(t.cpu.s.dr[6] & 0xf, 0b0100);
+}
