@@ -8,11 +8,14 @@
 //! Single-step (RFLAGS.TF at the start of an instruction) is a trap-class #DB with DR6.BS
 //! (§18.3.1.4), delivered together with data-breakpoint hits by `exec::interp`.
 //!
-//! Not modelled: I/O breakpoints (R/Wn = 10 with CR4.DE), task-switch traps (TSS T flag),
-//! and the MOV SS / POP SS delay of data-breakpoint traps. REP string instructions trap after
+//! Data-breakpoint traps of MOV SS / POP SS wait for the next instruction boundary (if that
+//! instruction faults or delivers an interrupt, the #DB comes at the handler's first
+//! instruction, as on hardware). REP string instructions trap after
 //! the iteration that hit a data breakpoint (RIP stays at the instruction, which resumes with
 //! the updated registers; `cpu::integer::string`). Accesses the processor makes
 //! for itself (descriptor tables, TSS, page walks) do not trigger data breakpoints.
+//!
+//! Not modelled: I/O breakpoints (R/Wn = 10 with CR4.DE), task-switch traps (TSS T flag).
 //!
 //! Cost when no breakpoint is enabled: one test of DR7[7:0] per instruction and per data
 //! access.

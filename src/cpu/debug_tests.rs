@@ -168,3 +168,18 @@ fn rep_string_traps_after_the_iteration_that_hit() {
     assert_eq!(t.mem.read_le(0x8000, 8).unwrap(), 0xabab_abab);
     assert_eq!(t.cpu.s.dr[6] & 0xf, 0b0100);
 }
+
+#[test]
+fn ss_load_delays_its_data_breakpoint_trap() {
+    // SDM Vol. 3B §18.3.1.2 / Vol. 2B "MOV": MOV SS, [RBX] hits a read breakpoint; the #DB
+    // waits until the NOP after it has completed.
+    let code = [0x8e, 0x13, 0x90, 0xf4]; // mov ss, [rbx]; nop; hlt
+    let (t, frame_rip) = run_db(&code, |t| {
+        t.cpu.s.dr[0] = 0x8000;
+        t.cpu.s.dr[7] = dr7_bp(0, 3, 1);
+    });
+    assert_eq!(t.cpu.exceptions[1], 1);
+    assert_eq!(frame_rip, 0x1_0003);
+    assert_eq!(t.cpu.s.dr[6] & 0xf, 0b0001);
+    assert_eq!(t.cpu.db_deferred, 0);
+}

@@ -131,6 +131,9 @@ pub struct Cpu {
     /// Data breakpoints (DR6.B0-B3 bits) hit by the current instruction and single-step
     /// (DR6.BS), reported as a #DB trap when it completes ([`debug`]).
     pub db_hits: u64,
+    /// Data-breakpoint hits of a MOV SS / POP SS, held until the next instruction completes
+    /// (SDM Vol. 3B §18.3.1.2; Vol. 2B "MOV": debug traps after a load of SS are delayed).
+    pub db_deferred: u64,
 }
 
 /// How many recent RIPs [`Cpu::recent`] keeps.
@@ -160,6 +163,7 @@ impl Cpu {
             dcache: Default::default(),
             trace: Default::default(),
             db_hits: 0,
+            db_deferred: 0,
         }
     }
 

@@ -86,8 +86,31 @@ pub(crate) fn execute_fetched<P: Platform + ?Sized>(
         if tf_rf != 0 && r.is_ok() {
             completed_with_tf_rf(ctx, &insn, tf_rf);
         }
+        if (ctx.cpu.db_hits | ctx.cpu.db_deferred) != 0 && r.is_ok() {
+            defer_after_ss_load(ctx, &insn);
+        }
         r
     })
+}
+
+/// True for MOV SS, r/m and POP SS.
+fn loads_ss(insn: &iced_x86::Instruction) -> bool {
+    use iced_x86::{Mnemonic as M, OpKind, Register};
+    matches!(insn.mnemonic(), M::Mov | M::Pop)
+        && insn.op0_kind() == OpKind::Register
+        && insn.op0_register() == Register::SS
+}
+
+/// Data-breakpoint hits of a MOV SS / POP SS wait for the next instruction boundary; those
+/// held from the previous instruction join this one's (SDM Vol. 3B §18.3.1.2).
+#[cold]
+#[inline(never)]
+fn defer_after_ss_load<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &iced_x86::Instruction) {
+    if loads_ss(insn) {
+        ctx.cpu.db_deferred |= std::mem::take(&mut ctx.cpu.db_hits);
+    } else {
+        ctx.cpu.db_hits |= std::mem::take(&mut ctx.cpu.db_deferred);
+    }
 }
 
 /// After an instruction that started with RF or TF set completed (SDM Vol. 3B §18.3.1.1,
@@ -103,7 +126,7 @@ fn completed_with_tf_rf<P: Platform + ?Sized>(
     insn: &iced_x86::Instruction,
     tf_rf: u64,
 ) {
-    use iced_x86::{Mnemonic as M, OpKind, Register};
+    use iced_x86::Mnemonic as M;
     let m = insn.mnemonic();
     if tf_rf & fl::RF != 0 && !matches!(m, M::Iret | M::Iretd | M::Iretq) {
         ctx.cpu.s.rflags &= !fl::RF;
@@ -113,10 +136,7 @@ fn completed_with_tf_rf<P: Platform + ?Sized>(
     }
     let software_int =
         matches!(m, M::Int | M::Int3 | M::Into | M::Int1) && ctx.cpu.s.rflags & fl::TF == 0;
-    let ss_load = matches!(m, M::Mov | M::Pop)
-        && insn.op0_kind() == OpKind::Register
-        && insn.op0_register() == Register::SS;
-    if !software_int && !ss_load {
+    if !software_int && !loads_ss(insn) {
         ctx.cpu.db_hits |= debug::DR6_BS;
     }
 }
@@ -177,10 +197,17 @@ pub(crate) fn retire<P: Platform + ?Sized>(
             Ok(())
         }
         Err(f) => {
-            // A faulting instruction reports no data breakpoints.
+            // A faulting instruction reports no data breakpoints of its own; those held from
+            // a MOV SS / POP SS before it trap once the exception is delivered, at the first
+            // instruction of its handler (as hardware does).
             ctx.cpu.db_hits = 0;
             ctx.cpu.icount += 1;
-            interrupt::raise(ctx, f)
+            let res = interrupt::raise(ctx, f);
+            if res.is_ok() && ctx.cpu.db_deferred != 0 {
+                ctx.cpu.db_hits = std::mem::take(&mut ctx.cpu.db_deferred);
+                return data_breakpoint_trap(ctx);
+            }
+            res
         }
     }
 }
