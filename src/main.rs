@@ -88,6 +88,11 @@ fn run(args: RunArgs) -> Result<i32> {
         }
     }
     log::info!(target: "rinx", "{outcome:?} after {:.3} s, {} instructions", start.elapsed().as_secs_f64(), m.cpu.icount);
+    if outcome == Outcome::Reset {
+        // Said on stderr so that a guest that panics and reboots (panic=-1) is not mistaken for
+        // a clean power-off by someone reading only the exit status.
+        eprintln!("rinx: the guest reset the machine; rinx stops (like QEMU with -no-reboot)");
+    }
     if let Outcome::TripleFault(diag) = &outcome {
         eprintln!("rinx: the guest triple-faulted (processor shutdown)\n{diag}");
     }
