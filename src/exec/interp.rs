@@ -76,21 +76,37 @@ pub(crate) fn execute_fetched<P: Platform + ?Sized>(
         insn_breakpoint(ctx, rip)?;
     }
     fetched.and_then(|(insn, len, fam, pa)| {
-        let m = crate::cpu::flags::mask(ctx.default_ip_size());
-        ctx.next_rip = rip.wrapping_add(u64::from(len)) & m;
         let mut hint = fam;
-        let r = dispatch::execute_hinted(ctx, &insn, &mut hint);
+        let r = execute_decoded(ctx, rip, &insn, len, tf_rf, &mut hint);
         if hint != fam && pa != u64::MAX {
             ctx.cpu.dcache.set_family(pa, hint);
         }
-        if tf_rf != 0 && r.is_ok() {
-            completed_with_tf_rf(ctx, &insn, tf_rf);
-        }
-        if (ctx.cpu.db_hits | ctx.cpu.db_deferred) != 0 && r.is_ok() {
-            defer_after_ss_load(ctx, &insn);
-        }
         r
     })
+}
+
+/// Executes a decoded instruction at `rip` (after the instruction-breakpoint check) with the
+/// single-step / RF / deferred data-breakpoint bookkeeping; `tf_rf` is RFLAGS.TF|RF at the start
+/// of the instruction, `hint` the family hint (updated). The JIT's helper calls this too.
+#[inline(always)]
+pub(crate) fn execute_decoded<P: Platform + ?Sized>(
+    ctx: &mut Ctx<'_, P>,
+    rip: u64,
+    insn: &iced_x86::Instruction,
+    len: u8,
+    tf_rf: u64,
+    hint: &mut dispatch::Family,
+) -> Res<()> {
+    let m = crate::cpu::flags::mask(ctx.default_ip_size());
+    ctx.next_rip = rip.wrapping_add(u64::from(len)) & m;
+    let r = dispatch::execute_hinted(ctx, insn, hint);
+    if tf_rf != 0 && r.is_ok() {
+        completed_with_tf_rf(ctx, insn, tf_rf);
+    }
+    if (ctx.cpu.db_hits | ctx.cpu.db_deferred) != 0 && r.is_ok() {
+        defer_after_ss_load(ctx, insn);
+    }
+    r
 }
 
 /// True for MOV SS, r/m and POP SS.

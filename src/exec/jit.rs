@@ -12,7 +12,7 @@
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables))]
 
 use crate::cpu::dispatch::Family;
-use crate::cpu::{interrupt, mem, Cpu, Ctx, Platform, StopReason};
+use crate::cpu::{debug, interrupt, mem, Cpu, Ctx, Platform, StopReason};
 use crate::exec::interp;
 use crate::mmu::walk::Access;
 use crate::mmu::GuestMemory;
@@ -254,7 +254,14 @@ impl JitEngine {
         ctx: &mut Ctx<'_, P>,
         remaining: u64,
     ) -> Option<Result<(), interrupt::Shutdown>> {
-        if !jit::HOST_SUPPORTED || ctx.cpu.trace.is_on() || ctx.cpu.s.rflags & fl::TF != 0 {
+        // Single-step, RF, debug-register breakpoints and pending #DB state need the
+        // interpreter's per-instruction checks (natively executed instructions skip them).
+        if !jit::HOST_SUPPORTED
+            || ctx.cpu.trace.is_on()
+            || ctx.cpu.s.rflags & (fl::TF | fl::RF) != 0
+            || ctx.cpu.s.dr[7] & debug::DR7_ENABLES != 0
+            || (ctx.cpu.db_hits | ctx.cpu.db_deferred) != 0
+        {
             return None;
         }
         let mode = ctx.decode_mode();
@@ -457,14 +464,12 @@ unsafe extern "sysv64" fn helper<P: Platform + ?Sized>(
     ctx.cpu.icount = h.entry_icount + done + index;
     ctx.cpu.s.rip = ins.insn.ip();
     let rip = interp::begin_step(ctx);
-    let fam = ins.family.get();
-    let mut hint = fam;
-    let m = crate::cpu::flags::mask(ctx.default_ip_size());
-    ctx.next_rip = rip.wrapping_add(u64::from(ins.len)) & m;
-    let r = crate::cpu::dispatch::execute_hinted(ctx, &ins.insn, &mut hint);
-    if hint != fam {
-        ins.family.set(hint);
-    }
+    // Blocks run only with TF, RF and DR7 breakpoints clear (see `run_block`), so the
+    // instruction-breakpoint check of `interp::execute_fetched` has nothing to do here.
+    let tf_rf = ctx.cpu.s.rflags & (fl::RF | fl::TF);
+    let mut hint = ins.family.get();
+    let r = interp::execute_decoded(ctx, rip, &ins.insn, ins.len, tf_rf, &mut hint);
+    ins.family.set(hint);
     let faulted = r.is_err();
     if interp::retire(ctx, r).is_err() {
         h.shutdown = true;
@@ -477,6 +482,8 @@ unsafe extern "sysv64" fn helper<P: Platform + ?Sized>(
         && ctx.cpu.dcache.page_gen(block.pa_page) == Some(block.gen)
         && !ctx.cpu.stop_requested
         && !ctx.cpu.halted
-        && ctx.cpu.s.rflags & fl::TF == 0;
+        && ctx.cpu.s.rflags & (fl::TF | fl::RF) == 0
+        && ctx.cpu.s.dr[7] & debug::DR7_ENABLES == 0
+        && (ctx.cpu.db_hits | ctx.cpu.db_deferred) == 0;
     u64::from(!stay)
 }
