@@ -291,3 +291,26 @@ fn a_full_code_cache_flushes_and_execution_stays_correct() {
         assert!(jit.cached_blocks() < 200, "{:?}", jit.stats);
     }
 }
+
+#[test]
+fn single_step_and_breakpoints_fall_back_to_the_interpreter() {
+    // TF set (no IDT: the #DB after the first instruction escalates to a triple fault), and a
+    // DR0 instruction breakpoint on the loop's `dec ecx`: both engines stop at the same state.
+    for setup in [
+        |t: &mut TestMachine| t.cpu.s.rflags |= jit::abi::flags::TF,
+        |t: &mut TestMachine| {
+            t.cpu.s.dr[0] = CODE_BASE + 16; // dec ecx
+            t.cpu.s.dr[7] |= 1; // L0, execute, 1 byte
+        },
+    ] {
+        let mut i = TestMachine::new(TestMode::Flat32, INT_LOOP32).with_engine(EngineKind::Interp);
+        let mut j = TestMachine::new(TestMode::Flat32, INT_LOOP32).with_engine(EngineKind::Jit);
+        setup(&mut i);
+        setup(&mut j);
+        let (si, sj) = (i.run(100_000), j.run(100_000));
+        assert_eq!(si, sj);
+        assert_eq!(si, StopReason::TripleFault);
+        assert_eq!(i.cpu.s, j.cpu.s);
+        assert_eq!(i.cpu.icount, j.cpu.icount);
+    }
+}
