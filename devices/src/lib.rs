@@ -28,6 +28,7 @@ pub mod pit;
 pub mod rtc;
 pub mod scsi;
 pub mod uart;
+pub mod virtio;
 
 pub use bus::{Bus, BusError, DeviceId, MmioDevice, PioDevice, Port};
 pub use clock::Clock;
