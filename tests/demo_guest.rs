@@ -48,6 +48,7 @@ fn boot(name: &str, icount: Option<u8>) -> (Outcome, String, u64) {
         cmdline: String::new(),
         serial: SerialSpec::File(path.clone()),
         icount,
+        drives: Vec::new(),
     };
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

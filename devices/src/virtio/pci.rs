@@ -636,3 +636,63 @@ impl<D: VirtioDevice + 'static> PciDevice for VirtioPci<D> {
         }
     }
 }
+
+/// A virtio PCI function shared between the configuration-space bus ([`crate::pci::PciRoot`])
+/// and the MMIO window that decodes its BAR.
+pub type SharedVirtioPci<D> = std::sync::Arc<std::sync::Mutex<VirtioPci<D>>>;
+
+/// The configuration-space side of a [`SharedVirtioPci`], for [`crate::pci::PciRoot::insert`].
+#[derive(Debug)]
+pub struct PciHandle<D: VirtioDevice>(pub SharedVirtioPci<D>);
+
+impl<D: VirtioDevice + 'static> PciDevice for PciHandle<D> {
+    fn config_read(&mut self, offset: u8, size: u8) -> u32 {
+        match self.0.lock() {
+            Ok(mut d) => d.config_read(offset, size),
+            Err(_) => crate::bus::all_ones(size),
+        }
+    }
+    fn config_write(&mut self, offset: u8, size: u8, value: u32) {
+        if let Ok(mut d) = self.0.lock() {
+            d.config_write(offset, size, value);
+        }
+    }
+}
+
+/// An MMIO window of the PCI hole that forwards accesses to whichever function's BAR 0
+/// decodes them (so the guest may move BARs within the window).
+#[derive(Debug)]
+pub struct PciMmioWindow<D: VirtioDevice> {
+    base: u64,
+    functions: Vec<SharedVirtioPci<D>>,
+}
+
+impl<D: VirtioDevice> PciMmioWindow<D> {
+    /// A window starting at guest physical `base` serving `functions`.
+    pub fn new(base: u64, functions: Vec<SharedVirtioPci<D>>) -> Self {
+        Self { base, functions }
+    }
+
+    fn with<R>(&self, offset: u64, f: impl FnOnce(&mut VirtioPci<D>, u64) -> R) -> Option<R> {
+        let addr = self.base + offset;
+        for func in &self.functions {
+            let Ok(mut d) = func.lock() else { continue };
+            if let Some((b, len)) = d.bar0() {
+                if (b..b + len).contains(&addr) {
+                    return Some(f(&mut d, addr - b));
+                }
+            }
+        }
+        None
+    }
+}
+
+impl<D: VirtioDevice + 'static> crate::bus::MmioDevice for PciMmioWindow<D> {
+    fn read(&mut self, offset: u64, size: u8) -> u64 {
+        self.with(offset, |d, o| d.bar_read(o, size))
+            .unwrap_or(u64::MAX >> (64 - 8 * u32::from(size.clamp(1, 8))))
+    }
+    fn write(&mut self, offset: u64, size: u8, value: u64) {
+        self.with(offset, |d, o| d.bar_write(o, size, value));
+    }
+}
