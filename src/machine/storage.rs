@@ -163,3 +163,47 @@ impl Storage {
         first_err
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use devices::bus::Port;
+    use devices::events::event_channel;
+
+    #[test]
+    fn drive_enumerates_on_pci_and_decodes_its_bar() {
+        let img = std::env::temp_dir().join(format!("rinx-storage-unit-{}", std::process::id()));
+        std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+        let spec = crate::cli::spec::parse_drive(&format!("file={}", img.display())).unwrap();
+        let mut bus = Bus::new();
+        let (tx, _rx) = event_channel();
+        let pci = bus
+            .add_pio_at(Box::new(PciRoot::new(tx)), &devices::pci::PCI_WINDOWS)
+            .unwrap();
+        let lines = IrqLines::new();
+        let s = Storage::build(&[spec], &mut bus, pci, &lines, &ApicBus::new()).unwrap();
+        let cfg = |bus: &mut Bus, off: u32| {
+            bus.pio_write(Port(0xcf8), 4, 0x8000_0000 | (3 << 11) | off);
+            bus.pio_read(Port(0xcfc), 4)
+        };
+        assert_eq!(cfg(&mut bus, 0), 0x1048_1af4);
+        assert_eq!(cfg(&mut bus, 0x10), PCI_MMIO_BASE as u32);
+        assert_eq!(
+            cfg(&mut bus, 0x3c) & 0xffff,
+            0x0100 | u32::from(VIRTIO_INTX_IRQ)
+        );
+        // num_queues in the common configuration through the MMIO window.
+        assert_eq!(bus.mmio_read(PCI_MMIO_BASE + 0x12, 2), 3);
+        // Device config: max_sectors.
+        assert_eq!(bus.mmio_read(PCI_MMIO_BASE + layout::DEVICE + 8, 4), 16384);
+        assert!(!s.has_work());
+        bus.mmio_write(PCI_MMIO_BASE + layout::NOTIFY + 8, 2, 2);
+        assert!(s.has_work());
+        let mut mem = GuestMemory::flat(1 << 20).unwrap();
+        let mut dcache = DecodeCache::default();
+        s.process(&mut mem, &mut dcache);
+        assert!(!s.has_work());
+        s.power_off().unwrap();
+        let _ = std::fs::remove_file(&img);
+    }
+}
