@@ -108,8 +108,9 @@ echo "=== disk"; cat /sys/block/sda/size /sys/block/sda/device/vendor
 mkdir -p /mnt; mount -t ext4 /dev/sda /mnt || echo "mount failed"
 echo "=== sha"; sha256sum /mnt/data.bin
 echo "=== write"; yes rinx-storage | head -c 8388608 > /mnt/out.bin; sync; sha256sum /mnt/out.bin
-echo "=== ddw"; dd if=/dev/zero of=/mnt/zero.bin bs=1M count=16 conv=fsync 2>&1
-echo "=== ddr"; echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/sda of=/dev/null bs=1M count=32 2>&1
+echo "=== ddw"; a=$(cut -d" " -f1 /proc/uptime); dd if=/dev/zero of=/mnt/zero.bin bs=1M count=16 conv=fsync 2>/dev/null; echo "16 $a $(cut -d" " -f1 /proc/uptime)"
+echo 3 > /proc/sys/vm/drop_caches
+echo "=== ddr"; a=$(cut -d" " -f1 /proc/uptime); dd if=/dev/sda of=/dev/null bs=1M count=32 2>/dev/null; echo "32 $a $(cut -d" " -f1 /proc/uptime)"
 umount /mnt || echo "umount failed"
 echo "=== dmesg"; dmesg | grep -iE "virtio|scsi|sda|ext4|error|fail|warn"
 echo "=== end"
