@@ -225,6 +225,8 @@ impl BlockBackend for CowOverlay {
 impl Drop for CowOverlay {
     fn drop(&mut self) {
         if let Some(p) = self.remove_on_drop.take() {
+            // Close the store first: Windows cannot delete an open file.
+            self.store = Box::new(super::MemDisk::default());
             let _ = std::fs::remove_file(p);
         }
     }
