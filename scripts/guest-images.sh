@@ -252,7 +252,7 @@ out += header(0, "TRAILER!!!", 0, 0, 1) + b"TRAILER!!!\0"
 out += pad(out)
 out += b"\0" * ((512 - len(out) % 512) % 512)
 open(out_path, "wb").write(out)
-print(" ".join(order), file=sys.stderr)
+print("guest-images: storage modules (insmod order): " + " ".join(order), file=sys.stderr)
 PY
     mv "$2.tmp" "$2"
 }
@@ -283,7 +283,7 @@ build() {
         [ -f "$vmlinuz" ] || die "$deb holds no /boot/vmlinuz-*"
         cp "$vmlinuz" "$dest/vmlinuz.tmp" && mv "$dest/vmlinuz.tmp" "$dest/vmlinuz"
         if [ "$want_modules" = 1 ]; then
-            log "$arch: storage modules: $(make_modules_cpio "$x" "$dest/storage-modules.cpio" 2>&1)"
+            make_modules_cpio "$x" "$dest/storage-modules.cpio"
         fi
         echo "kernel $(basename "$deb")" > "$dest/VERSION.kernel"
         rm -rf "$x"
