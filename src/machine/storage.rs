@@ -206,4 +206,42 @@ mod tests {
         s.power_off().unwrap();
         let _ = std::fs::remove_file(&img);
     }
+
+    #[test]
+    fn undoable_keep_commits_and_discard_drops_at_power_off() {
+        for (undo, committed) in [("keep", true), ("discard", false)] {
+            let img = std::env::temp_dir()
+                .join(format!("rinx-storage-undo-{undo}-{}", std::process::id()));
+            std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+            let spec = crate::cli::spec::parse_drive(&format!(
+                "file={},mode=undoable,undo={undo}",
+                img.display()
+            ))
+            .unwrap();
+            let mut bus = Bus::new();
+            let (tx, _rx) = event_channel();
+            let pci = bus
+                .add_pio_at(Box::new(PciRoot::new(tx)), &devices::pci::PCI_WINDOWS)
+                .unwrap();
+            let s =
+                Storage::build(&[spec], &mut bus, pci, &IrqLines::new(), &ApicBus::new()).unwrap();
+            // WRITE(10) of LBA 2 with FUA, as the guest would send it.
+            let r = s.drives[0].lock().unwrap().device.disk_mut().execute(
+                &[0x2a, 0x08, 0, 0, 0, 2, 0, 0, 1, 0],
+                &[0xee; 512],
+                0,
+            );
+            assert_eq!(r.status, devices::scsi::Status::Good);
+            assert!(std::fs::read(&img).unwrap().iter().all(|&b| b == 0));
+            s.power_off().unwrap();
+            let after = std::fs::read(&img).unwrap();
+            assert_eq!(
+                after[1024..1536] == [0xee; 512][..],
+                committed,
+                "undo={undo}"
+            );
+            assert_eq!(after.len(), 1 << 20);
+            let _ = std::fs::remove_file(&img);
+        }
+    }
 }
