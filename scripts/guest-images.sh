@@ -6,6 +6,10 @@
 #   amd64/initrd.img   cpio newc initramfs: static busybox (amd64) + /init
 #   i386/vmlinuz       Debian 12 linux-image-6.1.*-686 (the version linux-image-686:i386 depends on)
 #   i386/initrd.img    cpio newc initramfs: static busybox (i386) + /init
+#   amd64/storage-modules.cpio
+#                      cpio newc archive to append to initrd.img: the kernel modules (from the same
+#                      kernel package) that virtio-scsi disks with ext4 need, in /lib/modules/*.ko,
+#                      with /lib/modules/order listing them in dependency order for insmod
 #   */VERSION          package names and versions used
 #
 # /init mounts proc, sysfs and devtmpfs, then runs the script named on the kernel command line as
@@ -26,7 +30,7 @@ FORCE=0
 log() { printf 'guest-images: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-outputs=("$CACHE/amd64/vmlinuz" "$CACHE/amd64/initrd.img" "$CACHE/i386/vmlinuz" "$CACHE/i386/initrd.img")
+outputs=("$CACHE/amd64/vmlinuz" "$CACHE/amd64/initrd.img" "$CACHE/amd64/storage-modules.cpio" "$CACHE/i386/vmlinuz" "$CACHE/i386/initrd.img")
 if [ "$FORCE" = 0 ]; then
     all=1
     for f in "${outputs[@]}"; do [ -s "$f" ] || all=0; done
@@ -186,6 +190,73 @@ PY
     mv "$out.tmp" "$out"
 }
 
+# Modules for virtio-scsi disks holding ext4 (plus everything they depend on, resolved from each
+# module's .modinfo "depends=" field; crc32c_generic is ext4's and jbd2's crypto soft dependency).
+STORAGE_MODULES="virtio_pci virtio_scsi sd_mod ext4 crc32c_generic"
+
+# make_modules_cpio <extracted kernel package dir> <output>
+make_modules_cpio() {
+    python3 - "$1" "$2.tmp" $STORAGE_MODULES <<'PY'
+import os, sys
+
+root, out_path, wanted = sys.argv[1], sys.argv[2], sys.argv[3:]
+mods = {}
+for dirpath, _, files in os.walk(os.path.join(root, "lib", "modules")):
+    for f in files:
+        if f.endswith(".ko"):
+            mods[f[:-3].replace("-", "_")] = os.path.join(dirpath, f)
+
+def depends(path):
+    data = open(path, "rb").read()
+    i = data.find(b"\0depends=")
+    if i < 0:
+        return []
+    v = data[i + 9:data.index(b"\0", i + 1)].decode()
+    return [d.replace("-", "_") for d in v.split(",") if d]
+
+order, seen = [], set()
+def visit(name, stack=()):
+    if name in seen:
+        return
+    if name not in mods:
+        sys.exit(f"module {name} not found (built in? check the kernel config)")
+    if name in stack:
+        sys.exit(f"dependency loop at {name}")
+    for d in depends(mods[name]):
+        visit(d, stack + (name,))
+    seen.add(name)
+    order.append(name)
+for w in wanted:
+    visit(w)
+
+entries = [("lib", 0o040755, b""), ("lib/modules", 0o040755, b"")]
+for m in order:
+    entries.append((f"lib/modules/{m}.ko", 0o100644, open(mods[m], "rb").read()))
+entries.append(("lib/modules/order", 0o100644, ("\n".join(order) + "\n").encode()))
+
+def header(ino, name, mode, size, nlink):
+    fields = [ino, mode, 0, 0, nlink, 0, size, 0, 0, 0, 0, len(name) + 1, 0]
+    return b"070701" + b"".join(b"%08X" % v for v in fields)
+
+def pad(buf):
+    return b"\0" * ((4 - len(buf) % 4) % 4)
+
+out = bytearray()
+for ino, (name, mode, data) in enumerate(entries, start=1000):
+    nlink = 2 if mode & 0o170000 == 0o040000 else 1
+    out += header(ino, name, mode, len(data), nlink) + name.encode() + b"\0"
+    out += pad(out)
+    out += data
+    out += pad(out)
+out += header(0, "TRAILER!!!", 0, 0, 1) + b"TRAILER!!!\0"
+out += pad(out)
+out += b"\0" * ((512 - len(out) % 512) % 512)
+open(out_path, "wb").write(out)
+print("guest-images: storage modules (insmod order): " + " ".join(order), file=sys.stderr)
+PY
+    mv "$2.tmp" "$2"
+}
+
 # build <arch dir> <kernel meta package> <busybox package>
 build() {
     local arch="$1" meta="$2" bbpkg="$3" dest="$CACHE/$1"
@@ -198,7 +269,10 @@ build() {
     case "$meta" in *:*) suffix=":${meta##*:}" ;; esac
     log "$arch: kernel package $kpkg$suffix, busybox package $bbpkg"
 
-    if [ "$FORCE" = 1 ] || [ ! -s "$dest/vmlinuz" ] || ! grep -q "^kernel ${kpkg}_" "$dest/VERSION.kernel" 2>/dev/null; then
+    local want_modules=0
+    [ "$arch" = amd64 ] && want_modules=1
+    if [ "$FORCE" = 1 ] || [ ! -s "$dest/vmlinuz" ] || ! grep -q "^kernel ${kpkg}_" "$dest/VERSION.kernel" 2>/dev/null \
+        || { [ "$want_modules" = 1 ] && [ ! -s "$dest/storage-modules.cpio" ]; }; then
         local deb x
         deb="$(download "$kpkg$suffix")"
         x="$WORK/x-kernel-$arch"
@@ -208,6 +282,9 @@ build() {
         vmlinuz="$(ls "$x"/boot/vmlinuz-* | head -n1)"
         [ -f "$vmlinuz" ] || die "$deb holds no /boot/vmlinuz-*"
         cp "$vmlinuz" "$dest/vmlinuz.tmp" && mv "$dest/vmlinuz.tmp" "$dest/vmlinuz"
+        if [ "$want_modules" = 1 ]; then
+            make_modules_cpio "$x" "$dest/storage-modules.cpio"
+        fi
         echo "kernel $(basename "$deb")" > "$dest/VERSION.kernel"
         rm -rf "$x"
     fi

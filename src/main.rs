@@ -38,6 +38,7 @@ fn run(args: RunArgs) -> Result<i32> {
         cmdline: args.append.clone(),
         serial: args.serial.clone(),
         icount: args.icount,
+        drives: args.drives.clone(),
     };
     let mut m = Machine::new(&cfg)?;
     m.set_engine(args.engine.into());

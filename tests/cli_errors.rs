@@ -108,3 +108,29 @@ fn help_lists_every_run_option() {
         assert!(help.contains(opt), "run --help lacks {opt}");
     }
 }
+
+#[test]
+fn bad_drive_specs() {
+    for (spec, msg) in [
+        ("file=x.img,mode=sometimes", "unknown drive mode"),
+        ("file=x.img,if=ide", "unknown drive interface"),
+        ("file=x.img,format=vmdk", "unknown drive format"),
+        ("file=x.img,mode=undoable", "undo=keep or undo=discard"),
+        ("mode=persistent", "needs file=PATH"),
+    ] {
+        let (st, err) = rinx(&["run", "--drive", spec]);
+        assert_eq!(st, 2, "{spec}: {err}");
+        assert!(err.contains(msg), "{spec}: {err}");
+    }
+    // A missing image is a host-side error (exit status 1) naming the file.
+    let missing = std::env::temp_dir().join(format!("rinx-cli-{}-missing.img", std::process::id()));
+    let (st, err) = rinx(&[
+        "run",
+        "--serial",
+        "null",
+        "--drive",
+        &format!("file={}", missing.display()),
+    ]);
+    assert_eq!(st, 1, "{err}");
+    assert!(err.contains("missing.img"), "{err}");
+}

@@ -53,6 +53,7 @@ fn boot_on(name: &str, icount: Option<u8>, engine: EngineKind) -> (Outcome, Stri
         cmdline: String::new(),
         serial: SerialSpec::File(path.clone()),
         icount,
+        drives: Vec::new(),
     };
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

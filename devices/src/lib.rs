@@ -13,6 +13,7 @@
 
 pub mod acpi;
 pub mod apic;
+pub mod block;
 pub mod bus;
 pub mod clock;
 pub mod events;
@@ -25,7 +26,9 @@ pub mod pci;
 pub mod pic;
 pub mod pit;
 pub mod rtc;
+pub mod scsi;
 pub mod uart;
+pub mod virtio;
 
 pub use bus::{Bus, BusError, DeviceId, MmioDevice, PioDevice, Port};
 pub use clock::Clock;

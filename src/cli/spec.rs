@@ -93,6 +93,106 @@ pub fn parse_serial(s: &str) -> Result<SerialSpec, String> {
     ))
 }
 
+/// Image format of a `--drive`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriveFormat {
+    /// Raw image: the disk is the file's bytes.
+    Raw,
+}
+
+/// Controller a `--drive` is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriveInterface {
+    /// virtio-scsi host (PCI), target 0 LUN 0.
+    VirtioScsi,
+}
+
+/// A `--drive` option: `file=PATH[,format=raw][,if=virtio-scsi][,mode=...][,undo=...][,readonly=on]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriveSpec {
+    /// Host image.
+    pub file: PathBuf,
+    /// Image format.
+    pub format: DriveFormat,
+    /// Controller.
+    pub interface: DriveInterface,
+    /// Disk mode (persistent, nonpersistent, undoable with keep/discard).
+    pub mode: devices::block::DiskMode,
+    /// Open the image read-only (guest writes fail with DATA PROTECT).
+    pub read_only: bool,
+}
+
+/// Parses a `--drive` value (see [`DriveSpec`]); `mode=undoable` needs `undo=keep` or
+/// `undo=discard` (what happens to the guest's writes at power-off).
+pub fn parse_drive(s: &str) -> Result<DriveSpec, String> {
+    use devices::block::DiskMode;
+    let mut file = None;
+    let mut format = DriveFormat::Raw;
+    let mut interface = DriveInterface::VirtioScsi;
+    let mut mode = None;
+    let mut undo = None;
+    let mut read_only = false;
+    for part in s.split(',') {
+        let Some((k, v)) = part.split_once('=') else {
+            return Err(format!(
+                "'{part}' in --drive is not key=value (e.g. file=disk.img)"
+            ));
+        };
+        match (k, v) {
+            ("file", "") => return Err("file= needs a path".into()),
+            ("file", p) => file = Some(PathBuf::from(p)),
+            ("format", "raw") => format = DriveFormat::Raw,
+            ("format", "qcow2") => {
+                return Err("format=qcow2 is not supported yet; convert with \
+                    `qemu-img convert -O raw IN.qcow2 OUT.img`"
+                    .into())
+            }
+            ("format", f) => return Err(format!("unknown drive format '{f}': use raw")),
+            ("if", "virtio-scsi") => interface = DriveInterface::VirtioScsi,
+            ("if", i) => return Err(format!("unknown drive interface '{i}': use virtio-scsi")),
+            ("mode", "persistent") => mode = Some(DiskMode::Persistent),
+            ("mode", "nonpersistent") => mode = Some(DiskMode::Nonpersistent),
+            ("mode", "undoable") => mode = Some(DiskMode::Undoable { keep: false }),
+            ("mode", m) => {
+                return Err(format!(
+                    "unknown drive mode '{m}': use persistent, nonpersistent or undoable"
+                ))
+            }
+            ("undo", "keep") => undo = Some(true),
+            ("undo", "discard") => undo = Some(false),
+            ("undo", u) => return Err(format!("unknown undo action '{u}': use keep or discard")),
+            ("readonly", "on") => read_only = true,
+            ("readonly", "off") => read_only = false,
+            ("readonly", r) => return Err(format!("readonly={r}: use on or off")),
+            (k, _) => {
+                return Err(format!(
+                    "unknown --drive key '{k}': use file, format, if, mode, undo, readonly"
+                ))
+            }
+        }
+    }
+    let file = file.ok_or("--drive needs file=PATH")?;
+    let mode = match (mode.unwrap_or(DiskMode::Persistent), undo) {
+        (DiskMode::Undoable { .. }, Some(keep)) => DiskMode::Undoable { keep },
+        (DiskMode::Undoable { .. }, None) => {
+            return Err(
+                "mode=undoable needs undo=keep or undo=discard (what to do with the \
+                guest's writes at power-off)"
+                    .into(),
+            )
+        }
+        (_, Some(_)) => return Err("undo= only applies to mode=undoable".into()),
+        (m, None) => m,
+    };
+    Ok(DriveSpec {
+        file,
+        format,
+        interface,
+        mode,
+        read_only,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +223,37 @@ mod tests {
         assert!(parse_serial("tcp:8.8.8.8:53").is_err());
         assert!(parse_serial("pty").is_err());
         assert!(parse_serial("file:").is_err());
+    }
+
+    #[test]
+    fn drive_specs() {
+        use devices::block::DiskMode;
+        let d = parse_drive("file=a.img,format=raw,if=virtio-scsi,mode=nonpersistent").unwrap();
+        assert_eq!(d.file, PathBuf::from("a.img"));
+        assert_eq!(d.mode, DiskMode::Nonpersistent);
+        assert!(!d.read_only);
+        let d = parse_drive("file=a.img").unwrap();
+        assert_eq!(d.mode, DiskMode::Persistent);
+        assert_eq!(
+            parse_drive("file=a,mode=undoable,undo=keep").unwrap().mode,
+            DiskMode::Undoable { keep: true }
+        );
+        assert!(parse_drive("file=a,readonly=on").unwrap().read_only);
+        for bad in [
+            "",
+            "a.img",
+            "format=raw",
+            "file=",
+            "file=a,format=vmdk",
+            "file=a,format=qcow2",
+            "file=a,if=ide",
+            "file=a,mode=sometimes",
+            "file=a,mode=undoable",
+            "file=a,undo=keep",
+            "file=a,readonly=yes",
+            "file=a,cache=none",
+        ] {
+            assert!(parse_drive(bad).is_err(), "{bad}");
+        }
     }
 }

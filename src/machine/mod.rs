@@ -5,6 +5,7 @@
 pub mod boot;
 pub mod demo;
 pub mod serial;
+pub mod storage;
 
 use crate::cli::spec::SerialSpec;
 use crate::cpu::{Cpu, Platform, StopReason};
@@ -57,6 +58,8 @@ pub struct MachineConfig {
     pub serial: SerialSpec,
     /// `--icount N`: 2^N ns of virtual time per instruction; `None`: host monotonic clock.
     pub icount: Option<u8>,
+    /// Disks (`--drive`).
+    pub drives: Vec<crate::cli::spec::DriveSpec>,
 }
 
 /// How a run ended.
@@ -97,6 +100,8 @@ pub struct Board {
     pub lapic: DeviceId,
     /// I/O APIC (MMIO at 0xFEC00000).
     pub ioapic: DeviceId,
+    /// Disks.
+    pub storage: storage::Storage,
     /// Cached INTR state, recomputed after every device access and tick.
     intr: bool,
     /// A device asked for power-off/reset/exit during the current slice.
@@ -233,7 +238,7 @@ impl Machine {
             .add_mmio(
                 IOAPIC_BASE,
                 IOAPIC_SIZE,
-                Box::new(IoApic::new(lines.clone(), apic_bus)),
+                Box::new(IoApic::new(lines.clone(), apic_bus.clone())),
             )
             .map_err(mmio)?;
         bus.add_mmio(
@@ -242,6 +247,8 @@ impl Machine {
             Box::new(Hpet::new(clock.clone(), lines.clone())),
         )
         .map_err(mmio)?;
+        let storage = storage::Storage::build(&cfg.drives, &mut bus, pc.pci, &lines, &apic_bus)
+            .map_err(MachineError::Devices)?;
         if let Some(rtc) = bus.pio_device_mut::<devices::rtc::Rtc>(pc.rtc) {
             rtc.set_memory_layout(layout.low_ram_end, layout.high_ram_size);
         }
@@ -258,6 +265,7 @@ impl Machine {
                 pc,
                 lapic,
                 ioapic,
+                storage,
                 intr: false,
                 stop: None,
                 icount_shift: cfg.icount,
@@ -314,8 +322,12 @@ impl Machine {
             }
             let now = self.board.clock.now_ns();
             self.board.bus.tick(now);
+            self.board
+                .storage
+                .process(&mut self.mem, &mut self.cpu.dcache);
             self.board.refresh_intr();
             if let Some(ev) = self.board.stop.take() {
+                let _ = self.board.storage.power_off();
                 return match ev {
                     MachineEvent::PowerOff => Outcome::PowerOff,
                     MachineEvent::Reset => Outcome::Reset,
@@ -323,14 +335,16 @@ impl Machine {
                 };
             }
             if self.quit.is_set() {
+                let _ = self.board.storage.power_off();
                 return Outcome::Quit;
             }
             match stop {
                 StopReason::TripleFault => {
+                    let _ = self.board.storage.power_off();
                     return Outcome::TripleFault(crate::exec::diag::describe(
                         &self.cpu,
                         &mut self.mem,
-                    ))
+                    ));
                 }
                 StopReason::Halted if !self.board.intr => self.wait_halted(now),
                 _ => {}

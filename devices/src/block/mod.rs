@@ -1,0 +1,203 @@
+//! Host back-ends of emulated disks: a byte-addressed [`BlockBackend`] trait, raw image files
+//! ([`RawFile`]), an in-memory disk for tests ([`MemDisk`]), a copy-on-write overlay
+//! ([`CowOverlay`]) and the classic VMM disk modes built from them ([`DiskMode`], [`open`]).
+//!
+//! Durability contract: [`BlockBackend::flush`] returns only after every completed write has
+//! reached stable storage (fsync on the host file); a SCSI SYNCHRONIZE CACHE or a write with
+//! FUA calls it before the command completes.
+
+mod cow;
+mod raw;
+
+use std::path::{Path, PathBuf};
+
+pub use cow::CowOverlay;
+pub use raw::RawFile;
+
+/// Errors of the disk back-ends.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    /// The access `offset..offset+len` lies outside the disk.
+    #[error("access at {offset:#x}+{len:#x} beyond the end of the disk ({size:#x} bytes)")]
+    OutOfRange {
+        /// First byte.
+        offset: u64,
+        /// Length in bytes.
+        len: u64,
+        /// Disk size in bytes.
+        size: u64,
+    },
+    /// A write to a read-only disk.
+    #[error("the disk is read-only")]
+    ReadOnly,
+    /// Host I/O error.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The host file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A disk image as a flat array of bytes.
+pub trait BlockBackend: Send + std::fmt::Debug {
+    /// Size in bytes.
+    fn size(&self) -> u64;
+    /// Whether writes are refused.
+    fn read_only(&self) -> bool;
+    /// Read `buf.len()` bytes at `offset`.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError>;
+    /// Write `buf` at `offset`.
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), BlockError>;
+    /// Make every completed write durable (fsync).
+    fn flush(&mut self) -> Result<(), BlockError>;
+    /// Power-off: the overlay of a nonpersistent or undoable disk is discarded or committed
+    /// here. The default flushes.
+    fn power_off(&mut self) -> Result<(), BlockError> {
+        self.flush()
+    }
+}
+
+/// Check that `offset..offset+len` lies within `size` bytes.
+pub(crate) fn check_range(offset: u64, len: usize, size: u64) -> Result<(), BlockError> {
+    let len = len as u64;
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(BlockError::OutOfRange { offset, len, size }),
+    }
+}
+
+/// A disk held in host memory (tests, scratch disks).
+#[derive(Debug, Clone, Default)]
+pub struct MemDisk {
+    /// Contents.
+    pub data: Vec<u8>,
+    /// Refuse writes.
+    pub read_only: bool,
+    /// Number of `flush` calls (tests check that FUA / SYNCHRONIZE CACHE reach the back-end).
+    pub flushes: u64,
+}
+
+impl MemDisk {
+    /// A zero-filled disk of `size` bytes.
+    pub fn new(size: usize) -> Self {
+        Self {
+            data: vec![0; size],
+            ..Self::default()
+        }
+    }
+}
+
+impl BlockBackend for MemDisk {
+    fn size(&self) -> u64 {
+        self.data.len() as u64
+    }
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        check_range(offset, buf.len(), self.size())?;
+        let o = offset as usize;
+        buf.copy_from_slice(&self.data[o..o + buf.len()]);
+        Ok(())
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), BlockError> {
+        if self.read_only {
+            return Err(BlockError::ReadOnly);
+        }
+        check_range(offset, buf.len(), self.size())?;
+        let o = offset as usize;
+        self.data[o..o + buf.len()].copy_from_slice(buf);
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), BlockError> {
+        self.flushes += 1;
+        Ok(())
+    }
+}
+
+/// What happens to a guest's writes (the disk modes of classic VMMs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskMode {
+    /// Writes go straight to the image.
+    Persistent,
+    /// Writes go to a copy-on-write overlay that is discarded at power-off; the image is
+    /// never written.
+    Nonpersistent,
+    /// Writes go to a copy-on-write overlay that is committed into the image at power-off
+    /// when `keep` is true, discarded otherwise.
+    Undoable {
+        /// Commit the overlay at power-off.
+        keep: bool,
+    },
+}
+
+/// Open the raw image `path` in `mode`. `read_only` opens the image read-only (guest writes
+/// then fail with DATA PROTECT); nonpersistent and undoable disks open the image read-only
+/// until an undoable commit, and keep their overlay in a temporary file.
+pub fn open(
+    path: &Path,
+    mode: DiskMode,
+    read_only: bool,
+) -> Result<Box<dyn BlockBackend>, BlockError> {
+    match mode {
+        DiskMode::Persistent => Ok(Box::new(RawFile::open(path, read_only)?)),
+        DiskMode::Nonpersistent => {
+            let base = RawFile::open(path, true)?;
+            Ok(Box::new(CowOverlay::new_temp(Box::new(base), None)?))
+        }
+        DiskMode::Undoable { keep } => {
+            let base = RawFile::open(path, true)?;
+            let commit_to = (keep && !read_only).then(|| path.to_path_buf());
+            Ok(Box::new(CowOverlay::new_temp(Box::new(base), commit_to)?))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_disk_bounds() {
+        let mut d = MemDisk::new(1024);
+        let mut b = [0u8; 16];
+        assert!(d.read_at(1008, &mut b).is_ok());
+        assert!(matches!(
+            d.read_at(1009, &mut b),
+            Err(BlockError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            d.write_at(u64::MAX, &b),
+            Err(BlockError::OutOfRange { .. })
+        ));
+        d.read_only = true;
+        assert!(matches!(d.write_at(0, &b), Err(BlockError::ReadOnly)));
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use std::path::PathBuf;
+
+    /// A file name in the temp directory, removed on drop.
+    pub struct TempPath(pub PathBuf);
+
+    impl TempPath {
+        pub fn new(tag: &str) -> Self {
+            static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Self(std::env::temp_dir().join(format!("rinx-test-{tag}-{}-{n}", std::process::id())))
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
