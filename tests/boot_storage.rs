@@ -16,8 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(25 * 60);
-/// Size of the file the guest writes.
-const WRITE_BYTES: usize = 8 << 20;
+/// Size of the file the guest writes to the persistent disk (the others get 8 MiB).
+const WRITE_BYTES: usize = 64 << 20;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -73,28 +73,30 @@ fn data_file() -> Vec<u8> {
         .collect()
 }
 
-fn written_file() -> Vec<u8> {
-    b"rinx-storage\n"
-        .iter()
-        .copied()
-        .cycle()
-        .take(WRITE_BYTES)
-        .collect()
+fn written_file(name: &str) -> Vec<u8> {
+    let n = if name == "persistent" {
+        WRITE_BYTES
+    } else {
+        8 << 20
+    };
+    b"rinx-storage\n".iter().copied().cycle().take(n).collect()
 }
 
-/// A 64 MiB ext4 image holding /data.bin.
+/// An ext4 image holding /data.bin and /which (its name); 128 MiB for the persistent disk,
+/// which receives 64 MiB, else 64 MiB.
 fn make_image(name: &str) -> PathBuf {
     let dir = tmp(&format!("{name}-root"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("data.bin"), data_file()).unwrap();
+    std::fs::write(dir.join("which"), format!("{name}\n")).unwrap();
     let img = tmp(&format!("{name}.img"));
     let _ = std::fs::remove_file(&img);
     let st = Command::new("mkfs.ext4")
         .args(["-q", "-F", "-d"])
         .arg(&dir)
         .arg(&img)
-        .arg("64M")
+        .arg(if name == "persistent" { "128M" } else { "64M" })
         .status()
         .expect("mkfs.ext4 (apt-get install e2fsprogs)");
     assert!(st.success(), "mkfs.ext4 failed");
@@ -102,17 +104,29 @@ fn make_image(name: &str) -> PathBuf {
     img
 }
 
+/// Drives in the order they are attached; each image holds `/which` with its name, so the
+/// guest finds out which /dev/sdX is which (probe order is not fixed).
+const DRIVES: [&str; 4] = ["persistent", "nonpersistent", "keep", "discard"];
+
 const SCRIPT: &str = r#"for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko || echo "insmod $m failed"; done
-i=0; while [ ! -b /dev/sda ] && [ $i -lt 120 ]; do sleep 1; i=$((i+1)); done
-echo "=== disk"; cat /sys/block/sda/size /sys/block/sda/device/vendor
-mkdir -p /mnt; mount -t ext4 /dev/sda /mnt || echo "mount failed"
-echo "=== sha"; sha256sum /mnt/data.bin
-echo "=== write"; yes rinx-storage | head -c 8388608 > /mnt/out.bin; sync; sha256sum /mnt/out.bin
-echo "=== ddw"; a=$(cut -d" " -f1 /proc/uptime); dd if=/dev/zero of=/mnt/zero.bin bs=1M count=16 conv=fsync 2>/dev/null; echo "16 $a $(cut -d" " -f1 /proc/uptime)"
-echo 3 > /proc/sys/vm/drop_caches
-echo "=== ddr"; a=$(cut -d" " -f1 /proc/uptime); dd if=/dev/sda of=/dev/null bs=1M count=32 2>/dev/null; echo "32 $a $(cut -d" " -f1 /proc/uptime)"
-umount /mnt || echo "umount failed"
-echo "=== dmesg"; dmesg | grep -iE "virtio|scsi|sda|ext4|error|fail|warn"
+i=0; while [ ! -b /dev/sdd ] && [ $i -lt 120 ]; do sleep 1; i=$((i+1)); done
+mkdir -p /m
+for d in /dev/sda /dev/sdb /dev/sdc /dev/sdd; do
+  mount -t ext4 $d /m || { echo "mount $d failed"; continue; }
+  n=$(cat /m/which)
+  echo "=== disk-$n"; cat /sys/block/${d#/dev/}/size /sys/block/${d#/dev/}/device/vendor
+  echo "=== sha-$n"; sha256sum /m/data.bin
+  if [ "$n" = persistent ]; then c=67108864; else c=8388608; fi
+  echo "=== write-$n"; yes rinx-storage | head -c $c > /m/out.bin; sync; sha256sum /m/out.bin
+  if [ "$n" = persistent ]; then
+    echo "=== ddw"; a=$(cut -d" " -f1 /proc/uptime); dd if=/dev/zero of=/m/zero.bin bs=1M count=16 conv=fsync 2>/dev/null; echo "16 $a $(cut -d" " -f1 /proc/uptime)"
+    rm /m/zero.bin
+    echo 3 > /proc/sys/vm/drop_caches
+    echo "=== ddr"; a=$(cut -d" " -f1 /proc/uptime); dd if=$d of=/dev/null bs=1M count=32 2>/dev/null; echo "32 $a $(cut -d" " -f1 /proc/uptime)"
+  fi
+  umount /m || echo "umount failed"
+done
+echo "=== dmesg"; dmesg | grep -iE "virtio|scsi|sd[a-d]|ext4|error|fail|warn"
 echo "=== end"
 "#;
 
@@ -122,7 +136,7 @@ struct Boot {
     wall: Duration,
 }
 
-fn boot(drive: &str) -> Boot {
+fn boot(drives: &[String]) -> Boot {
     let cache = repo().join("guest-cache/amd64");
     if !cache.join("storage-modules.cpio").is_file() {
         let st = Command::new("bash")
@@ -146,7 +160,8 @@ fn boot(drive: &str) -> Boot {
     assert!(append.len() < 2000, "command line too long");
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_rinx"))
-        .args(["run", "--memory", "512M", "--drive", drive])
+        .args(["run", "--memory", "512M"])
+        .args(drives.iter().flat_map(|d| ["--drive", d.as_str()]))
         .arg("--kernel")
         .arg(cache.join("vmlinuz"))
         .arg("--initrd")
@@ -184,25 +199,25 @@ fn section<'a>(log: &'a str, name: &str) -> Option<&'a str> {
     Some(&rest[..end])
 }
 
-fn guest_checks(b: &Boot) -> Result<(), String> {
+fn guest_checks(b: &Boot, name: &str) -> Result<(), String> {
     if b.status != Some(0) {
         return Err(format!("exit status {:?} (expected 0)", b.status));
     }
-    let disk = section(&b.log, "disk").ok_or("no disk section")?;
-    if !disk.contains("131072") || !disk.contains("RINX") {
-        return Err(format!("disk: {disk:?}"));
+    let disk = section(&b.log, &format!("disk-{name}")).ok_or(format!("no disk-{name}"))?;
+    if !disk.contains("RINX") {
+        return Err(format!("disk-{name}: {disk:?}"));
     }
-    let sha = section(&b.log, "sha").ok_or("no sha section")?;
+    let sha = section(&b.log, &format!("sha-{name}")).ok_or(format!("no sha-{name}"))?;
     let want = sha256(&data_file());
     if !sha.contains(&want) {
-        return Err(format!("guest sha256 {sha:?}, host {want}"));
+        return Err(format!("{name}: guest sha256 {sha:?}, host {want}"));
     }
-    let w = section(&b.log, "write").ok_or("no write section")?;
-    let want = sha256(&written_file());
+    let w = section(&b.log, &format!("write-{name}")).ok_or(format!("no write-{name}"))?;
+    let want = sha256(&written_file(name));
     if !w.contains(&want) {
-        return Err(format!("written sha256 {w:?}, expected {want}"));
+        return Err(format!("{name}: written sha256 {w:?}, expected {want}"));
     }
-    if b.log.contains("mount failed") || b.log.contains("umount failed") {
+    if b.log.contains("mount /dev") || b.log.contains("umount failed") {
         return Err("mount/umount failed".into());
     }
     Ok(())
@@ -267,52 +282,63 @@ fn debugfs_cat(img: &Path, file: &str) -> Vec<u8> {
         .stdout
 }
 
-#[test]
-#[ignore = "boots Linux (minutes); run with --ignored"]
-fn virtio_scsi_ext4_persistent() {
-    let img = make_image("persistent");
-    let drive = format!(
-        "file={},format=raw,if=virtio-scsi,mode=persistent",
-        img.display()
-    );
-    let b = boot(&drive);
-    report("persistent", &b);
-    let res = guest_checks(&b)
-        .and_then(|()| e2fsck_clean(&img))
-        .and_then(|()| {
-            let got = debugfs_cat(&img, "/out.bin");
-            if got == written_file() {
-                Ok(())
-            } else {
-                Err(format!("debugfs /out.bin: {} bytes, differs", got.len()))
-            }
-        });
-    let _ = std::fs::remove_file(&img);
-    if let Err(e) = res {
-        panic!("{e}\n--- boot log ---\n{}", b.log);
+/// The image must be clean for e2fsck and hold the guest's /out.bin.
+fn committed(img: &Path, name: &str) -> Result<(), String> {
+    e2fsck_clean(img)?;
+    let got = debugfs_cat(img, "/out.bin");
+    if got == written_file(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name}: debugfs /out.bin: {} bytes, differs",
+            got.len()
+        ))
     }
 }
 
+/// One boot, four virtio-scsi disks, one per disk mode: persistent (64 MiB written, fsync'ed,
+/// e2fsck clean and the file readable on the host afterwards), nonpersistent and
+/// undoable-discard (image byte-identical after power-off), undoable-keep (writes committed).
 #[test]
 #[ignore = "boots Linux (minutes); run with --ignored"]
-fn virtio_scsi_ext4_nonpersistent_leaves_image_untouched() {
-    let img = make_image("nonpersistent");
-    let before = sha256(&std::fs::read(&img).unwrap());
-    let drive = format!(
-        "file={},format=raw,if=virtio-scsi,mode=nonpersistent",
-        img.display()
-    );
-    let b = boot(&drive);
-    report("nonpersistent", &b);
-    let after = sha256(&std::fs::read(&img).unwrap());
-    let res = guest_checks(&b).and_then(|()| {
-        if before == after {
-            Ok(())
-        } else {
-            Err("nonpersistent image changed".into())
+fn virtio_scsi_ext4_disk_modes() {
+    let imgs: Vec<PathBuf> = DRIVES.iter().map(|n| make_image(n)).collect();
+    let before: Vec<String> = imgs
+        .iter()
+        .map(|i| sha256(&std::fs::read(i).unwrap()))
+        .collect();
+    let modes = [
+        "mode=persistent",
+        "mode=nonpersistent",
+        "mode=undoable,undo=keep",
+        "mode=undoable,undo=discard",
+    ];
+    let drives: Vec<String> = imgs
+        .iter()
+        .zip(modes)
+        .map(|(i, m)| format!("file={},format=raw,if=virtio-scsi,{m}", i.display()))
+        .collect();
+    let b = boot(&drives);
+    report("persistent", &b);
+    let mut res = Ok(());
+    for (i, name) in DRIVES.iter().enumerate() {
+        let r = guest_checks(&b, name).and_then(|()| match *name {
+            "persistent" | "keep" => committed(&imgs[i], name),
+            _ => {
+                if sha256(&std::fs::read(&imgs[i]).unwrap()) == before[i] {
+                    Ok(())
+                } else {
+                    Err(format!("{name}: the image changed"))
+                }
+            }
+        });
+        if let (Ok(()), Err(e)) = (&res, r) {
+            res = Err(e);
         }
-    });
-    let _ = std::fs::remove_file(&img);
+    }
+    for i in &imgs {
+        let _ = std::fs::remove_file(i);
+    }
     if let Err(e) = res {
         panic!("{e}\n--- boot log ---\n{}", b.log);
     }
