@@ -2,8 +2,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use rinx::cli::{Cli, Command, RunArgs, TraceFormat};
-use rinx::machine::{Machine, MachineConfig, Outcome};
+use rinx::cli::{Cli, Command, GdbArch, RunArgs, TraceFormat};
+use rinx::machine::{Machine, MachineConfig, Outcome, Slice};
 use rinx::trace::{Filter, Format, Tracer};
 use std::process::ExitCode;
 
@@ -59,9 +59,49 @@ fn run(args: RunArgs) -> Result<i32> {
         };
         m.cpu.trace.set(Tracer::new(kinds, filter, format, out));
     }
+    let listener = match args.gdb {
+        Some(rinx::gdb::GdbSpec::Tcp(addr)) => Some(
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("gdb stub: listening on {addr}"))?,
+        ),
+        None => None,
+    };
+    let mut probes = rinx::exec::interp::Probes {
+        coverage: args
+            .coverage
+            .as_ref()
+            .map(|_| rinx::trace::coverage::Coverage::new()),
+        ..Default::default()
+    };
     let start = std::time::Instant::now();
-    let outcome = m.run();
+    let outcome = match &listener {
+        Some(l) => {
+            let arch = match args.gdb_arch {
+                GdbArch::Auto => rinx::gdb::ArchChoice::Auto,
+                GdbArch::I386 => rinx::gdb::ArchChoice::I386,
+                GdbArch::X86_64 => rinx::gdb::ArchChoice::X86_64,
+            };
+            let (o, p) =
+                rinx::gdb::serve(&mut m, l, args.wait_gdb, arch, probes).context("gdb stub")?;
+            probes = p;
+            o
+        }
+        None if probes.coverage.is_some() => loop {
+            if let Slice::Done(o) = m.run_slice(Some(&mut probes)) {
+                break o;
+            }
+        },
+        None => m.run(),
+    };
     let wall = start.elapsed();
+    if let (Some(path), Some(cov)) = (&args.coverage, &probes.coverage) {
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("creating coverage file {}", path.display()))?,
+        );
+        cov.write_drcov(&mut f)
+            .with_context(|| format!("writing coverage file {}", path.display()))?;
+    }
     let status = outcome.exit_status();
     drop(m.take_raw_guard());
     if let Some(mut t) = m.cpu.trace.take() {

@@ -73,13 +73,15 @@ pub enum Outcome {
     Quit,
     /// Triple fault (shutdown); the string is a diagnostic.
     TripleFault(String),
+    /// The debugger killed the guest (gdb `kill`).
+    Killed,
 }
 
 impl Outcome {
     /// The process exit status for this outcome.
     pub fn exit_status(&self) -> i32 {
         match self {
-            Outcome::PowerOff | Outcome::Quit | Outcome::Reset => 0,
+            Outcome::PowerOff | Outcome::Quit | Outcome::Reset | Outcome::Killed => 0,
             Outcome::Exit(v) => *v as i32,
             Outcome::TripleFault(_) => 3,
         }
