@@ -117,7 +117,7 @@ mod tests {
         assert_eq!(pages, vec![0x60_0000]);
         assert_eq!(
             t.mem.read_le(0x60_0010, 4).unwrap(),
-            u64::from_le_bytes(*b"rINX\0\0\0\0")
+            u64::from_le_bytes(*b"rINx\0\0\0\0")
         );
         // Not present (PML4 entry 1), and non-canonical: nothing read.
         assert_eq!(peek(&t.cpu.s, &t.mem, 0x80_0000_0000, &mut buf), 0);
