@@ -54,12 +54,16 @@ pub struct Probes {
     pub single_step: bool,
     /// Basic-block coverage recorder.
     pub coverage: Option<crate::trace::coverage::Coverage>,
+    /// Linear address of the instruction the debugger resumed at: it runs even if it holds a
+    /// breakpoint (so continuing from a breakpoint makes progress). Cleared at the first
+    /// instruction reached after the resume.
+    pub resume_over_breakpoint: Option<u64>,
 }
 
 /// Runs at most `budget` instructions like [`run`], with the checks of `probes`: breakpoints
-/// (before an instruction; the first instruction of the run is exempt, so resuming from a
-/// breakpoint makes progress), data watchpoints attached to `cpu.trace` (after the instruction
-/// that made the access), single-step and coverage.
+/// (before an instruction, except the first one after a resume: see
+/// [`Probes::resume_over_breakpoint`]), data watchpoints attached to `cpu.trace` (after the
+/// instruction that made the access), single-step and coverage.
 pub fn run_probed<P: Platform + ?Sized>(
     cpu: &mut Cpu,
     mem: &mut GuestMemory,
@@ -68,7 +72,6 @@ pub fn run_probed<P: Platform + ?Sized>(
     probes: &mut Probes,
 ) -> StopReason {
     let end = cpu.icount.saturating_add(budget);
-    let start = cpu.icount;
     let mut ctx = Ctx::new(cpu, mem, plat);
     loop {
         if ctx.cpu.stop_requested || ctx.plat.stop_pending() {
@@ -94,7 +97,7 @@ pub fn run_probed<P: Platform + ?Sized>(
             return StopReason::Halted;
         }
         let la = crate::trace::hooks::linear_ip(ctx.cpu, ctx.cpu.s.rip);
-        if ctx.cpu.icount != start && probes.breakpoints.contains(&la) {
+        if probes.resume_over_breakpoint.take() != Some(la) && probes.breakpoints.contains(&la) {
             return StopReason::Debug(DebugStop::Breakpoint(la));
         }
         if let Some(c) = probes.coverage.as_mut() {
@@ -187,6 +190,53 @@ pub(crate) fn retire<P: Platform + ?Sized>(
             ctx.cpu.icount += 1;
             interrupt::raise(ctx, f)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{TestMachine, TestMode, CODE_BASE};
+
+    #[test]
+    fn probed_run_stops_at_breakpoints_steps_and_resumes() {
+        // mov ecx, 3; L: dec ecx; jnz L; mov [0x2000], eax; hlt
+        let code = [
+            0xb9, 3, 0, 0, 0, 0xff, 0xc9, 0x75, 0xfc, 0x89, 0x04, 0x25, 0, 0x20, 0, 0, 0xf4,
+        ];
+        let mut t = TestMachine::new(TestMode::Long64, &code);
+        let mut p = Probes::default();
+        p.breakpoints.insert(CODE_BASE + 5);
+        let run = |t: &mut TestMachine, p: &mut Probes| {
+            run_probed(&mut t.cpu, &mut t.mem, &mut t.plat, 100, p)
+        };
+        let bp = StopReason::Debug(DebugStop::Breakpoint(CODE_BASE + 5));
+        assert_eq!(run(&mut t, &mut p), bp);
+        assert_eq!(t.cpu.icount, 1, "stopped before `dec`");
+        // Resuming at the breakpoint runs it, and the loop comes back to it.
+        for left in [2, 1] {
+            p.resume_over_breakpoint = Some(CODE_BASE + 5);
+            assert_eq!(run(&mut t, &mut p), bp);
+            assert_eq!(t.cpu.s.gpr[1], left);
+        }
+        p.breakpoints.clear();
+        p.single_step = true;
+        assert_eq!(run(&mut t, &mut p), StopReason::Debug(DebugStop::Step));
+        assert_eq!(t.cpu.s.rip, CODE_BASE + 7, "one instruction");
+        p.single_step = false;
+        t.cpu.trace.add_watchpoint(crate::trace::watch::Watchpoint {
+            addr: 0x2002,
+            len: 1,
+            kind: crate::trace::watch::WatchKind::Write,
+        });
+        match run(&mut t, &mut p) {
+            StopReason::Debug(DebugStop::Watchpoint(h)) => {
+                assert_eq!((h.la, h.write), (0x2000, true));
+                assert_eq!(t.cpu.s.rip, CODE_BASE + 16, "after the store");
+            }
+            r => panic!("expected a watchpoint hit, got {r:?}"),
+        }
+        assert_eq!(run(&mut t, &mut p), StopReason::Halted);
     }
 }
 

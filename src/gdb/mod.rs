@@ -320,6 +320,7 @@ impl<A: GuestArch> SingleThreadResume for GdbTarget<'_, A> {
     fn resume(&mut self, _signal: Option<Signal>) -> Result<(), String> {
         // Signals have no meaning for a whole machine; gdb's `signal N` is ignored.
         self.step = false;
+        self.probes.resume_over_breakpoint = Some(regs::pc(&self.m.cpu));
         Ok(())
     }
 
@@ -332,6 +333,7 @@ impl<A: GuestArch> SingleThreadResume for GdbTarget<'_, A> {
 impl<A: GuestArch> SingleThreadSingleStep for GdbTarget<'_, A> {
     fn step(&mut self, _signal: Option<Signal>) -> Result<(), String> {
         self.step = true;
+        self.probes.resume_over_breakpoint = Some(regs::pc(&self.m.cpu));
         Ok(())
     }
 }
