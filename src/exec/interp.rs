@@ -193,6 +193,17 @@ pub(crate) fn retire<P: Platform + ?Sized>(
     }
 }
 
+impl<P: Platform + ?Sized> Ctx<'_, P> {
+    /// Width of the instruction pointer in bytes for sequential execution.
+    pub fn default_ip_size(&self) -> u32 {
+        match self.cpu.bitness() {
+            64 => 8,
+            32 => 4,
+            _ => 2,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,16 +248,5 @@ mod tests {
             r => panic!("expected a watchpoint hit, got {r:?}"),
         }
         assert_eq!(run(&mut t, &mut p), StopReason::Halted);
-    }
-}
-
-impl<P: Platform + ?Sized> Ctx<'_, P> {
-    /// Width of the instruction pointer in bytes for sequential execution.
-    pub fn default_ip_size(&self) -> u32 {
-        match self.cpu.bitness() {
-            64 => 8,
-            32 => 4,
-            _ => 2,
-        }
     }
 }
