@@ -66,6 +66,14 @@ fn run(args: RunArgs) -> Result<i32> {
         ),
         None => None,
     };
+    // Created before the run, so a bad path fails at once.
+    let coverage_file = match &args.coverage {
+        Some(p) => Some(
+            std::fs::File::create(p)
+                .with_context(|| format!("creating coverage file {}", p.display()))?,
+        ),
+        None => None,
+    };
     let mut probes = rinx::exec::interp::Probes {
         coverage: args
             .coverage
@@ -94,12 +102,8 @@ fn run(args: RunArgs) -> Result<i32> {
         None => m.run(),
     };
     let wall = start.elapsed();
-    if let (Some(path), Some(cov)) = (&args.coverage, &probes.coverage) {
-        let mut f = std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("creating coverage file {}", path.display()))?,
-        );
-        cov.write_drcov(&mut f)
+    if let (Some(path), Some(f), Some(cov)) = (&args.coverage, coverage_file, &probes.coverage) {
+        cov.write_drcov(&mut std::io::BufWriter::new(f))
             .with_context(|| format!("writing coverage file {}", path.display()))?;
     }
     let status = outcome.exit_status();
