@@ -89,6 +89,12 @@ fn run(args: RunArgs) -> Result<i32> {
                 GdbArch::I386 => rinx::gdb::ArchChoice::I386,
                 GdbArch::X86_64 => rinx::gdb::ArchChoice::X86_64,
             };
+            let addr = l.local_addr().context("gdb stub")?;
+            if args.wait_gdb {
+                eprintln!("rinx: gdb: waiting for a debugger on {addr} (target remote {addr})");
+            } else {
+                eprintln!("rinx: gdb: listening on {addr} (target remote {addr})");
+            }
             let (o, p) =
                 rinx::gdb::serve(&mut m, l, args.wait_gdb, arch, probes).context("gdb stub")?;
             probes = p;

@@ -34,7 +34,7 @@ fn have_gdb() -> bool {
 struct Rinx {
     child: Child,
     addr: String,
-    stderr: std::thread::JoinHandle<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Rinx {
@@ -55,22 +55,34 @@ impl Rinx {
             .spawn()
             .expect("start rinx");
         let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        err.read_line(&mut line).unwrap();
-        let addr = line
-            .split_whitespace()
-            .find(|w| w.starts_with("127.0.0.1:"))
-            .unwrap_or_else(|| panic!("no listening address in {line:?}"))
-            .to_string();
+        let (tx, rx) = std::sync::mpsc::channel();
         let stderr = std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = err.read_line(&mut line);
+            let _ = tx.send(line);
             let mut rest = String::new();
             let _ = err.read_to_string(&mut rest);
             rest
         });
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("rinx did not announce its gdb listener");
+            }
+        };
+        let Some(addr) = line
+            .split_whitespace()
+            .find(|w| w.starts_with("127.0.0.1:"))
+            .map(str::to_string)
+        else {
+            let _ = child.kill();
+            panic!("no listening address in {line:?}");
+        };
         Rinx {
             child,
             addr,
-            stderr,
+            stderr: Some(stderr),
         }
     }
 
@@ -79,16 +91,24 @@ impl Rinx {
         let t = Instant::now();
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
-                let err = self.stderr.join().unwrap();
+                let h = self.stderr.take().expect("stderr reader");
+                let err = h.join().unwrap();
                 assert!(!err.contains("panicked"), "rinx panicked: {err}");
                 return (st.code().unwrap_or(-1), err);
             }
             if t.elapsed() > Duration::from_secs(60) {
-                let _ = self.child.kill();
                 panic!("rinx did not exit");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+impl Drop for Rinx {
+    /// A failed test must not leave a guest spinning.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -91,11 +91,9 @@ pub fn serve(
     arch: ArchChoice,
     mut probes: Probes,
 ) -> std::io::Result<(Outcome, Probes)> {
-    let addr = listener.local_addr()?;
     let mut wait = wait;
     loop {
         let stream = if wait {
-            eprintln!("rinx: gdb: waiting for a debugger on {addr} (target remote {addr})");
             listener.set_nonblocking(false)?;
             listener.accept()?.0
         } else {
