@@ -40,6 +40,7 @@ fn run(args: RunArgs) -> Result<i32> {
         icount: args.icount,
     };
     let mut m = Machine::new(&cfg)?;
+    m.set_engine(args.engine.into());
     if let Some(kinds) = args.trace {
         let out: Box<dyn std::io::Write + Send> = match &args.trace_out {
             Some(p) => Box::new(
@@ -122,8 +123,26 @@ fn run(args: RunArgs) -> Result<i32> {
             "{}",
             rinx::trace::stats::report(&m.cpu, wall, m.halted_time)
         );
+        if let rinx::exec::Engine::Jit(j) = &m.engine {
+            let s = &j.stats;
+            eprintln!(
+                "jit: {} blocks translated ({:.1} us each), {} block entries, {} instructions in blocks, {} interpreter steps, {} SMC invalidations, {} cache flushes",
+                s.translations,
+                s.translate_ns as f64 / s.translations.max(1) as f64 / 1000.0,
+                s.entries,
+                s.block_insns,
+                s.interp_steps,
+                s.invalidations,
+                s.flushes
+            );
+        }
     }
     log::info!(target: "rinx", "{outcome:?} after {:.3} s, {} instructions", start.elapsed().as_secs_f64(), m.cpu.icount);
+    if outcome == Outcome::Reset {
+        // Said on stderr so that a guest that panics and reboots (panic=-1) is not mistaken for
+        // a clean power-off by someone reading only the exit status.
+        eprintln!("rinx: the guest reset the machine; rinx stops (like QEMU with -no-reboot)");
+    }
     if let Outcome::TripleFault(diag) = &outcome {
         eprintln!("rinx: the guest triple-faulted (processor shutdown)\n{diag}");
     }

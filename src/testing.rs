@@ -4,7 +4,7 @@
 //! semantics.
 
 use crate::cpu::{Cpu, NullPlatform, StopReason};
-use crate::exec::interp;
+use crate::exec::{Engine, EngineKind};
 use crate::mmu::GuestMemory;
 use jit::abi::{cr, sreg, Segment};
 
@@ -34,6 +34,9 @@ pub struct TestMachine {
     pub cpu: Cpu,
     pub mem: GuestMemory,
     pub plat: NullPlatform,
+    /// The engine [`TestMachine::run`] uses: `RINX_ENGINE` (`interp` / `jit`) by default,
+    /// changed with [`TestMachine::set_engine`].
+    pub engine: Engine,
 }
 
 fn flat(code: bool, long: bool) -> Segment {
@@ -101,7 +104,21 @@ impl TestMachine {
             cpu,
             mem,
             plat: NullPlatform::default(),
+            engine: Engine::new(EngineKind::from_env()),
         }
+    }
+
+    /// Selects the engine [`TestMachine::run`] uses.
+    pub fn set_engine(&mut self, kind: EngineKind) {
+        if self.engine.kind() != kind {
+            self.engine = Engine::new(kind);
+        }
+    }
+
+    /// Builder form of [`TestMachine::set_engine`].
+    pub fn with_engine(mut self, kind: EngineKind) -> Self {
+        self.set_engine(kind);
+        self
     }
 
     /// A real-mode machine with `ram` bytes of zeroed RAM, every segment register 0 (base 0,
@@ -116,6 +133,7 @@ impl TestMachine {
             cpu,
             mem,
             plat: NullPlatform::default(),
+            engine: Engine::new(EngineKind::from_env()),
         };
         for i in 0..6 {
             t.set_real_segment(i, 0);
@@ -135,7 +153,8 @@ impl TestMachine {
 
     /// Runs until HLT (or `budget` instructions / triple fault) and returns why it stopped.
     pub fn run(&mut self, budget: u64) -> StopReason {
-        interp::run(&mut self.cpu, &mut self.mem, &mut self.plat, budget)
+        self.engine
+            .run(&mut self.cpu, &mut self.mem, &mut self.plat, budget)
     }
 
     /// Reads a GPR (full 64 bits).

@@ -1,16 +1,20 @@
-//! Differential test of the x87/MMX/SSE semantics against the host CPU (x86-64 Linux only).
+//! Differential test of the x87/MMX/SSE-SSE4.2 semantics (and CRC32) against the host CPU
+//! (x86-64 Linux only; the host must support SSE4.2).
 //!
 //! For a seeded random sequence of instructions from a table of encodings, with random XMM,
 //! MMX/x87, MXCSR, FCW and memory inputs, the same bytes run natively (in a small stub on an
 //! executable page that FXRSTORs the inputs, executes the instruction and FXSAVEs the result)
 //! and in rinx (`fxrstor64 [rdi]; insn; fxsave64 [rdi+512]`), and the 512-byte FXSAVE images,
 //! RAX/RCX, the arithmetic flags (for instructions that set them) and the memory operand are
-//! compared. Exceptions are kept masked so the host never traps. Environment: RINX_DIFF_CASES
+//! compared. RAX and RDX are often small signed values (the explicit lengths of PCMPESTRx) and
+//! vectors are often strings over a small alphabet with NULs (PCMPxSTRx matches and implicit
+//! lengths). Exceptions are kept masked so the host never traps. Environment: RINX_DIFF_CASES
 //! (default 3000), RINX_DIFF_SEED.
 
 #![cfg(all(target_arch = "x86_64", target_os = "linux"))]
 
 use rinx::cpu::StopReason;
+use rinx::exec::EngineKind;
 use rinx::testing::{TestMachine, TestMode};
 
 /// How the ModRM r/m field may be chosen.
@@ -250,6 +254,46 @@ const TABLE: &[T] = &[
     t(&[0x66, 0x0f, 0x28]), t(&[0x66, 0x0f, 0x10]), T { rm: Rm::Mem, ..t(&[0xf2, 0x0f, 0x11]) },
     T { rm: Rm::Mem, ..t(&[0x0f, 0x11]) }, T { rm: Rm::Mem, ..t(&[0xf3, 0x0f, 0x7f]) },
     T { rm: Rm::Gpr, ..t(&[0x66, 0x48, 0x0f, 0x7e]) }, tgpr_src(&[0x48, 0x0f, 0x6e]),
+    // SSE4.1 integer: PBLENDVB/BLENDVPS/BLENDVPD (XMM0 mask), PTEST, PMOVSX*/PMOVZX*, PMULDQ,
+    // PCMPEQQ, MOVNTDQA, PACKUSDW, PMIN*/PMAX*, PMULLD, PHMINPOSUW
+    t(&[0x66, 0x0f, 0x38, 0x10]), t(&[0x66, 0x0f, 0x38, 0x14]), t(&[0x66, 0x0f, 0x38, 0x15]),
+    tf(&[0x66, 0x0f, 0x38, 0x17]), t(&[0x66, 0x0f, 0x38, 0x20]), t(&[0x66, 0x0f, 0x38, 0x21]),
+    t(&[0x66, 0x0f, 0x38, 0x22]), t(&[0x66, 0x0f, 0x38, 0x23]), t(&[0x66, 0x0f, 0x38, 0x24]),
+    t(&[0x66, 0x0f, 0x38, 0x25]), t(&[0x66, 0x0f, 0x38, 0x30]), t(&[0x66, 0x0f, 0x38, 0x31]),
+    t(&[0x66, 0x0f, 0x38, 0x32]), t(&[0x66, 0x0f, 0x38, 0x33]), t(&[0x66, 0x0f, 0x38, 0x34]),
+    t(&[0x66, 0x0f, 0x38, 0x35]), t(&[0x66, 0x0f, 0x38, 0x28]), t(&[0x66, 0x0f, 0x38, 0x29]),
+    T { rm: Rm::Mem, ..t(&[0x66, 0x0f, 0x38, 0x2a]) }, t(&[0x66, 0x0f, 0x38, 0x2b]),
+    t(&[0x66, 0x0f, 0x38, 0x38]), t(&[0x66, 0x0f, 0x38, 0x39]), t(&[0x66, 0x0f, 0x38, 0x3a]),
+    t(&[0x66, 0x0f, 0x38, 0x3b]), t(&[0x66, 0x0f, 0x38, 0x3c]), t(&[0x66, 0x0f, 0x38, 0x3d]),
+    t(&[0x66, 0x0f, 0x38, 0x3e]), t(&[0x66, 0x0f, 0x38, 0x3f]), t(&[0x66, 0x0f, 0x38, 0x40]),
+    t(&[0x66, 0x0f, 0x38, 0x41]),
+    // SSE4.1 imm8 forms: ROUNDPS/PD/SS/SD, BLENDPS/PD, PBLENDW, PEXTRB/W/D/Q, EXTRACTPS,
+    // PINSRB/D/Q, INSERTPS, DPPS, DPPD, MPSADBW
+    ti(&[0x66, 0x0f, 0x3a, 0x08]), ti(&[0x66, 0x0f, 0x3a, 0x09]), ti(&[0x66, 0x0f, 0x3a, 0x0a]),
+    ti(&[0x66, 0x0f, 0x3a, 0x0b]), ti(&[0x66, 0x0f, 0x3a, 0x0c]), ti(&[0x66, 0x0f, 0x3a, 0x0d]),
+    ti(&[0x66, 0x0f, 0x3a, 0x0e]), T { rm: Rm::Gpr, imm: true, ..t(&[0x66, 0x0f, 0x3a, 0x14]) },
+    T { rm: Rm::Gpr, imm: true, ..t(&[0x66, 0x0f, 0x3a, 0x15]) },
+    T { rm: Rm::Gpr, imm: true, ..t(&[0x66, 0x0f, 0x3a, 0x16]) },
+    T { rm: Rm::Gpr, imm: true, ..t(&[0x66, 0x48, 0x0f, 0x3a, 0x16]) },
+    T { rm: Rm::Gpr, imm: true, ..t(&[0x66, 0x0f, 0x3a, 0x17]) },
+    T { rm: Rm::Gpr, imm: true, ..t(&[0x66, 0x48, 0x0f, 0x3a, 0x14]) },
+    T { rm: Rm::Gpr, imm: true, ..t(&[0x66, 0x48, 0x0f, 0x3a, 0x17]) },
+    T { rm: Rm::Gpr, imm: true, ..t(&[0x66, 0x48, 0x0f, 0x3a, 0x20]) },
+    T { rm: Rm::Gpr, imm: true, ..t(&[0x66, 0x0f, 0x3a, 0x20]) }, ti(&[0x66, 0x0f, 0x3a, 0x21]),
+    T { rm: Rm::Gpr, imm: true, ..t(&[0x66, 0x0f, 0x3a, 0x22]) },
+    T { rm: Rm::Gpr, imm: true, ..t(&[0x66, 0x48, 0x0f, 0x3a, 0x22]) },
+    ti(&[0x66, 0x0f, 0x3a, 0x40]), ti(&[0x66, 0x0f, 0x3a, 0x41]), ti(&[0x66, 0x0f, 0x3a, 0x42]),
+    // SSE4.2: PCMPGTQ, PCMPESTRM/ESTRI/ISTRM/ISTRI (REX.W: RAX/RDX lengths), CRC32
+    t(&[0x66, 0x0f, 0x38, 0x37]), T { imm: true, ..tf(&[0x66, 0x0f, 0x3a, 0x60]) },
+    T { imm: true, ..tf(&[0x66, 0x0f, 0x3a, 0x61]) }, T { imm: true, ..tf(&[0x66, 0x0f, 0x3a, 0x62]) },
+    T { imm: true, ..tf(&[0x66, 0x0f, 0x3a, 0x63]) },
+    T { imm: true, ..tf(&[0x66, 0x48, 0x0f, 0x3a, 0x60]) },
+    T { imm: true, ..tf(&[0x66, 0x48, 0x0f, 0x3a, 0x61]) },
+    T { rm: Rm::Gpr, reg_gpr: true, ..tf(&[0xf2, 0x0f, 0x38, 0xf0]) },
+    T { rm: Rm::Gpr, reg_gpr: true, ..tf(&[0xf2, 0x0f, 0x38, 0xf1]) },
+    T { rm: Rm::Gpr, reg_gpr: true, ..tf(&[0x66, 0xf2, 0x0f, 0x38, 0xf1]) },
+    T { rm: Rm::Gpr, reg_gpr: true, ..tf(&[0xf2, 0x48, 0x0f, 0x38, 0xf0]) },
+    T { rm: Rm::Gpr, reg_gpr: true, ..tf(&[0xf2, 0x48, 0x0f, 0x38, 0xf1]) },
 ];
 
 /// Tolerance for x87 transcendental results, in units of the 64-bit significand. rinx rounds
@@ -365,7 +409,35 @@ fn f80_val(r: &mut Rng) -> u128 {
 }
 
 fn vec_val(r: &mut Rng) -> u128 {
-    match r.below(3) {
+    let wide = |r: &mut Rng| u128::from(r.next()) | u128::from(r.next()) << 64;
+    match r.below(5) {
+        // Sparse bit masks, zero and all ones (PTEST flags, blends, sign-bit selects).
+        4 => match r.below(4) {
+            0 => 0,
+            1 => u128::MAX,
+            _ => wide(r) & wide(r) & wide(r),
+        },
+        // String-like: bytes from a small alphabet with NULs (PCMPxSTRx matches and implicit
+        // lengths), sometimes as words.
+        3 => {
+            const A: &[u8] = &[0, b'a', b'b', b'c', b'z', 0x80, 0xff, 0x7f];
+            let mut v = 0u128;
+            let words = r.below(2) == 0;
+            for i in 0..16 {
+                let b = if words && i % 2 == 1 {
+                    if r.below(2) == 0 {
+                        0
+                    } else {
+                        A[r.below(8) as usize]
+                    }
+                } else {
+                    let k = if r.below(4) == 0 { 8 } else { 5 };
+                    A[r.below(k) as usize]
+                };
+                v |= u128::from(b) << (8 * i);
+            }
+            v
+        }
         0 => (0..4).fold(0u128, |a, i| a | u128::from(f32_val(r)) << (32 * i)),
         1 => u128::from(f64_val(r)) | u128::from(f64_val(r)) << 64,
         _ => u128::from(r.next()) | u128::from(r.next()) << 64,
@@ -377,7 +449,7 @@ mod native {
     use memmap2::{Mmap, MmapMut};
 
     /// State buffer: [0, 512) input FXSAVE image, [512, 1024) output image, 1024 RAX,
-    /// 1032 RCX, 1040 RSI (memory operand address), 1048 RFLAGS out, 1056 RFLAGS in,
+    /// 1032 RCX, 1040 RSI (memory operand address), 1048 RFLAGS out, 1056 RFLAGS in, 1064 RDX,
     /// [1536, 2048) host image.
     #[repr(C, align(64))]
     pub struct Buf(pub [u8; 2048]);
@@ -395,6 +467,7 @@ mod native {
                 0x49, 0x8b, 0x80, 0x00, 0x04, 0x00, 0x00, // mov rax, [r8+0x400]
                 0x49, 0x8b, 0x88, 0x08, 0x04, 0x00, 0x00, // mov rcx, [r8+0x408]
                 0x49, 0x8b, 0xb0, 0x10, 0x04, 0x00, 0x00, // mov rsi, [r8+0x410]
+                0x49, 0x8b, 0x90, 0x28, 0x04, 0x00, 0x00, // mov rdx, [r8+0x428]
                 0x41, 0xff, 0xb0, 0x20, 0x04, 0x00, 0x00, // push qword [r8+0x420]
                 0x9d, // popfq
             ];
@@ -531,6 +604,14 @@ fn differential_against_host() {
             f64_val(&mut r)
         };
         let rcx = r.next() as i32 as i64 as u64;
+        // RAX/RDX: also the explicit lengths of PCMPESTRx; mostly small signed values.
+        let small = |r: &mut Rng| (r.below(41) as i64 - 20) as u64;
+        let rax = if r.below(2) == 0 { small(&mut r) } else { rax };
+        let rdx = match r.below(4) {
+            0 => r.next(),
+            1 => r.next() as i32 as u64,
+            _ => small(&mut r),
+        };
         // Arithmetic flags in (FCMOVcc reads CF/ZF/PF); bit 1 is always set.
         let rflags_in = 0x202 | (r.next() & 0x8d5);
         let mut data = Data([0; 32]);
@@ -548,6 +629,7 @@ fn differential_against_host() {
         let dptr = data.0.as_mut_ptr() as u64;
         buf.0[1040..1048].copy_from_slice(&dptr.to_le_bytes());
         buf.0[1056..1064].copy_from_slice(&rflags_in.to_le_bytes());
+        buf.0[1064..1072].copy_from_slice(&rdx.to_le_bytes());
         let stub = native::Stub::new(&bytes);
         stub.run(&mut buf);
         let n_img = &buf.0[512..1024];
@@ -560,12 +642,16 @@ fn differential_against_host() {
         let mut code = vec![0x48, 0x0f, 0xae, 0x0f]; // fxrstor64 [rdi]
         code.extend_from_slice(&bytes);
         code.extend_from_slice(&[0x48, 0x0f, 0xae, 0x87, 0x00, 0x02, 0x00, 0x00]); // fxsave64 [rdi+0x200]
-        let mut m = TestMachine::new(TestMode::Long64, &code);
+
+        // Alternate the engines from case to case: every case must pass under both.
+        let engine = EngineKind::ALL[(case % 2) as usize];
+        let mut m = TestMachine::new(TestMode::Long64, &code).with_engine(engine);
         m.cpu.s.cr4 |= jit::abi::cr::CR4_OSFXSR | jit::abi::cr::CR4_OSXMMEXCPT;
         m.cpu.s.cr0 |= jit::abi::cr::CR0_NE | jit::abi::cr::CR0_MP;
         m.cpu.s.gpr[0] = rax;
         m.cpu.s.rflags = rflags_in;
         m.cpu.s.gpr[1] = rcx;
+        m.cpu.s.gpr[2] = rdx;
         m.cpu.s.gpr[6] = RSI;
         m.cpu.s.gpr[7] = RDI;
         m.mem.write(RDI, &img).unwrap();
@@ -641,10 +727,13 @@ fn differential_against_host() {
                 .or_default() += 1;
             if failures.len() < 40 {
                 failures.push(format!(
-                    "case {case}: {:02x?} `{dis}` fcw={fcw:#06x} top={top} tags={:#04x} mxcsr={mxcsr:#x} mem={dv:#x}\n    phys in: {:x?}\n    {}",
+                    "case {case}: {:02x?} `{dis}` fcw={fcw:#06x} top={top} tags={:#04x} mxcsr={mxcsr:#x} mem={dv:#x} rax={rax:#x} rdx={rdx:#x}\n    phys in: {:x?}\n    xmm in: {:x?}\n    {}",
                     bytes,
                     img[4],
                     (0..8).map(|i| f80_at(&img, i)).collect::<Vec<_>>(),
+                    (0..16)
+                        .map(|i| u128::from_le_bytes(img[160 + 16 * i..176 + 16 * i].try_into().unwrap()))
+                        .collect::<Vec<_>>(),
                     why.join("\n    ")
                 ));
             }

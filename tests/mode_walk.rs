@@ -42,7 +42,7 @@ use iced_x86::code_asm::*;
 use iced_x86::Mnemonic;
 use jit::abi::{cr, sreg, Segment};
 use rinx::cpu::{Cpu, NullPlatform, StopReason};
-use rinx::exec::interp;
+use rinx::exec::{Engine, EngineKind};
 use rinx::mmu::GuestMemory;
 
 const STEP: i32 = 0xe9;
@@ -301,6 +301,41 @@ fn build(mem: &mut GuestMemory) {
 
 #[test]
 fn real_to_long_to_user_and_back() {
+    walk(EngineKind::Interp);
+}
+
+#[test]
+fn real_to_long_to_user_and_back_under_the_jit() {
+    walk(EngineKind::Jit);
+}
+
+#[test]
+fn mode_walk_in_lockstep() {
+    // Real -> protected -> paging -> long mode -> ring 3 -> SYSCALL -> #PF/#GP, compared
+    // instruction block by instruction block between the JIT and the interpreter.
+    let make = || {
+        let mut mem = GuestMemory::flat(16 << 20).unwrap();
+        build(&mut mem);
+        let mut cpu = Cpu::new();
+        cpu.s.seg[sreg::CS] = Segment {
+            attr: Segment::ATTR_P | Segment::ATTR_S | 0xb,
+            ..Segment::real_mode(0, 0xffff)
+        };
+        cpu.s.rip = 0x1000;
+        rinx::testing::TestMachine {
+            cpu,
+            mem,
+            plat: NullPlatform::default(),
+            engine: Engine::new(EngineKind::Interp),
+        }
+    };
+    match rinx::exec::lockstep::lockstep(&make, 10_000) {
+        Ok(n) => assert!(n > 50, "the walk ran ({n} instructions)"),
+        Err(d) => panic!("{d}"),
+    }
+}
+
+fn walk(engine: EngineKind) {
     let mut mem = GuestMemory::flat(16 << 20).unwrap();
     build(&mut mem);
     // Reset-like state (SDM Table 9-1), except that execution starts at 0000:1000 the way a
@@ -312,7 +347,7 @@ fn real_to_long_to_user_and_back() {
     };
     cpu.s.rip = 0x1000;
     let mut plat = NullPlatform::default();
-    let stop = interp::run(&mut cpu, &mut mem, &mut plat, 10_000);
+    let stop = Engine::new(engine).run(&mut cpu, &mut mem, &mut plat, 10_000);
 
     let steps: Vec<u32> = plat
         .outs

@@ -3,6 +3,7 @@
 
 use iced_x86::code_asm::*;
 use rinx::cpu::StopReason;
+use rinx::exec::{Engine, EngineKind};
 use rinx::testing::{TestMachine, TestMode, CODE_BASE};
 
 #[test]
@@ -26,10 +27,26 @@ fn patched_immediate_takes_effect() {
     a.ret().unwrap();
     let code = a.assemble(CODE_BASE).unwrap();
 
-    let mut t = TestMachine::new(TestMode::Long64, &code);
-    assert_eq!(t.run(100_000), StopReason::Halted);
-    assert_eq!(t.gpr(3), 300, "the loop ran the original instruction");
-    assert_eq!(t.gpr(0), 7, "the patched instruction ran after the store");
-    assert!(t.cpu.dcache.stats.hits > 500, "the loop ran from the cache");
-    assert_eq!(t.cpu.dcache.stats.invalidations, 1);
+    for engine in EngineKind::ALL {
+        let mut t = TestMachine::new(TestMode::Long64, &code).with_engine(engine);
+        assert_eq!(t.run(100_000), StopReason::Halted);
+        assert_eq!(t.gpr(3), 300, "the loop ran the original instruction");
+        assert_eq!(t.gpr(0), 7, "the patched instruction ran after the store");
+        assert_eq!(t.cpu.dcache.stats.invalidations, 1);
+        match &t.engine {
+            Engine::Interp => assert!(t.cpu.dcache.stats.hits > 500, "the loop ran from the cache"),
+            Engine::Jit(j) => {
+                if jit::HOST_SUPPORTED {
+                    assert!(
+                        j.stats.block_insns > 1000,
+                        "the loop ran as compiled blocks"
+                    );
+                    assert!(
+                        j.stats.invalidations >= 1,
+                        "the patched block was retranslated"
+                    );
+                }
+            }
+        }
+    }
 }

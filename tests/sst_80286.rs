@@ -21,6 +21,7 @@
 use flate2::read::GzDecoder;
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 use rinx::cpu::StopReason;
+use rinx::exec::EngineKind;
 use rinx::testing::TestMachine;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -267,7 +268,7 @@ fn run_one(t: &mut TestMachine, test: &Test, fmask: u16, skip_sdc: bool) -> Resu
     }
 }
 
-#[derive(Default, Clone)]
+#[derive(Default, Clone, PartialEq, Debug)]
 struct FormResult {
     form: String,
     status: String,
@@ -302,12 +303,14 @@ fn run_form(
     file: &str,
     meta: &BTreeMap<String, (String, u16)>,
     stride: usize,
+    engine: EngineKind,
 ) -> Vec<FormResult> {
     let f = std::fs::File::open(dir.join(format!("v1_real_mode/{file}.json.gz"))).expect("open");
     let mut s = String::new();
     GzDecoder::new(f).read_to_string(&mut s).expect("gunzip");
     let tests: Vec<Test> = serde_json::from_str(&s).expect("json");
     let mut t = TestMachine::blank_real(16 << 20);
+    t.set_engine(engine);
     let mut out: BTreeMap<String, FormResult> = BTreeMap::new();
     for test in tests.iter().step_by(stride) {
         let form = sub_form(file, test, meta);
@@ -380,6 +383,7 @@ fn sst_80286_real_mode() {
         .min(2);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::new());
+    let engine_mismatch = std::sync::Mutex::new(Vec::<String>::new());
     std::thread::scope(|sc| {
         for _ in 0..workers {
             sc.spawn(|| loop {
@@ -387,11 +391,26 @@ fn sst_80286_real_mode() {
                 let Some(file) = files.get(i) else {
                     break;
                 };
-                let r = run_form(&dir, file, &meta, stride);
+                // Every form runs under both engines, which must agree test for test.
+                let r = run_form(&dir, file, &meta, stride, EngineKind::Interp);
+                let rj = run_form(&dir, file, &meta, stride, EngineKind::Jit);
+                if r != rj {
+                    engine_mismatch
+                        .lock()
+                        .unwrap()
+                        .push(format!("{file}: interp {r:?}\n  jit {rj:?}"));
+                }
                 results.lock().unwrap().extend(r);
             });
         }
     });
+    let mismatches = engine_mismatch.into_inner().unwrap();
+    assert!(
+        mismatches.is_empty(),
+        "JIT and interpreter disagree on {} files:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
     let mut results = results.into_inner().unwrap();
     results.sort_by(|a, b| a.form.cmp(&b.form));
     let allow: BTreeMap<&str, &str> = ALLOW.iter().copied().collect();

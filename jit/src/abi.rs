@@ -369,3 +369,42 @@ mod tests {
         assert_eq!(s.cr0, 0x6000_0010);
     }
 }
+
+/// The environment a compiled block receives next to the CPU state (its second argument).
+///
+/// Generated code reads `helper` and `limit` at the offsets [`OFFSET_ENV_HELPER`] and
+/// [`OFFSET_ENV_LIMIT`]; `user` is opaque to the JIT (the machine's helper context).
+#[repr(C)]
+#[derive(Debug)]
+pub struct JitEnv {
+    /// Called for every guest instruction the block does not emit natively, as
+    /// `helper(env, index_in_block, retired_before_this_iteration) -> continue(0) / exit(!= 0)`.
+    /// On exit the helper has left RIP and the instruction count exact (see [`EXIT_SYNCED`]).
+    pub helper: usize,
+    /// Maximum number of guest instructions one invocation may retire (loops in a block stop
+    /// before exceeding it, which bounds interrupt latency and keeps instruction budgets exact).
+    pub limit: u64,
+    /// Opaque pointer for the helper.
+    pub user: *mut core::ffi::c_void,
+}
+
+/// Byte offset of [`JitEnv::helper`].
+pub const OFFSET_ENV_HELPER: usize = offset_of!(JitEnv, helper);
+/// Byte offset of [`JitEnv::limit`].
+pub const OFFSET_ENV_LIMIT: usize = offset_of!(JitEnv, limit);
+
+/// Return value of a compiled block when a helper ended it: RIP and the instruction count are
+/// already exact in the machine's state. Any other return value is the number of guest
+/// instructions the block retired, with RIP stored by the block.
+pub const EXIT_SYNCED: u64 = u64::MAX;
+
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+
+    #[test]
+    fn env_offsets_are_stable() {
+        assert_eq!(OFFSET_ENV_HELPER, 0);
+        assert_eq!(OFFSET_ENV_LIMIT, 8);
+    }
+}

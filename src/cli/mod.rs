@@ -28,6 +28,17 @@ pub enum Command {
 pub enum Engine {
     /// The reference interpreter (every host).
     Interp,
+    /// The dynamic recompiler (x86-64 hosts; elsewhere the interpreter runs instead).
+    Jit,
+}
+
+impl From<Engine> for crate::exec::EngineKind {
+    fn from(e: Engine) -> Self {
+        match e {
+            Engine::Interp => crate::exec::EngineKind::Interp,
+            Engine::Jit => crate::exec::EngineKind::Jit,
+        }
+    }
 }
 
 /// `rinx run` options.
@@ -51,7 +62,8 @@ pub struct RunArgs {
     /// Guest RAM size: a number of bytes with an optional K, M, G suffix (binary units).
     #[arg(short = 'm', long, value_name = "SIZE", default_value = "512M", value_parser = spec::parse_memory)]
     pub memory: u64,
-    /// Where COM1 goes: stdio | file:PATH | tcp:ADDR (a loopback listener, e.g. tcp:127.0.0.1:4444).
+    /// Where COM1 goes: stdio | file:PATH (appended) | tcp:ADDR (a loopback listener, e.g.
+    /// tcp:127.0.0.1:4444; the guest starts when a client connects) | null.
     #[arg(long, value_name = "SPEC", default_value = "stdio", value_parser = spec::parse_serial)]
     pub serial: spec::SerialSpec,
     /// Execution engine.

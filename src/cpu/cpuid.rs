@@ -107,8 +107,12 @@ pub const LEAF1_EDX: u32 = edx1::FPU
     | edx1::FXSR
     | edx1::SSE
     | edx1::SSE2;
-/// CPUID.01H:ECX: nothing yet (SSE3, SSSE3, CX16, POPCNT ... are flipped on by their owners).
-pub const LEAF1_ECX: u32 = 0;
+/// CPUID.01H:ECX: with CMPXCHG8B/CMOV/SSE2 in EDX and LAHF-LM in 80000001H:ECX, the x86-64-v2
+/// baseline: SSE3, SSSE3, SSE4.1, SSE4.2 (`cpu/simd`, including CRC32 in `cpu/integer`),
+/// CMPXCHG16B and POPCNT (`cpu/integer`). Each is covered by unit tests and the host
+/// differential test (tests/diff_simd.rs).
+pub const LEAF1_ECX: u32 =
+    ecx1::SSE3 | ecx1::SSSE3 | ecx1::CX16 | ecx1::SSE41 | ecx1::SSE42 | ecx1::POPCNT;
 /// CPUID.80000001H:EDX.
 pub const EXT1_EDX: u32 = edx81::SYSCALL | edx81::NX | edx81::RDTSCP | edx81::LM;
 /// CPUID.80000001H:ECX.
@@ -216,7 +220,15 @@ mod tests {
         assert_eq!(&v, VENDOR);
         let r = cpuid(1, 0, 0);
         assert_ne!(r[3] & edx1::SEP, 0);
-        assert_eq!(r[2] & ecx1::SSE3, 0, "SSE3 belongs to the SIMD part");
+        // x86-64-v2: SSE3, SSSE3, SSE4.1, SSE4.2, POPCNT, CX16 (leaf 1) and LAHF-LM.
+        let v2 = ecx1::SSE3 | ecx1::SSSE3 | ecx1::SSE41 | ecx1::SSE42 | ecx1::POPCNT | ecx1::CX16;
+        assert_eq!(r[2] & v2, v2);
+        // Not implemented, so not advertised.
+        assert_eq!(
+            r[2] & (ecx1::XSAVE | ecx1::MOVBE | ecx1::PCLMULQDQ | ecx1::X2APIC),
+            0
+        );
+        assert_ne!(cpuid(0x8000_0001, 0, 0)[2] & ecx81::LAHF_LM, 0);
         let r = cpuid(0x8000_0001, 0, 0);
         assert_ne!(r[3] & edx81::LM, 0);
         assert_eq!(cpuid(0x8000_0008, 0, 0)[0], 0x3028);

@@ -174,6 +174,9 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
 
     /// Reads `buf.len()` bytes at linear `la` (may cross one page boundary).
     pub fn read_linear_bytes(&mut self, la: u64, buf: &mut [u8], system: bool) -> Res<()> {
+        if self.cpu.s.dr[7] & super::debug::DR7_ENABLES != 0 && !system {
+            self.note_data_access(la, buf.len() as u64, false);
+        }
         let first = (4096 - (la & 0xfff) as usize).min(buf.len());
         let p1 = self.translate(la, Access::Read, system)?;
         if first == buf.len() {
@@ -194,6 +197,9 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
     /// Writes `data` at linear `la` (may cross one page boundary); both pages are translated
     /// before either is written.
     pub fn write_linear_bytes(&mut self, la: u64, data: &[u8], system: bool) -> Res<()> {
+        if self.cpu.s.dr[7] & super::debug::DR7_ENABLES != 0 && !system {
+            self.note_data_access(la, data.len() as u64, true);
+        }
         let first = (4096 - (la & 0xfff) as usize).min(data.len());
         let p1 = self.translate(la, Access::Write, system)?;
         if first == data.len() {
@@ -213,6 +219,13 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
         Ok(())
     }
 
+    /// Records the data breakpoints an access hits (out of line: callers test DR7 first).
+    #[cold]
+    #[inline(never)]
+    fn note_data_access(&mut self, la: u64, size: u64, write: bool) {
+        self.cpu.db_hits |= super::debug::data_hits(&self.cpu.s.dr, la, size, write);
+    }
+
     /// Linear addresses wrap at 4 GiB outside IA-32e mode.
     #[inline]
     fn wrap_linear(&self, la: u64) -> u64 {
@@ -225,6 +238,9 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
 
     /// Reads a little-endian value of `size` bytes (1, 2, 4, 8) at linear `la`.
     pub fn read_linear(&mut self, la: u64, size: u32, system: bool) -> Res<u64> {
+        if self.cpu.s.dr[7] & super::debug::DR7_ENABLES != 0 && !system {
+            self.note_data_access(la, u64::from(size), false);
+        }
         // Fast path: RAM, within one page.
         if (la & 0xfff) + u64::from(size) <= 4096 {
             let p = self.translate(la, Access::Read, system)?;
@@ -252,6 +268,9 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
 
     /// Writes the low `size` bytes (1, 2, 4, 8) of `v` at linear `la`.
     pub fn write_linear(&mut self, la: u64, size: u32, v: u64, system: bool) -> Res<()> {
+        if self.cpu.s.dr[7] & super::debug::DR7_ENABLES != 0 && !system {
+            self.note_data_access(la, u64::from(size), true);
+        }
         if (la & 0xfff) + u64::from(size) <= 4096 {
             let p = self.translate(la, Access::Write, system)?;
             if self.cpu.trace.is_on() {

@@ -6,6 +6,7 @@
 //! same functions for everything it does not emit natively (DESIGN.md "Execution").
 
 pub mod cpuid;
+pub mod debug;
 pub mod dispatch;
 pub mod far;
 pub mod fault;
@@ -129,6 +130,12 @@ pub struct Cpu {
     pub dcache: crate::exec::dcache::DecodeCache,
     /// The tracer (`--trace`); off unless attached. Hooks test it with one branch.
     pub trace: crate::trace::TraceSlot,
+    /// Data breakpoints (DR6.B0-B3 bits) hit by the current instruction and single-step
+    /// (DR6.BS), reported as a #DB trap when it completes ([`debug`]).
+    pub db_hits: u64,
+    /// Data-breakpoint hits of a MOV SS / POP SS, held until the next instruction completes
+    /// (SDM Vol. 3B §18.3.1.2; Vol. 2B "MOV": debug traps after a load of SS are delayed).
+    pub db_deferred: u64,
 }
 
 /// How many recent RIPs [`Cpu::recent`] keeps.
@@ -157,6 +164,8 @@ impl Cpu {
             recent: [0; RECENT],
             dcache: Default::default(),
             trace: Default::default(),
+            db_hits: 0,
+            db_deferred: 0,
         }
     }
 

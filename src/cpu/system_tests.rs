@@ -698,3 +698,71 @@ fn call_to_tss_and_iret_with_nt_switch_tasks() {
         Err(Fault::Gp(0x28))
     );
 }
+
+#[test]
+fn call_to_16bit_tss_and_back() {
+    // SDM Vol. 3A §7.6, Figure 7-10: a 16-bit TSS holds IP, FLAGS, AX..DI, ES/CS/SS/DS and the
+    // LDT selector; CR3 stays, FS/GS become null, the old 32-bit task is saved in full.
+    let mut t = machine(TestMode::Flat32);
+    let new_tss = 0x3200u64;
+    // 0x60: 16-bit available TSS (type 1), limit 0x2B; 0x68: 16-bit code, 0x70: 16-bit data.
+    t.mem
+        .write_le(GDT + 0x60, 8, 0x2b | (new_tss << 16) | (0x81 << 40))
+        .unwrap();
+    t.mem.write_le(GDT + 0x68, 8, desc(0x9a, 0x0)).unwrap();
+    t.mem.write_le(GDT + 0x70, 8, desc(0x92, 0x0)).unwrap();
+    t.cpu.s.gdtr.limit = 0x77;
+    t.mem.write_le(GDT + 0x28 + 5, 1, 0x8b).unwrap();
+    t.mem.write_le(new_tss + 0x0e, 2, 0x1234).unwrap(); // IP
+    t.mem.write_le(new_tss + 0x10, 2, 0x0002).unwrap(); // FLAGS
+    t.mem.write_le(new_tss + 0x12, 2, 0xbeef).unwrap(); // AX
+    t.mem.write_le(new_tss + 0x1a, 2, 0x8000).unwrap(); // SP
+    for (i, s) in [0x70u64, 0x68, 0x70, 0x70].iter().enumerate() {
+        t.mem
+            .write_le(new_tss + 0x22 + 2 * i as u64, 2, *s)
+            .unwrap();
+    }
+    t.cpu.s.seg[sreg::FS].selector = 0x10;
+    t.cpu.s.gpr[reg::RAX] = 0x1122_3344;
+    t.cpu.s.rip = 0x10_0000;
+    let old_cr3 = t.cpu.s.cr3;
+    let call = asm(32, |a| a.call_far(0x60, 0));
+    run1(&mut t, &call).unwrap();
+    let s = t.cpu.s;
+    assert_eq!(s.rip, 0x1234);
+    assert_eq!(s.gpr[reg::RAX] & 0xffff, 0xbeef);
+    assert_eq!(s.gpr[reg::RSP] & 0xffff, 0x8000);
+    assert_eq!(s.seg[sreg::CS].selector, 0x68);
+    assert!(!s.seg[sreg::CS].db(), "16-bit code segment");
+    assert_eq!(s.seg[sreg::FS].selector, 0, "no FS in a 16-bit TSS");
+    assert_eq!(s.tr.selector, 0x60);
+    assert_eq!(s.tr.typ(), 3, "busy 16-bit TSS");
+    assert_eq!(s.cr3, old_cr3);
+    assert_ne!(s.rflags & fl::NT, 0);
+    assert_eq!(t.mem.read_le(new_tss, 2).unwrap(), 0x28, "back link");
+    assert_eq!(t.mem.read_le(TSS + 0x28, 4).unwrap(), 0x1122_3344);
+    // 16-bit IRET with NT: back to the 32-bit task; the 16-bit task's state is saved in 16 bits.
+    t.cpu.s.gpr[reg::RAX] = 0xdead_0042;
+    run1(&mut t, &asm(16, |a| a.iret())).unwrap();
+    let s = t.cpu.s;
+    assert_eq!(
+        (s.rip, s.gpr[reg::RAX], s.tr.selector),
+        (0x10_0000 + call.len() as u64, 0x1122_3344, 0x28)
+    );
+    assert_eq!(s.seg[sreg::FS].selector, 0x10);
+    assert_eq!(t.mem.read_le(new_tss + 0x12, 2).unwrap(), 0x0042);
+    assert_eq!(
+        t.mem.read_le(new_tss + 0x0e, 2).unwrap(),
+        0x1235,
+        "IP after IRET"
+    );
+    assert_eq!(t.mem.read_le(GDT + 0x60 + 5, 1).unwrap(), 0x81, "not busy");
+    // A 16-bit TSS with a limit below 0x2B is #TS(sel).
+    t.mem
+        .write_le(GDT + 0x60, 8, 0x2a | (new_tss << 16) | (0x81 << 40))
+        .unwrap();
+    assert_eq!(
+        run1(&mut t, &asm(32, |a| a.jmp_far(0x60, 0))),
+        Err(Fault::Ts(0x60))
+    );
+}

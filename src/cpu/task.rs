@@ -1,6 +1,7 @@
 //! Hardware task switching (Intel SDM Vol. 3A chapter 7): JMP/CALL to a TSS or task gate, task
 //! gates in the IDT, and IRET with EFLAGS.NT. Only outside IA-32e mode (callers refuse it
-//! there). Only 32-bit TSSs are supported: a 16-bit TSS raises #TS(selector).
+//! there). Both TSS formats: the 32-bit TSS (Figure 7-2) and the 80286 16-bit TSS (Figure 7-10),
+//! which has no CR3, FS, GS or I/O map and 16-bit IP/FLAGS/registers (§7.6).
 //!
 //! The whole switch runs inside the caller's `atomically` scope, so a fault at any point rolls
 //! the processor back to the old task. (Hardware commits after saving the old state and reports
@@ -18,6 +19,18 @@ pub enum Reason {
     Call,
     Iret,
     Interrupt,
+}
+
+/// 16-bit TSS field offsets (Figure 7-10).
+mod off16 {
+    pub const IP: u64 = 0x0e;
+    pub const FLAGS: u64 = 0x10;
+    pub const AX: u64 = 0x12;
+    /// ES, CS, SS, DS in that order.
+    pub const ES: u64 = 0x22;
+    pub const LDT: u64 = 0x2a;
+    /// Smallest valid limit of a 16-bit TSS.
+    pub const MIN_LIMIT: u32 = 0x2b;
 }
 
 /// 32-bit TSS field offsets (Figure 7-2).
@@ -108,15 +121,21 @@ fn switch<P: Platform + ?Sized>(
     error_code: Option<u32>,
 ) -> Res<()> {
     let ts = Fault::Ts(sel_err(sel));
-    if d.s() || !matches!(d.typ(), sys::TSS_AVAIL | sys::TSS_BUSY) {
-        // 16-bit TSSs are not supported.
+    if d.s()
+        || !matches!(
+            d.typ(),
+            sys::TSS_AVAIL | sys::TSS_BUSY | sys::TSS16_AVAIL | sys::TSS16_BUSY
+        )
+    {
         return Err(if reason == Reason::Iret {
             ts
         } else {
             Fault::Gp(sel_err(sel))
         });
     }
-    let busy = d.typ() == sys::TSS_BUSY;
+    // Type bit 3 selects the 32-bit format; bit 1 is busy.
+    let new16 = d.typ() & 8 == 0;
+    let busy = d.typ() & 2 != 0;
     match reason {
         Reason::Iret if !busy => return Err(ts),
         Reason::Jmp | Reason::Call | Reason::Interrupt if busy => {
@@ -127,11 +146,14 @@ fn switch<P: Platform + ?Sized>(
     if !d.present() {
         return Err(Fault::Np(sel_err(sel)));
     }
-    if d.limit() < 0x67 {
+    if d.limit() < if new16 { off16::MIN_LIMIT } else { 0x67 } {
         return Err(ts);
     }
     let old_tr = ctx.cpu.s.tr;
-    if old_tr.typ() != sys::TSS_BUSY || old_tr.limit < 0x67 {
+    let old16 = old_tr.typ() == sys::TSS16_BUSY;
+    if !(old16 || old_tr.typ() == sys::TSS_BUSY)
+        || old_tr.limit < if old16 { off16::MIN_LIMIT } else { 0x67 }
+    {
         return Err(Fault::Ts(sel_err(old_tr.selector)));
     }
     // Save the outgoing task (dynamic fields only).
@@ -141,15 +163,29 @@ fn switch<P: Platform + ?Sized>(
     if reason == Reason::Iret {
         eflags &= !fl::NT;
     }
-    ctx.write_linear(w(off::EIP), 4, ret & 0xffff_ffff, true)?;
-    ctx.write_linear(w(off::EFLAGS), 4, eflags, true)?;
-    for i in 0..8 {
-        let v = ctx.cpu.s.gpr[i] & 0xffff_ffff;
-        ctx.write_linear(w(off::EAX + 4 * i as u64), 4, v, true)?;
-    }
-    for i in 0..6 {
-        let v = u64::from(ctx.cpu.s.seg[i].selector);
-        ctx.write_linear(w(off::ES + 4 * i as u64), 2, v, true)?;
+    if old16 {
+        // The upper halves of EIP, EFLAGS and the registers are lost (§7.6).
+        ctx.write_linear(w(off16::IP), 2, ret & 0xffff, true)?;
+        ctx.write_linear(w(off16::FLAGS), 2, eflags & 0xffff, true)?;
+        for i in 0..8 {
+            let v = ctx.cpu.s.gpr[i] & 0xffff;
+            ctx.write_linear(w(off16::AX + 2 * i as u64), 2, v, true)?;
+        }
+        for i in 0..4 {
+            let v = u64::from(ctx.cpu.s.seg[i].selector);
+            ctx.write_linear(w(off16::ES + 2 * i as u64), 2, v, true)?;
+        }
+    } else {
+        ctx.write_linear(w(off::EIP), 4, ret & 0xffff_ffff, true)?;
+        ctx.write_linear(w(off::EFLAGS), 4, eflags, true)?;
+        for i in 0..8 {
+            let v = ctx.cpu.s.gpr[i] & 0xffff_ffff;
+            ctx.write_linear(w(off::EAX + 4 * i as u64), 4, v, true)?;
+        }
+        for i in 0..6 {
+            let v = u64::from(ctx.cpu.s.seg[i].selector);
+            ctx.write_linear(w(off::ES + 4 * i as u64), 2, v, true)?;
+        }
     }
     if matches!(reason, Reason::Jmp | Reason::Iret) {
         set_busy(ctx, old_tr.selector, false)?;
@@ -158,17 +194,34 @@ fn switch<P: Platform + ?Sized>(
     let nb = d.base(false);
     let r = |o: u64| (nb + o) & 0xffff_ffff;
     let mut regs = [0u64; 8];
-    for (i, x) in regs.iter_mut().enumerate() {
-        *x = ctx.read_linear(r(off::EAX + 4 * i as u64), 4, true)?;
-    }
+    // Null FS/GS for a 16-bit task, which has no fields for them.
     let mut sels = [0u16; 6];
-    for (i, x) in sels.iter_mut().enumerate() {
-        *x = ctx.read_linear(r(off::ES + 4 * i as u64), 2, true)? as u16;
+    let (new_cr3, new_eip, mut new_flags, ldt);
+    if new16 {
+        for (i, x) in regs.iter_mut().enumerate() {
+            // The SDM leaves the upper halves undefined (§7.6); like Bochs, set them to ones.
+            *x = 0xffff_0000 | ctx.read_linear(r(off16::AX + 2 * i as u64), 2, true)?;
+        }
+        for (i, x) in sels.iter_mut().take(4).enumerate() {
+            *x = ctx.read_linear(r(off16::ES + 2 * i as u64), 2, true)? as u16;
+        }
+        // No CR3 field: the 16-bit task keeps the current page tables.
+        new_cr3 = None;
+        new_eip = ctx.read_linear(r(off16::IP), 2, true)?;
+        new_flags = ctx.read_linear(r(off16::FLAGS), 2, true)? | fl::FIXED1;
+        ldt = ctx.read_linear(r(off16::LDT), 2, true)? as u16;
+    } else {
+        for (i, x) in regs.iter_mut().enumerate() {
+            *x = ctx.read_linear(r(off::EAX + 4 * i as u64), 4, true)?;
+        }
+        for (i, x) in sels.iter_mut().enumerate() {
+            *x = ctx.read_linear(r(off::ES + 4 * i as u64), 2, true)? as u16;
+        }
+        new_cr3 = Some(ctx.read_linear(r(off::CR3), 4, true)?);
+        new_eip = ctx.read_linear(r(off::EIP), 4, true)?;
+        new_flags = ctx.read_linear(r(off::EFLAGS), 4, true)? | fl::FIXED1;
+        ldt = ctx.read_linear(r(off::LDT), 2, true)? as u16;
     }
-    let new_cr3 = ctx.read_linear(r(off::CR3), 4, true)?;
-    let new_eip = ctx.read_linear(r(off::EIP), 4, true)?;
-    let mut new_flags = ctx.read_linear(r(off::EFLAGS), 4, true)? | fl::FIXED1;
-    let ldt = ctx.read_linear(r(off::LDT), 2, true)? as u16;
     if matches!(reason, Reason::Call | Reason::Interrupt) {
         ctx.write_linear(r(off::LINK), 2, u64::from(old_tr.selector), true)?;
         new_flags |= fl::NT;
@@ -180,8 +233,8 @@ fn switch<P: Platform + ?Sized>(
     nd.raw |= 2 << 40;
     ctx.cpu.s.tr = nd.cache(sel, false);
     ctx.cpu.s.cr0 |= cr::CR0_TS;
-    if ctx.cpu.paging() {
-        ctx.set_cr3(new_cr3)?;
+    if let (true, Some(cr3)) = (ctx.cpu.paging(), new_cr3) {
+        ctx.set_cr3(cr3)?;
     }
     ctx.cpu.s.rflags = new_flags;
     for (i, v) in regs.into_iter().enumerate() {
@@ -237,7 +290,8 @@ fn switch<P: Platform + ?Sized>(
     }
     ctx.commit_cs(ctx.cpu.s.seg[sreg::CS], new_eip, ctx.cpu.s.cpl)?;
     if let Some(e) = error_code {
-        let size = if ctx.cpu.s.seg[sreg::SS].db() { 4 } else { 2 };
+        // The error code's width follows the new task's TSS format.
+        let size = if new16 { 2 } else { 4 };
         ctx.push(u64::from(e), size)?;
     }
     Ok(())

@@ -35,8 +35,10 @@ pub struct DecodeCacheStats {
 
 /// The cache. The entry table is allocated on first use: short-lived CPUs (conformance
 /// tests) never pay for it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub struct DecodeCache {
+    /// Unique identity of this cache (see [`DecodeCache::id`]).
+    id: u64,
     entries: Vec<Entry>,
     /// Generation per physical page (grown on demand).
     page_gen: Vec<u32>,
@@ -47,12 +49,52 @@ pub struct DecodeCache {
     pub stats: DecodeCacheStats,
 }
 
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn fresh_id() -> u64 {
+    NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Default for DecodeCache {
+    fn default() -> Self {
+        DecodeCache {
+            id: fresh_id(),
+            entries: Vec::new(),
+            page_gen: Vec::new(),
+            code_bits: Vec::new(),
+            warmup: 0,
+            stats: DecodeCacheStats::default(),
+        }
+    }
+}
+
+impl Clone for DecodeCache {
+    /// A clone is a new cache (new [`DecodeCache::id`]) with the same contents.
+    fn clone(&self) -> Self {
+        DecodeCache {
+            id: fresh_id(),
+            entries: self.entries.clone(),
+            page_gen: self.page_gen.clone(),
+            code_bits: self.code_bits.clone(),
+            warmup: self.warmup,
+            stats: self.stats,
+        }
+    }
+}
+
 #[inline]
 fn slot(pa: u64) -> usize {
     ((pa ^ (pa >> 15)) as usize) & (ENTRIES - 1)
 }
 
 impl DecodeCache {
+    /// A process-unique identity: page generations are only comparable within one cache, so
+    /// the JIT drops its translations when it finds itself attached to another one (a new or
+    /// cloned CPU).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The cached instruction at physical `pa`, decoded at `rip` in `mode`.
     #[inline]
     pub fn lookup(&mut self, pa: u64, rip: u64, mode: u8) -> Option<(Instruction, u8, Family)> {
@@ -131,6 +173,25 @@ impl DecodeCache {
                 self.stats.invalidations += 1;
             }
         }
+    }
+
+    /// Marks physical page `pa_page` (any address in it) as holding code translated by the
+    /// JIT and returns its current generation: a later store to the page bumps the generation,
+    /// which is how the JIT learns that blocks translated from it are stale.
+    pub fn track_page(&mut self, pa_page: u64) -> u32 {
+        let page = (pa_page >> 12) as usize;
+        if page >= self.page_gen.len() {
+            self.page_gen.resize(page + 1, 0);
+            self.code_bits.resize(page / 64 + 1, 0);
+        }
+        self.code_bits[page / 64] |= 1 << (page % 64);
+        self.page_gen[page]
+    }
+
+    /// Current generation of physical page `pa_page` (`None` if never tracked).
+    #[inline]
+    pub fn page_gen(&self, pa_page: u64) -> Option<u32> {
+        self.page_gen.get((pa_page >> 12) as usize).copied()
     }
 
     /// Drops everything.

@@ -1,7 +1,7 @@
 //! The interpreter driver: fetch, decode, execute, with interrupts taken at instruction
 //! boundaries (respecting the STI / MOV SS shadow, SDM Vol. 3A §6.8.3).
 
-use crate::cpu::{dispatch, interrupt, Cpu, Ctx, Platform, Res, StopReason};
+use crate::cpu::{debug, dispatch, interrupt, Cpu, Ctx, Fault, Platform, Res, StopReason};
 use crate::mmu::GuestMemory;
 use jit::abi::flags as fl;
 
@@ -162,16 +162,131 @@ pub(crate) fn execute_fetched<P: Platform + ?Sized>(
     rip: u64,
     fetched: Res<(iced_x86::Instruction, u8, dispatch::Family, u64)>,
 ) -> Res<()> {
+    let tf_rf = ctx.cpu.s.rflags & (fl::RF | fl::TF);
+    // Code breakpoints come before faults of fetching the instruction (SDM Vol. 3A Table 6-2).
+    if ctx.cpu.s.dr[7] & debug::DR7_ENABLES != 0 && tf_rf & fl::RF == 0 {
+        insn_breakpoint(ctx, rip)?;
+    }
     fetched.and_then(|(insn, len, fam, pa)| {
-        let m = crate::cpu::flags::mask(ctx.default_ip_size());
-        ctx.next_rip = rip.wrapping_add(u64::from(len)) & m;
         let mut hint = fam;
-        let r = dispatch::execute_hinted(ctx, &insn, &mut hint);
+        let r = execute_decoded(ctx, rip, &insn, len, tf_rf, &mut hint);
         if hint != fam && pa != u64::MAX {
             ctx.cpu.dcache.set_family(pa, hint);
         }
         r
     })
+}
+
+/// Executes a decoded instruction at `rip` (after the instruction-breakpoint check) with the
+/// single-step / RF / deferred data-breakpoint bookkeeping; `tf_rf` is RFLAGS.TF|RF at the start
+/// of the instruction, `hint` the family hint (updated). The JIT's helper calls this too.
+#[inline(always)]
+pub(crate) fn execute_decoded<P: Platform + ?Sized>(
+    ctx: &mut Ctx<'_, P>,
+    rip: u64,
+    insn: &iced_x86::Instruction,
+    len: u8,
+    tf_rf: u64,
+    hint: &mut dispatch::Family,
+) -> Res<()> {
+    let m = crate::cpu::flags::mask(ctx.default_ip_size());
+    ctx.next_rip = rip.wrapping_add(u64::from(len)) & m;
+    let r = dispatch::execute_hinted(ctx, insn, hint);
+    if tf_rf != 0 && r.is_ok() {
+        completed_with_tf_rf(ctx, insn, tf_rf);
+    }
+    if (ctx.cpu.db_hits | ctx.cpu.db_deferred) != 0 && r.is_ok() {
+        defer_after_ss_load(ctx, insn);
+    }
+    r
+}
+
+/// True for MOV SS, r/m and POP SS.
+fn loads_ss(insn: &iced_x86::Instruction) -> bool {
+    use iced_x86::{Mnemonic as M, OpKind, Register};
+    matches!(insn.mnemonic(), M::Mov | M::Pop)
+        && insn.op0_kind() == OpKind::Register
+        && insn.op0_register() == Register::SS
+}
+
+/// Data-breakpoint hits of a MOV SS / POP SS wait for the next instruction boundary; those
+/// held from the previous instruction join this one's (SDM Vol. 3B §18.3.1.2).
+#[cold]
+#[inline(never)]
+fn defer_after_ss_load<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &iced_x86::Instruction) {
+    if loads_ss(insn) {
+        ctx.cpu.db_deferred |= std::mem::take(&mut ctx.cpu.db_hits);
+    } else {
+        ctx.cpu.db_hits |= std::mem::take(&mut ctx.cpu.db_deferred);
+    }
+}
+
+/// After an instruction that started with RF or TF set completed (SDM Vol. 3B §18.3.1.1,
+/// §18.3.1.4): RF is cleared, except by IRET, which loads it; with TF set at the start a
+/// single-step trap (DR6.BS) follows, even if the instruction cleared TF, except after INT n /
+/// INT3 / INTO / INT1 that delivered their interrupt (delivery clears TF; debuggers emulate
+/// them) and after MOV SS / POP SS, whose traps wait for the next instruction (which traps
+/// itself, TF being still set).
+#[cold]
+#[inline(never)]
+fn completed_with_tf_rf<P: Platform + ?Sized>(
+    ctx: &mut Ctx<'_, P>,
+    insn: &iced_x86::Instruction,
+    tf_rf: u64,
+) {
+    use iced_x86::Mnemonic as M;
+    let m = insn.mnemonic();
+    if tf_rf & fl::RF != 0 && !matches!(m, M::Iret | M::Iretd | M::Iretq) {
+        ctx.cpu.s.rflags &= !fl::RF;
+    }
+    if tf_rf & fl::TF == 0 {
+        return;
+    }
+    let software_int =
+        matches!(m, M::Int | M::Int3 | M::Into | M::Int1) && ctx.cpu.s.rflags & fl::TF == 0;
+    if !software_int && !loads_ss(insn) {
+        ctx.cpu.db_hits |= debug::DR6_BS;
+    }
+}
+
+/// Raises the fault-class #DB of an instruction breakpoint at `rip`, setting DR6.Bn (SDM
+/// Vol. 3B §18.3.1.1).
+#[cold]
+#[inline(never)]
+fn insn_breakpoint<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, rip: u64) -> Res<()> {
+    let s = &ctx.cpu.s;
+    let la = if ctx.cpu.mode64() {
+        rip
+    } else {
+        s.seg[jit::abi::sreg::CS]
+            .base
+            .wrapping_add(rip & 0xffff_ffff)
+            & 0xffff_ffff
+    };
+    let hits = debug::insn_hits(&s.dr, la);
+    if hits == 0 {
+        return Ok(());
+    }
+    ctx.cpu.s.dr[6] = debug::dr6_with(ctx.cpu.s.dr[6], hits);
+    Err(Fault::Db)
+}
+
+/// Delivers the trap-class #DB of the data breakpoints the instruction just retired hit and of
+/// single-step (SDM Vol. 3B §18.3.1.2, §18.3.1.4): DR6.Bn / DR6.BS set, the return address is
+/// the next instruction; delivery clears TF.
+#[cold]
+#[inline(never)]
+fn data_breakpoint_trap<P: Platform + ?Sized>(
+    ctx: &mut Ctx<'_, P>,
+) -> Result<(), interrupt::Shutdown> {
+    let hits = std::mem::take(&mut ctx.cpu.db_hits);
+    if hits & 0xf != 0 {
+        ctx.cpu.s.dr[6] = debug::dr6_with(ctx.cpu.s.dr[6], hits & 0xf);
+    }
+    ctx.cpu.s.dr[6] |= hits & debug::DR6_BS;
+    ctx.cpu.cur_rip = ctx.cpu.s.rip;
+    ctx.next_rip = ctx.cpu.s.rip;
+    interrupt::raise(ctx, Fault::Db)
 }
 
 /// Last part: retires the instruction, or raises the exception it caused.
@@ -184,11 +299,23 @@ pub(crate) fn retire<P: Platform + ?Sized>(
         Ok(()) => {
             ctx.cpu.s.rip = ctx.next_rip;
             ctx.cpu.icount += 1;
+            if ctx.cpu.db_hits != 0 {
+                return data_breakpoint_trap(ctx);
+            }
             Ok(())
         }
         Err(f) => {
+            // A faulting instruction reports no data breakpoints of its own; those held from
+            // a MOV SS / POP SS before it trap once the exception is delivered, at the first
+            // instruction of its handler (as hardware does).
+            ctx.cpu.db_hits = 0;
             ctx.cpu.icount += 1;
-            interrupt::raise(ctx, f)
+            let res = interrupt::raise(ctx, f);
+            if res.is_ok() && ctx.cpu.db_deferred != 0 {
+                ctx.cpu.db_hits = std::mem::take(&mut ctx.cpu.db_deferred);
+                return data_breakpoint_trap(ctx);
+            }
+            res
         }
     }
 }

@@ -3,3 +3,79 @@
 pub mod dcache;
 pub mod diag;
 pub mod interp;
+pub mod jit;
+pub mod lockstep;
+
+use crate::cpu::{Cpu, Platform, StopReason};
+use crate::mmu::GuestMemory;
+
+/// Which engine executes guest code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    /// The reference interpreter (every host).
+    Interp,
+    /// The dynamic recompiler (x86-64 hosts; elsewhere it runs the interpreter).
+    Jit,
+}
+
+impl EngineKind {
+    /// Both engines, for tests that must pass under each.
+    pub const ALL: [EngineKind; 2] = [EngineKind::Interp, EngineKind::Jit];
+
+    /// The engine named by the environment variable `RINX_ENGINE` (`interp` or `jit`),
+    /// interpreter by default.
+    pub fn from_env() -> EngineKind {
+        match std::env::var("RINX_ENGINE").as_deref() {
+            Ok("jit") => EngineKind::Jit,
+            _ => EngineKind::Interp,
+        }
+    }
+}
+
+/// An engine instance (the JIT owns a code cache).
+#[derive(Debug)]
+pub enum Engine {
+    /// [`interp::run`].
+    Interp,
+    /// [`jit::JitEngine::run`].
+    Jit(Box<jit::JitEngine>),
+}
+
+impl Engine {
+    /// Creates an engine of `kind`. Falls back to the interpreter (with a warning) if the
+    /// JIT's code memory cannot be mapped.
+    pub fn new(kind: EngineKind) -> Engine {
+        match kind {
+            EngineKind::Interp => Engine::Interp,
+            EngineKind::Jit => match jit::JitEngine::new() {
+                Ok(j) => Engine::Jit(Box::new(j)),
+                Err(e) => {
+                    log::warn!(target: "rinx::exec", "JIT unavailable ({e}); using the interpreter");
+                    Engine::Interp
+                }
+            },
+        }
+    }
+
+    /// Which engine this is.
+    pub fn kind(&self) -> EngineKind {
+        match self {
+            Engine::Interp => EngineKind::Interp,
+            Engine::Jit(_) => EngineKind::Jit,
+        }
+    }
+
+    /// Runs at most `budget` guest instructions.
+    pub fn run<P: Platform + ?Sized>(
+        &mut self,
+        cpu: &mut Cpu,
+        mem: &mut GuestMemory,
+        plat: &mut P,
+        budget: u64,
+    ) -> StopReason {
+        match self {
+            Engine::Interp => interp::run(cpu, mem, plat, budget),
+            Engine::Jit(j) => j.run(cpu, mem, plat, budget),
+        }
+    }
+}

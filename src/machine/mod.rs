@@ -200,6 +200,8 @@ pub struct Machine {
     raw: Option<serial::RawModeGuard>,
     /// Host time spent waiting in HLT (for `--stats`).
     pub halted_time: std::time::Duration,
+    /// The execution engine (`RINX_ENGINE` by default; `--engine` via [`Machine::set_engine`]).
+    pub engine: crate::exec::Engine,
     /// RINX_DIAG_SECS=N prints the CPU state and last instructions every N seconds (a
     /// debugging aid for guests that stop making progress).
     diag_every: Option<std::time::Duration>,
@@ -287,7 +289,15 @@ impl Machine {
             halted_time: std::time::Duration::ZERO,
             diag_every,
             next_diag: diag_every.map(|d| std::time::Instant::now() + d),
+            engine: crate::exec::Engine::new(crate::exec::EngineKind::from_env()),
         })
+    }
+
+    /// Selects the execution engine.
+    pub fn set_engine(&mut self, kind: crate::exec::EngineKind) {
+        if self.engine.kind() != kind {
+            self.engine = crate::exec::Engine::new(kind);
+        }
     }
 
     /// Hands out the terminal raw-mode guard so the caller can restore the terminal before
@@ -324,7 +334,9 @@ impl Machine {
         }
         let before = self.cpu.icount;
         let stop = match probes {
-            None => interp::run(&mut self.cpu, &mut self.mem, &mut self.board, SLICE),
+            None => self
+                .engine
+                .run(&mut self.cpu, &mut self.mem, &mut self.board, SLICE),
             Some(p) => interp::run_probed(&mut self.cpu, &mut self.mem, &mut self.board, SLICE, p),
         };
         if let Some(shift) = self.board.icount_shift {

@@ -120,15 +120,25 @@ pub fn open(
             let client = Arc::new(std::sync::Mutex::new(None));
             let (tx, rx) = crossbeam::channel::unbounded();
             let c2 = client.clone();
-            log::info!(target: "rinx::serial", "serial on tcp {addr}");
+            // Like QEMU's `-serial tcp:...,server,wait`: the guest starts once a client is
+            // connected, so that no early boot output is lost.
+            eprintln!("rinx: serial: waiting for a client on tcp {addr}");
+            let first = l.accept()?.0;
+            // The writer side is in place before the guest runs (set here, not by the reader
+            // thread, which would race with the guest's first bytes).
+            let first_reader = first.try_clone()?;
+            if let Ok(mut c) = client.lock() {
+                *c = Some(first);
+            }
             thread::spawn(move || {
-                for s in l.incoming().flatten() {
-                    let Ok(mut reader) = s.try_clone() else {
-                        continue;
-                    };
+                let later = l.incoming().flatten().filter_map(|s| {
+                    let reader = s.try_clone().ok()?;
                     if let Ok(mut c) = c2.lock() {
                         *c = Some(s);
                     }
+                    Some(reader)
+                });
+                for mut reader in std::iter::once(first_reader).chain(later) {
                     let mut b = [0u8; 256];
                     while let Ok(n) = reader.read(&mut b) {
                         if n == 0 {

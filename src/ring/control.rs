@@ -143,6 +143,13 @@ pub fn mov_cr_dr<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction)
         ctx.set_reg(r0, v & m);
         Ok(())
     } else {
+        // General detect (SDM Vol. 3B §18.2.4): with DR7.GD set, any MOV DR is a #DB fault
+        // with DR6.BD set; GD is cleared so that the handler can use the debug registers.
+        if ctx.cpu.s.dr[7] & crate::cpu::debug::DR7_GD != 0 {
+            ctx.cpu.s.dr[7] &= !crate::cpu::debug::DR7_GD;
+            ctx.cpu.s.dr[6] |= crate::cpu::debug::DR6_BD;
+            return Err(Fault::Db);
+        }
         // Debug registers (§17.2). DR4/DR5 alias DR6/DR7 unless CR4.DE.
         let dr_index = |r: Register| -> Res<usize> {
             let n = r as usize - Register::DR0 as usize;

@@ -155,3 +155,27 @@ pub fn popcnt<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) ->
     set_flags(ctx, fl::STATUS, if v == 0 { fl::ZF } else { 0 });
     Ok(())
 }
+
+/// CRC32C update of `crc` with the low `bytes` bytes of `data`, least significant first: the
+/// bit-reflected CRC with polynomial 11EDC6F41H and no initial or final inversion, which is
+/// what the SDM's BIT_REFLECT / MOD2 definition computes (SDM Vol. 2A "CRC32").
+pub fn crc32c(crc: u32, data: u64, bytes: u32) -> u32 {
+    let mut c = crc;
+    for i in 0..bytes {
+        c ^= u32::from((data >> (8 * i)) as u8);
+        for _ in 0..8 {
+            c = (c >> 1) ^ (0x82f6_3b78 & (c & 1).wrapping_neg());
+        }
+    }
+    c
+}
+
+/// CRC32 r32/r64, r/m8/16/32/64 (SSE4.2, SDM Vol. 2A "CRC32"): accumulates the source into
+/// the low 32 bits of the destination; a 64-bit destination gets its upper half cleared.
+/// Flags are unaffected; LOCK is #UD (not in [`super::lockable`]).
+pub fn crc32<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> Res<()> {
+    let size = ctx.op_size(insn, 1);
+    let v = ctx.read_op(insn, 1)?;
+    let crc = ctx.read_op(insn, 0)? as u32;
+    ctx.write_op(insn, 0, u64::from(crc32c(crc, v, size)))
+}

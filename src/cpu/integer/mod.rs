@@ -196,6 +196,7 @@ fn handler<P: Platform + ?Sized>(insn: &Instruction) -> Option<Handler<P>> {
         M::Shld | M::Shrd => bits::shld,
         M::Bswap => bits::bswap,
         M::Popcnt => bits::popcnt,
+        M::Crc32 => bits::crc32,
         // control.rs
         M::Jmp => {
             if insn.is_jmp_far() || insn.is_jmp_far_indirect() {

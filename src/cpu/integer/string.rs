@@ -101,7 +101,12 @@ fn run<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction, op: Op) -
     // For CMPS/SCAS: REPE (F3) stops when ZF = 0, REPNE (F2) when ZF = 1.
     let stop_on_zf = insn.has_repne_prefix();
     let port = ctx.gpr(reg::RDX, 2) as u16;
-    let bulk_ok = rep && matches!(op, Op::Movs | Op::Stos) && ctx.cpu.s.rflags & fl::DF == 0;
+    // With debug breakpoints enabled, element by element: a data breakpoint traps after the
+    // iteration that hit it (SDM Vol. 3B §18.3.1.2).
+    let bulk_ok = rep
+        && matches!(op, Op::Movs | Op::Stos)
+        && ctx.cpu.s.rflags & fl::DF == 0
+        && ctx.cpu.s.dr[7] & crate::cpu::debug::DR7_ENABLES == 0;
     let mut n = 0;
     loop {
         if rep {
@@ -109,8 +114,9 @@ fn run<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction, op: Op) -
             if cx == 0 {
                 return Ok(());
             }
-            if n >= CHUNK {
-                // Leave RIP at this instruction; it resumes after pending events.
+            if n >= CHUNK || ctx.cpu.db_hits != 0 {
+                // Leave RIP at this instruction; it resumes after pending events (or the #DB
+                // trap of a data breakpoint the last iteration hit).
                 ctx.next_rip = ctx.cpu.cur_rip;
                 return Ok(());
             }

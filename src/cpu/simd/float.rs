@@ -145,7 +145,7 @@ pub fn unp(bits: u64, f: Fmt, daz: bool) -> Unp {
 /// Accumulates per-lane flags and applies them to MXCSR (§11.5.2): if any unmasked
 /// exception occurred, #XM (CR4.OSXMMEXCPT = 1) or #UD, with the destination unchanged;
 /// unmasked pre-computation exceptions (IE, DE, ZE) suppress the post-computation ones.
-fn commit_flags<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, flags: u32) -> Res<()> {
+pub(crate) fn commit_flags<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, flags: u32) -> Res<()> {
     let mx = ctx.cpu.s.mxcsr;
     let unmasked = flags & !(mx >> 7) & 0x3f;
     if unmasked != 0 {
@@ -203,7 +203,7 @@ fn cmp_pred(c: Cmp, p: u8) -> (bool, bool) {
 }
 
 /// Per-lane computation of a two-source float operation; returns (result bits, flags).
-fn lane_op(m: M, a: u64, b: u64, f: Fmt, e: &Env, imm: u8) -> (u64, u32) {
+pub(crate) fn lane_op(m: M, a: u64, b: u64, f: Fmt, e: &Env, imm: u8) -> (u64, u32) {
     let ua = unp(a, f, e.daz);
     let ub = unp(b, f, e.daz);
     let ar = |op: Op| {
@@ -256,7 +256,9 @@ fn lane_op(m: M, a: u64, b: u64, f: Fmt, e: &Env, imm: u8) -> (u64, u32) {
 /// operations round to nearest-even exactly like SSE; inexactness comes from error-free
 /// transformations (TwoSum, FMA residuals, exact in this range). Results outside the safe normal
 /// range (possible overflow, underflow, denormal or zero) return `None` and take the soft-float
-/// path, which owns every other flag.
+/// path, which owns every other flag. A quotient's residual `r*y - x` is about 2^-p |x|: with
+/// a dividend near the bottom of the normal range it would be a denormal and need not be
+/// exact (the FMA could round it to zero and hide PE), so such divisions take the slow path.
 fn fast(op: Op, a: u64, b: u64, f: Fmt) -> Option<(u64, u32)> {
     fn two_sum_err<T>(x: T, y: T, s: T) -> T
     where
@@ -266,6 +268,9 @@ fn fast(op: Op, a: u64, b: u64, f: Fmt) -> Option<(u64, u32)> {
         (x - (s - bb)) + (y - bb)
     }
     if f == F64 {
+        if op == Op::Div && (a >> 52) & 0x7ff < 64 {
+            return None;
+        }
         let (x, y) = (f64::from_bits(a), f64::from_bits(b));
         let (r, err) = match op {
             Op::Add => {
@@ -291,6 +296,9 @@ fn fast(op: Op, a: u64, b: u64, f: Fmt) -> Option<(u64, u32)> {
         }
         Some((r.to_bits(), if err != 0.0 { sf::PE } else { 0 }))
     } else {
+        if op == Op::Div && (a >> 23) & 0xff < 32 {
+            return None;
+        }
         let (x, y) = (f32::from_bits(a as u32), f32::from_bits(b as u32));
         let (r, err) = match op {
             Op::Add => {

@@ -1,4 +1,4 @@
-//! MMX, SSE, SSE2, SSE3 and SSSE3 instructions (Intel SDM Vol. 1 chapters 9-12).
+//! MMX, SSE, SSE2, SSE3, SSSE3, SSE4.1 and SSE4.2 instructions (Intel SDM Vol. 1 chapters 9-12).
 //!
 //! Values are handled as `u128` (XMM) or the low 64 bits of one (MMX). Every instruction
 //! checks its availability first (§9.6, §13.1: CR0.EM, CR0.TS, CR4.OSFXSR), reads all sources
@@ -7,6 +7,8 @@
 
 pub mod float;
 pub mod int;
+pub mod pcmpstr;
+pub mod sse4;
 pub mod state;
 
 use super::{Ctx, Fault, Platform, Res};
@@ -55,6 +57,13 @@ fn unaligned_ok(m: Mnemonic) -> bool {
             | Mnemonic::Movdqu
             | Mnemonic::Lddqu
             | Mnemonic::Maskmovdqu
+            // SSE4.2 string instructions (SDM Vol. 2B §4.1.1: no alignment requirement).
+            | Mnemonic::Pcmpestri
+            | Mnemonic::Pcmpestri64
+            | Mnemonic::Pcmpestrm
+            | Mnemonic::Pcmpestrm64
+            | Mnemonic::Pcmpistri
+            | Mnemonic::Pcmpistrm
     )
 }
 
@@ -173,6 +182,8 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> O
         0
     } else if float::handles(m) {
         1
+    } else if sse4::handles(m) {
+        2
     } else {
         return None;
     };
@@ -186,10 +197,10 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> O
     if let Err(e) = check(ctx, mmx, sse) {
         return Some(Err(e));
     }
-    let r = if kind == 0 {
-        int::exec(ctx, insn)
-    } else {
-        float::exec(ctx, insn)
+    let r = match kind {
+        0 => int::exec(ctx, insn),
+        1 => float::exec(ctx, insn),
+        _ => sse4::exec(ctx, insn),
     };
     if r.is_ok() && mmx {
         // EMMS also resets TOP (observed on hardware), then empties every register.
@@ -203,3 +214,5 @@ pub fn exec<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, insn: &Instruction) -> O
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_sse4;

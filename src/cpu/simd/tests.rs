@@ -5,9 +5,14 @@ use super::{mm_get, xmm_get};
 use crate::testing::{TestMachine, TestMode};
 use jit::abi::cr;
 
-const DATA: u64 = 0x2000;
+pub(super) const DATA: u64 = 0x2000;
 
-fn run(mode: TestMode, code: &[u8], data: &[u8], setup: impl Fn(&mut TestMachine)) -> TestMachine {
+pub(super) fn run(
+    mode: TestMode,
+    code: &[u8],
+    data: &[u8],
+    setup: impl Fn(&mut TestMachine),
+) -> TestMachine {
     let mut c = code.to_vec();
     c.push(0xf4);
     let mut t = TestMachine::new(mode, &c);
@@ -20,18 +25,23 @@ fn run(mode: TestMode, code: &[u8], data: &[u8], setup: impl Fn(&mut TestMachine
     t
 }
 
-fn both(code: &[u8], data: &[u8], setup: impl Fn(&mut TestMachine), check: impl Fn(&TestMachine)) {
+pub(super) fn both(
+    code: &[u8],
+    data: &[u8],
+    setup: impl Fn(&mut TestMachine),
+    check: impl Fn(&TestMachine),
+) {
     for mode in [TestMode::Flat32, TestMode::Long64] {
         let t = run(mode, code, data, &setup);
         check(&t);
     }
 }
 
-fn x(t: &TestMachine, i: usize) -> u128 {
+pub(super) fn x(t: &TestMachine, i: usize) -> u128 {
     xmm_get(&t.cpu.s.xmm[i])
 }
 
-fn set_x(t: &mut TestMachine, i: usize, v: u128) {
+pub(super) fn set_x(t: &mut TestMachine, i: usize, v: u128) {
     t.cpu.s.xmm[i] = super::xmm_split(v);
 }
 
@@ -316,6 +326,25 @@ fn maskmov_writes_selected_bytes() {
             assert_eq!(b[16], 0x88);
             assert_eq!(b[22], 0x22);
             assert_eq!(b[17], 0x55);
+        },
+    );
+}
+
+#[test]
+fn division_inexact_with_tiny_dividend() {
+    // DIVSD xmm0, xmm1 with a dividend near the bottom of the normal range: the quotient is
+    // normal and inexact, its residual is below the normal range (found by the host
+    // differential test: the FMA residual of the host fast path rounded to zero, hiding PE).
+    both(
+        &[0xf2, 0x0f, 0x5e, 0xc1],
+        &[],
+        |t| {
+            set_x(t, 0, 0x0061_0061_6162_6380);
+            set_x(t, 1, 0x30c5_00d9_4511_d2e7);
+        },
+        |t| {
+            assert_eq!(x(t, 0) as u64, 0x0f89_e726_de70_b36d);
+            assert_eq!(t.cpu.s.mxcsr & 0x3f, 0x20);
         },
     );
 }

@@ -1,0 +1,533 @@
+//! The host-independent front end: a decoded guest block lowered to [`BlockIr`].
+//!
+//! The IR is deliberately small. Each guest instruction becomes exactly one [`Op`] (or the
+//! block [`Exit`] for a direct branch), so "instruction `i` of the block" has the same meaning
+//! for the front end, the backend and the helper, and the number of retired instructions at any
+//! point of a straight-line block is known at translation time (precise RIP and instruction
+//! count on a fault in a helper).
+//!
+//! Natively emitted forms never touch guest memory and never fault: MOV / ADD / ADC / SUB /
+//! SBB / CMP / AND / OR / XOR / TEST with general registers and immediates, INC / DEC / NEG /
+//! NOT on a general register, and direct JMP / Jcc ending the block. Everything else,
+//! including every privileged, IOPL-sensitive or sensitive instruction and anything with a
+//! LOCK prefix, is an [`Op::Helper`]: a call of the interpreter's semantic function.
+
+use crate::abi::{flags as fl, OFFSET_GPR};
+use decoder::{Block, Class, DecodedInsn, Mode};
+use iced_x86::{ConditionCode, Instruction, Mnemonic, OpKind, Register};
+
+/// A guest general-purpose register operand: GPR index (ModRM order), width in bytes
+/// (1, 2, 4, 8) and whether it is one of AH, CH, DH, BH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestReg {
+    /// Index into `CpuState::gpr` (0..16).
+    pub index: u8,
+    /// Width in bytes: 1, 2, 4 or 8.
+    pub size: u8,
+    /// Bits 8..15 of the register (AH, CH, DH, BH).
+    pub high: bool,
+}
+
+impl GuestReg {
+    /// Byte offset of the operand in `CpuState`.
+    pub fn offset(&self) -> i32 {
+        (OFFSET_GPR + usize::from(self.index) * 8 + usize::from(self.high)) as i32
+    }
+
+    /// The operand an iced-x86 general-purpose register names, if it is one.
+    pub fn from_iced(r: Register) -> Option<GuestReg> {
+        let n = r as u32;
+        let (index, size, high) = if (Register::AH as u32..=Register::BH as u32).contains(&n) {
+            (n - Register::AH as u32, 1, true)
+        } else if (Register::AL as u32..=Register::R15L as u32).contains(&n) {
+            let i = n - Register::AL as u32;
+            (if i < 4 { i } else { i - 4 }, 1, false)
+        } else if (Register::AX as u32..=Register::R15W as u32).contains(&n) {
+            (n - Register::AX as u32, 2, false)
+        } else if (Register::EAX as u32..=Register::R15D as u32).contains(&n) {
+            (n - Register::EAX as u32, 4, false)
+        } else if (Register::RAX as u32..=Register::R15 as u32).contains(&n) {
+            (n - Register::RAX as u32, 8, false)
+        } else {
+            return None;
+        };
+        Some(GuestReg {
+            index: index as u8,
+            size,
+            high,
+        })
+    }
+}
+
+/// Source operand of a native ALU op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Src {
+    /// A general register of the same width as the destination.
+    Reg(GuestReg),
+    /// An immediate, already sign- or zero-extended as the instruction defines; the backend
+    /// truncates it to the operand width.
+    Imm(u64),
+    /// No source (INC, DEC, NEG, NOT).
+    None,
+}
+
+/// The native ALU operations (Intel SDM Vol. 2 instruction pages of the same names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AluOp {
+    Mov,
+    Add,
+    Adc,
+    Sub,
+    Sbb,
+    Cmp,
+    And,
+    Or,
+    Xor,
+    Test,
+    Inc,
+    Dec,
+    Neg,
+    Not,
+}
+
+impl AluOp {
+    /// RFLAGS bits the operation defines, taken from the host flags after the host executes
+    /// the same operation (same ISA: the host flags are the guest flags).
+    pub fn captured_flags(self) -> u64 {
+        match self {
+            AluOp::Mov | AluOp::Not => 0,
+            // AF is undefined after logic ops; the interpreter leaves it clear.
+            AluOp::And | AluOp::Or | AluOp::Xor | AluOp::Test => fl::STATUS & !fl::AF,
+            AluOp::Inc | AluOp::Dec => fl::STATUS & !fl::CF,
+            _ => fl::STATUS,
+        }
+    }
+
+    /// RFLAGS bits the operation writes (captured bits plus bits it clears).
+    pub fn written_flags(self) -> u64 {
+        match self {
+            AluOp::And | AluOp::Or | AluOp::Xor | AluOp::Test => fl::STATUS,
+            o => o.captured_flags(),
+        }
+    }
+
+    /// True if the destination register is written (not CMP / TEST).
+    pub fn writes_dst(self) -> bool {
+        !matches!(self, AluOp::Cmp | AluOp::Test)
+    }
+}
+
+/// An x86 condition code in its encoding order (SDM Vol. 1 Appendix B, Table B-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Cond {
+    O = 0,
+    No,
+    B,
+    Ae,
+    E,
+    Ne,
+    Be,
+    A,
+    S,
+    Ns,
+    P,
+    Np,
+    L,
+    Ge,
+    Le,
+    G,
+}
+
+impl Cond {
+    /// RFLAGS bits the condition reads (SDM Vol. 1 Appendix B, Table B-1).
+    pub fn reads(self) -> u64 {
+        match self {
+            Cond::O | Cond::No => fl::OF,
+            Cond::B | Cond::Ae => fl::CF,
+            Cond::E | Cond::Ne => fl::ZF,
+            Cond::Be | Cond::A => fl::CF | fl::ZF,
+            Cond::S | Cond::Ns => fl::SF,
+            Cond::P | Cond::Np => fl::PF,
+            Cond::L | Cond::Ge => fl::SF | fl::OF,
+            Cond::Le | Cond::G => fl::ZF | fl::SF | fl::OF,
+        }
+    }
+
+    fn from_iced(c: ConditionCode) -> Option<Cond> {
+        use ConditionCode as C;
+        Some(match c {
+            C::o => Cond::O,
+            C::no => Cond::No,
+            C::b => Cond::B,
+            C::ae => Cond::Ae,
+            C::e => Cond::E,
+            C::ne => Cond::Ne,
+            C::be => Cond::Be,
+            C::a => Cond::A,
+            C::s => Cond::S,
+            C::ns => Cond::Ns,
+            C::p => Cond::P,
+            C::np => Cond::Np,
+            C::l => Cond::L,
+            C::ge => Cond::Ge,
+            C::le => Cond::Le,
+            C::g => Cond::G,
+            _ => return None,
+        })
+    }
+}
+
+/// One guest instruction of a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// A register/immediate ALU instruction emitted natively.
+    Alu {
+        /// Operation.
+        op: AluOp,
+        /// Destination (and first source) register.
+        dst: GuestReg,
+        /// Second source.
+        src: Src,
+    },
+    /// LEA (SDM Vol. 2A "LEA"): `dst = (disp + base + index * scale) mod 2^(8 * addr_size)`,
+    /// written at the destination's width. No memory access, no flags, no faults.
+    Lea {
+        /// Destination register (16, 32 or 64 bits).
+        dst: GuestReg,
+        /// Base register index (full register read; the result is masked), if any.
+        base: Option<u8>,
+        /// Index register and scale (1, 2, 4, 8), if any.
+        index: Option<(u8, u8)>,
+        /// Displacement; for RIP-relative forms the absolute address.
+        disp: u64,
+        /// Address size in bytes (2, 4, 8).
+        addr_size: u8,
+    },
+    /// Guest instruction `index` of the block, executed by the interpreter's semantic function
+    /// through the helper. The helper may end the block (fault, mode change, branch, SMC).
+    Helper {
+        /// Index of the instruction in the block.
+        index: u32,
+    },
+}
+
+/// How a block ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The last op was a helper; if the helper did not end the block, RIP = `next`.
+    Fallthrough {
+        /// IP after the last instruction.
+        next: u64,
+    },
+    /// A direct near JMP (counted as one guest instruction).
+    Jump {
+        /// Target IP.
+        target: u64,
+    },
+    /// A direct Jcc (counted as one guest instruction).
+    Branch {
+        /// Condition for `taken`.
+        cond: Cond,
+        /// Target IP when the condition holds.
+        taken: u64,
+        /// IP of the next instruction.
+        not_taken: u64,
+    },
+}
+
+/// A lowered guest block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockIr {
+    /// IP of the first instruction (a branch back to it is a loop inside the block).
+    pub start_ip: u64,
+    /// One op per guest instruction except a final direct branch.
+    pub ops: Vec<Op>,
+    /// The block exit.
+    pub exit: Exit,
+    /// Guest instructions in the block (`ops.len()` plus one for a direct-branch exit).
+    pub ninsns: u32,
+    /// Highest IP the block fetches from or branches to natively; outside 64-bit mode the
+    /// block may run only while this is within the CS limit (else the interpreter raises #GP).
+    pub max_ip: u64,
+}
+
+fn canonical(a: u64) -> bool {
+    ((a as i64) << 16 >> 16) as u64 == a
+}
+
+/// Lowers one instruction to a native op, if it has a native form.
+fn lower_alu(insn: &Instruction) -> Option<Op> {
+    use Mnemonic as M;
+    if insn.has_lock_prefix() || insn.op_count() == 0 || insn.op0_kind() != OpKind::Register {
+        return None;
+    }
+    let op = match insn.mnemonic() {
+        M::Mov => AluOp::Mov,
+        M::Add => AluOp::Add,
+        M::Adc => AluOp::Adc,
+        M::Sub => AluOp::Sub,
+        M::Sbb => AluOp::Sbb,
+        M::Cmp => AluOp::Cmp,
+        M::And => AluOp::And,
+        M::Or => AluOp::Or,
+        M::Xor => AluOp::Xor,
+        M::Test => AluOp::Test,
+        M::Inc => AluOp::Inc,
+        M::Dec => AluOp::Dec,
+        M::Neg => AluOp::Neg,
+        M::Not => AluOp::Not,
+        _ => return None,
+    };
+    let dst = GuestReg::from_iced(insn.op0_register())?;
+    let unary = matches!(op, AluOp::Inc | AluOp::Dec | AluOp::Neg | AluOp::Not);
+    let src = if unary {
+        if insn.op_count() != 1 {
+            return None;
+        }
+        Src::None
+    } else {
+        if insn.op_count() != 2 {
+            return None;
+        }
+        match insn.op1_kind() {
+            OpKind::Register => {
+                let s = GuestReg::from_iced(insn.op1_register())?;
+                if s.size != dst.size {
+                    return None;
+                }
+                Src::Reg(s)
+            }
+            OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64 => Src::Imm(insn.immediate(1)),
+            _ => return None,
+        }
+    };
+    Some(Op::Alu { op, dst, src })
+}
+
+/// A guest block whose instructions all lie in one 4 KiB page, lowered to IR. Returns `None`
+/// if not even the first instruction qualifies (the caller interprets it).
+///
+/// Instructions that straddle into the next page are left out (the block ends before them),
+/// so a block depends on the bytes of exactly one physical page.
+pub fn lower(block: &Block) -> Option<BlockIr> {
+    let page = block.start_linear & !0xfff;
+    let mut insns: Vec<&DecodedInsn> = Vec::new();
+    for d in &block.insns {
+        let last = d.linear.wrapping_add(u64::from(d.len).saturating_sub(1));
+        if d.linear & !0xfff != page || last & !0xfff != page || d.len == 0 {
+            break;
+        }
+        insns.push(d);
+    }
+    let (last, body) = insns.split_last()?;
+    let mut ops = Vec::with_capacity(insns.len());
+    let mut max_ip = last.ip().wrapping_add(u64::from(last.len)).wrapping_sub(1);
+    for (i, d) in body.iter().enumerate() {
+        ops.push(lower_one(d, i as u32));
+    }
+    let li = body.len() as u32;
+    let direct_ok = |t: u64| last.mode != Mode::Bits64 || canonical(t);
+    let plain = last.invalid.is_none()
+        && !last.class.needs_ring_layer()
+        && !last.class.contains(Class::INVALID);
+    let exit = if plain
+        && last.insn.is_jcc_short_or_near()
+        && direct_ok(last.insn.near_branch_target())
+    {
+        let cond = Cond::from_iced(last.insn.condition_code())?;
+        let t = last.insn.near_branch_target();
+        max_ip = max_ip.max(t);
+        Exit::Branch {
+            cond,
+            taken: t,
+            not_taken: last.next_ip(),
+        }
+    } else if plain && last.insn.is_jmp_short_or_near() && direct_ok(last.insn.near_branch_target())
+    {
+        let t = last.insn.near_branch_target();
+        max_ip = max_ip.max(t);
+        Exit::Jump { target: t }
+    } else {
+        ops.push(lower_one(last, li));
+        Exit::Fallthrough {
+            next: last.next_ip(),
+        }
+    };
+    let ninsns = insns.len() as u32;
+    Some(BlockIr {
+        start_ip: block.start_ip,
+        ops,
+        exit,
+        ninsns,
+        max_ip,
+    })
+}
+
+fn lower_one(d: &DecodedInsn, index: u32) -> Op {
+    if d.invalid.is_some() || d.class.needs_ring_layer() || d.class.contains(Class::INVALID) {
+        return Op::Helper { index };
+    }
+    lower_alu(&d.insn)
+        .or_else(|| lower_lea(&d.insn))
+        .unwrap_or(Op::Helper { index })
+}
+
+/// LEA with a register destination and an address whose size its registers fix (a base or
+/// index register, or RIP/EIP-relative); the interpreter's `Ctx::ea` computes the same sum.
+fn lower_lea(insn: &Instruction) -> Option<Op> {
+    if insn.mnemonic() != Mnemonic::Lea
+        || insn.has_lock_prefix()
+        || insn.op_count() != 2
+        || insn.op0_kind() != OpKind::Register
+        || insn.op1_kind() != OpKind::Memory
+    {
+        return None;
+    }
+    let dst = GuestReg::from_iced(insn.op0_register())?;
+    if dst.size == 1 {
+        return None;
+    }
+    let b = insn.memory_base();
+    let ix = insn.memory_index();
+    let (base, base_size) = match b {
+        Register::None => (None, 0),
+        Register::RIP => (None, 8),
+        Register::EIP => (None, 4),
+        r => {
+            let g = GuestReg::from_iced(r)?;
+            (Some(g.index), g.size)
+        }
+    };
+    let (index, ix_size) = match ix {
+        Register::None => (None, 0),
+        r => {
+            let g = GuestReg::from_iced(r)?;
+            (Some((g.index, insn.memory_index_scale() as u8)), g.size)
+        }
+    };
+    let addr_size = if base_size != 0 { base_size } else { ix_size };
+    if addr_size < 2 {
+        return None;
+    }
+    Some(Op::Lea {
+        dst,
+        base,
+        index,
+        disp: insn.memory_displacement64(),
+        addr_size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use decoder::{scan_block, FetchFault};
+
+    fn block(mode: Mode, code: &[u8]) -> Block {
+        let mut mem = vec![0xf4u8; 4096];
+        mem[0x100..0x100 + code.len()].copy_from_slice(code);
+        let mut fetch = |la: u64, buf: &mut [u8]| -> Result<usize, FetchFault> {
+            let off = la as usize - 0x1000;
+            let n = buf.len().min(4096 - off);
+            buf[..n].copy_from_slice(&mem[off..off + n]);
+            Ok(n)
+        };
+        scan_block(mode, 0, 0x1100, &mut fetch, 64).unwrap()
+    }
+
+    #[test]
+    fn lowers_register_alu_and_loop_branch() {
+        // add eax, ebx; inc ecx; mov dl, 5; cmp ecx, 10; jne 0x1100 (start)
+        let b = block(
+            Mode::Bits32,
+            &[0x01, 0xd8, 0x41, 0xb2, 0x05, 0x83, 0xf9, 0x0a, 0x75, 0xf6],
+        );
+        let ir = lower(&b).unwrap();
+        assert_eq!(ir.ninsns, 5);
+        assert_eq!(ir.ops.len(), 4);
+        assert!(matches!(ir.ops[0], Op::Alu { op: AluOp::Add, .. }));
+        assert!(matches!(
+            ir.ops[2],
+            Op::Alu {
+                op: AluOp::Mov,
+                src: Src::Imm(5),
+                ..
+            }
+        ));
+        assert_eq!(
+            ir.exit,
+            Exit::Branch {
+                cond: Cond::Ne,
+                taken: 0x1100,
+                not_taken: 0x110a
+            }
+        );
+    }
+
+    #[test]
+    fn memory_lock_and_privileged_forms_go_to_the_helper() {
+        // add eax, [ebx]; lock add [ebx], eax; cli
+        let b = block(Mode::Bits32, &[0x03, 0x03, 0xf0, 0x01, 0x03, 0xfa]);
+        let ir = lower(&b).unwrap();
+        assert_eq!(
+            ir.ops,
+            vec![
+                Op::Helper { index: 0 },
+                Op::Helper { index: 1 },
+                Op::Helper { index: 2 }
+            ]
+        );
+        assert_eq!(ir.exit, Exit::Fallthrough { next: 0x1106 });
+    }
+
+    #[test]
+    fn lea_lowers_to_an_address_sum() {
+        // lea eax, [ebx+ecx*4+8]; lea si, [bx+di+0x10] (16-bit, with 67 prefix in 32-bit code)
+        let b = block(
+            Mode::Bits32,
+            &[0x8d, 0x44, 0x8b, 0x08, 0x66, 0x67, 0x8d, 0x71, 0x10],
+        );
+        let ir = lower(&b).unwrap();
+        assert_eq!(
+            ir.ops[0],
+            Op::Lea {
+                dst: GuestReg {
+                    index: 0,
+                    size: 4,
+                    high: false
+                },
+                base: Some(3),
+                index: Some((1, 4)),
+                disp: 8,
+                addr_size: 4
+            }
+        );
+        assert!(matches!(
+            ir.ops[1],
+            Op::Lea {
+                base: Some(3),
+                index: Some((7, 1)),
+                disp: 0x10,
+                addr_size: 2,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn high_byte_registers_map_to_byte_one() {
+        let r = GuestReg::from_iced(Register::BH).unwrap();
+        assert_eq!((r.index, r.size, r.high, r.offset()), (3, 1, true, 25));
+        let r = GuestReg::from_iced(Register::SIL).unwrap();
+        assert_eq!((r.index, r.high), (6, false));
+        assert!(GuestReg::from_iced(Register::ES).is_none());
+    }
+}

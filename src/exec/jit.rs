@@ -1,0 +1,489 @@
+//! The JIT engine driver: block lookup by (guest physical address, RIP, mode), translation
+//! through `jit::ir` and the x86-64 backend, execution of compiled blocks, and the helper
+//! through which compiled code calls the interpreter's semantic functions.
+//!
+//! The dispatcher loop mirrors [`super::interp::run`]: stop requests, the instruction budget,
+//! external interrupts and HLT are handled between blocks, so an interrupt waits at most one
+//! block (a loop inside a block re-checks `JitEnv::limit` on every back edge). Whatever cannot
+//! run as a block (trace on, TF set, code outside RAM, a block not fitting in the remaining
+//! budget or the CS limit) takes one interpreter step instead.
+
+// Without a backend (non-x86-64 hosts) the block structures exist but are never executed.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables))]
+
+use crate::cpu::dispatch::Family;
+use crate::cpu::{debug, interrupt, mem, Cpu, Ctx, Platform, StopReason};
+use crate::exec::interp;
+use crate::mmu::walk::Access;
+use crate::mmu::GuestMemory;
+use jit::abi::{cr, flags as fl, sreg};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Most guest instructions per block.
+pub const MAX_BLOCK_INSNS: usize = 64;
+/// Most guest instructions one block invocation may retire (loops inside a block), which
+/// bounds the latency of external interrupts.
+pub const MAX_INSNS_PER_ENTRY: u64 = 4096;
+
+/// Counters shown by `--stats` and the benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JitStats {
+    /// Blocks translated.
+    pub translations: u64,
+    /// Compiled-block entries.
+    pub entries: u64,
+    /// Guest instructions retired inside compiled blocks.
+    pub block_insns: u64,
+    /// Single interpreter steps taken by the dispatcher.
+    pub interp_steps: u64,
+    /// Blocks dropped because their page was written (self-modifying code).
+    pub invalidations: u64,
+    /// Code-cache flushes (cache full).
+    pub flushes: u64,
+    /// Host nanoseconds spent translating.
+    pub translate_ns: u64,
+}
+
+/// The mode bits a translation depends on: decode mode, CPL, CR0.PE/PG, CR4.PAE, EFER.LMA
+/// and EFLAGS.VM (DESIGN.md "Execution": blocks are keyed by these).
+fn mode_bits(cpu: &Cpu, mode: decoder::Mode) -> u32 {
+    let s = &cpu.s;
+    (mode as u32)
+        | (u32::from(s.cpl) << 2)
+        | (((s.cr0 & cr::CR0_PE != 0) as u32) << 4)
+        | (((s.cr0 & cr::CR0_PG != 0) as u32) << 5)
+        | (((s.cr4 & cr::CR4_PAE != 0) as u32) << 6)
+        | (((s.efer & cr::EFER_LMA != 0) as u32) << 7)
+        | (((s.rflags & fl::VM != 0) as u32) << 8)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    pa: u64,
+    rip: u64,
+    mode: u32,
+}
+
+/// A multiplicative hasher for [`Key`] (the block lookup runs once per block; SipHash's
+/// DoS resistance buys nothing for guest addresses).
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+}
+
+type BlockMap = HashMap<Key, Rc<Block>, std::hash::BuildHasherDefault<KeyHasher>>;
+
+#[derive(Debug)]
+struct Insn {
+    insn: iced_x86::Instruction,
+    len: u8,
+    next_ip: u64,
+    ring: bool,
+    family: Cell<Family>,
+}
+
+/// One translated block.
+#[derive(Debug)]
+struct Block {
+    entry: usize,
+    /// Code-cache epoch the entry belongs to.
+    epoch: u64,
+    pa_page: u64,
+    gen: u32,
+    ninsns: u64,
+    max_ip: u64,
+    insns: Vec<Insn>,
+}
+
+/// The JIT engine of one vCPU: code cache and block map.
+#[derive(Debug)]
+pub struct JitEngine {
+    #[cfg(target_arch = "x86_64")]
+    cache: jit::cache::CodeCache,
+    blocks: BlockMap,
+    /// Counters.
+    pub stats: JitStats,
+    /// Largest block translated (instructions); `1` makes every block a single instruction
+    /// (used by the lockstep harness to pinpoint a divergence).
+    pub max_block_insns: usize,
+    /// `DecodeCache::id` of the CPU the translations were validated against.
+    cpu_id: u64,
+}
+
+/// What the helper needs, behind `JitEnv::user`.
+struct HelperCtx<'c, 'a, P: Platform + ?Sized> {
+    ctx: &'c mut Ctx<'a, P>,
+    block: *const Block,
+    entry_icount: u64,
+    shutdown: bool,
+}
+
+impl JitEngine {
+    /// A JIT with a code cache of `code_bytes` bytes.
+    pub fn with_cache_size(code_bytes: usize) -> std::io::Result<Self> {
+        Ok(JitEngine {
+            #[cfg(target_arch = "x86_64")]
+            cache: jit::cache::CodeCache::new(code_bytes)?,
+            blocks: BlockMap::default(),
+            stats: JitStats::default(),
+            max_block_insns: MAX_BLOCK_INSNS,
+            cpu_id: 0,
+        })
+    }
+
+    /// A JIT with the default code cache size.
+    pub fn new() -> std::io::Result<Self> {
+        Self::with_cache_size(jit::cache::DEFAULT_CODE_BYTES)
+    }
+
+    /// Number of blocks currently cached.
+    pub fn cached_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Drops every translation.
+    pub fn flush(&mut self) {
+        self.blocks.clear();
+        #[cfg(target_arch = "x86_64")]
+        self.cache.flush();
+        self.stats.flushes += 1;
+    }
+
+    /// Runs at most `budget` instructions, like [`interp::run`].
+    pub fn run<P: Platform + ?Sized>(
+        &mut self,
+        cpu: &mut Cpu,
+        mem: &mut GuestMemory,
+        plat: &mut P,
+        budget: u64,
+    ) -> StopReason {
+        self.run_inner(cpu, mem, plat, budget, false)
+    }
+
+    /// Like [`JitEngine::run`] but returns after one block or one interpreter step
+    /// ([`StopReason::Budget`] if neither stopped the machine); for the lockstep harness.
+    pub fn run_one<P: Platform + ?Sized>(
+        &mut self,
+        cpu: &mut Cpu,
+        mem: &mut GuestMemory,
+        plat: &mut P,
+        budget: u64,
+    ) -> StopReason {
+        self.run_inner(cpu, mem, plat, budget, true)
+    }
+
+    fn run_inner<P: Platform + ?Sized>(
+        &mut self,
+        cpu: &mut Cpu,
+        mem: &mut GuestMemory,
+        plat: &mut P,
+        budget: u64,
+        once: bool,
+    ) -> StopReason {
+        let end = cpu.icount.saturating_add(budget);
+        if cpu.dcache.id() != self.cpu_id {
+            // Another CPU (or a fresh one): its page generations say nothing about our blocks.
+            self.flush();
+            self.cpu_id = cpu.dcache.id();
+        }
+        let mut ctx = Ctx::new(cpu, mem, plat);
+        loop {
+            if ctx.cpu.stop_requested || ctx.plat.stop_pending() {
+                ctx.cpu.stop_requested = false;
+                return StopReason::PlatformStop;
+            }
+            if ctx.cpu.icount >= end {
+                return StopReason::Budget;
+            }
+            if ctx.cpu.s.rflags & fl::IF != 0
+                && ctx.cpu.icount >= ctx.cpu.shadow_until
+                && ctx.plat.interrupt_pending()
+            {
+                if let Some(v) = ctx.plat.acknowledge_interrupt() {
+                    ctx.cpu.halted = false;
+                    if interrupt::external(&mut ctx, v).is_err() {
+                        return StopReason::TripleFault;
+                    }
+                }
+            }
+            if ctx.cpu.halted {
+                return StopReason::Halted;
+            }
+            let remaining = end - ctx.cpu.icount;
+            match self.run_block(&mut ctx, remaining) {
+                Some(Ok(())) => {}
+                Some(Err(interrupt::Shutdown)) => return StopReason::TripleFault,
+                None => {
+                    self.stats.interp_steps += 1;
+                    if interp::step(&mut ctx).is_err() {
+                        return StopReason::TripleFault;
+                    }
+                }
+            }
+            if once {
+                return if ctx.cpu.halted {
+                    StopReason::Halted
+                } else {
+                    StopReason::Budget
+                };
+            }
+        }
+    }
+
+    /// Finds or translates the block at CS:RIP and runs it once, retiring at most `remaining`
+    /// instructions. `None` when the next instruction must be interpreted instead.
+    fn run_block<P: Platform + ?Sized>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        remaining: u64,
+    ) -> Option<Result<(), interrupt::Shutdown>> {
+        // Single-step, RF, debug-register breakpoints and pending #DB state need the
+        // interpreter's per-instruction checks (natively executed instructions skip them).
+        if !jit::HOST_SUPPORTED
+            || ctx.cpu.trace.is_on()
+            || ctx.cpu.s.rflags & (fl::TF | fl::RF) != 0
+            || ctx.cpu.s.dr[7] & debug::DR7_ENABLES != 0
+            || (ctx.cpu.db_hits | ctx.cpu.db_deferred) != 0
+        {
+            return None;
+        }
+        let mode = ctx.decode_mode();
+        let rip = ctx.cpu.s.rip;
+        let cs = ctx.cpu.s.seg[sreg::CS];
+        let la = if mode == decoder::Mode::Bits64 {
+            if !mem::canonical(rip) {
+                return None;
+            }
+            rip
+        } else {
+            cs.base.wrapping_add(rip & 0xffff_ffff) & 0xffff_ffff
+        };
+        let p = ctx.translate(la, Access::Execute, false).ok()?;
+        p.host?;
+        let pa = p.pa_page | (la & 0xfff);
+        let key = Key {
+            pa,
+            rip,
+            mode: mode_bits(ctx.cpu, mode),
+        };
+        let block = match self.blocks.get(&key) {
+            Some(b) if self.valid(ctx.cpu, b) => b.clone(),
+            _ => {
+                if self.blocks.remove(&key).is_some() {
+                    self.stats.invalidations += 1;
+                }
+                let b = Rc::new(self.translate(ctx, mode, la, p.pa_page)?);
+                self.blocks.insert(key, b.clone());
+                b
+            }
+        };
+        if block.ninsns > remaining
+            || (mode != decoder::Mode::Bits64 && block.max_ip > u64::from(cs.limit))
+        {
+            return None;
+        }
+        Some(self.enter(ctx, &block, remaining))
+    }
+
+    fn valid(&self, cpu: &Cpu, b: &Block) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if b.epoch != self.cache.flushes {
+            return false;
+        }
+        cpu.dcache.page_gen(b.pa_page) == Some(b.gen)
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn translate<P: Platform + ?Sized>(
+        &mut self,
+        _ctx: &mut Ctx<'_, P>,
+        _mode: decoder::Mode,
+        _la: u64,
+        _pa_page: u64,
+    ) -> Option<Block> {
+        None
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn translate<P: Platform + ?Sized>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        mode: decoder::Mode,
+        la: u64,
+        pa_page: u64,
+    ) -> Option<Block> {
+        let t0 = std::time::Instant::now();
+        let cs_base = ctx.cpu.s.seg[sreg::CS].base;
+        let page_la = la & !0xfff;
+        let mem = &*ctx.mem;
+        // Fetch only from this physical page: the block never depends on another page.
+        let mut fetch = |a: u64, buf: &mut [u8]| -> Result<usize, decoder::FetchFault> {
+            if a & !0xfff != page_la {
+                return Err(decoder::FetchFault {
+                    addr: a,
+                    kind: decoder::FetchFaultKind::GeneralProtection,
+                });
+            }
+            let n = buf.len().min((0x1000 - (a & 0xfff)) as usize);
+            mem.read(pa_page | (a & 0xfff), &mut buf[..n])
+                .map_err(|_| decoder::FetchFault {
+                    addr: a,
+                    kind: decoder::FetchFaultKind::GeneralProtection,
+                })?;
+            Ok(n)
+        };
+        let rip = ctx.cpu.s.rip;
+        let blk = decoder::scan_block(mode, cs_base, rip, &mut fetch, self.max_block_insns).ok()?;
+        let ir = jit::ir::lower(&blk)?;
+        let insns: Vec<Insn> = blk.insns[..ir.ninsns as usize]
+            .iter()
+            .map(|d| Insn {
+                insn: d.insn,
+                len: d.len,
+                next_ip: d.next_ip(),
+                ring: d.needs_ring_layer(),
+                family: Cell::new(Family::Unknown),
+            })
+            .collect();
+        let mut code = jit::x64::emit(&ir, self.cache.next_addr());
+        let entry = match self.cache.install(&code).ok()? {
+            Some(e) => e,
+            None => {
+                self.flush();
+                code = jit::x64::emit(&ir, self.cache.next_addr());
+                self.cache.install(&code).ok()??
+            }
+        };
+        let gen = ctx.cpu.dcache.track_page(pa_page);
+        self.stats.translations += 1;
+        self.stats.translate_ns += t0.elapsed().as_nanos() as u64;
+        Some(Block {
+            entry,
+            epoch: self.cache.flushes,
+            pa_page,
+            gen,
+            ninsns: u64::from(ir.ninsns),
+            max_ip: ir.max_ip,
+            insns,
+        })
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn enter<P: Platform + ?Sized>(
+        &mut self,
+        _ctx: &mut Ctx<'_, P>,
+        _block: &Block,
+        _remaining: u64,
+    ) -> Result<(), interrupt::Shutdown> {
+        unreachable!("no JIT backend on this host")
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn enter<P: Platform + ?Sized>(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        block: &Block,
+        remaining: u64,
+    ) -> Result<(), interrupt::Shutdown> {
+        let entry_icount = ctx.cpu.icount;
+        let state: *mut jit::abi::CpuState = &mut ctx.cpu.s;
+        let mut h = HelperCtx {
+            ctx,
+            block,
+            entry_icount,
+            shutdown: false,
+        };
+        let mut env = jit::abi::JitEnv {
+            helper: helper::<P> as jit::x64::HelperFn as usize,
+            limit: remaining.min(MAX_INSNS_PER_ENTRY),
+            user: (&mut h as *mut HelperCtx<'_, '_, P>).cast(),
+        };
+        // SAFETY: `block.entry` is the address of code emitted by `jit::x64::emit` into the
+        // executable code cache in the current epoch (checked by `valid`; the cache is only
+        // flushed between blocks), following the `BlockFn` convention. `state` points to the
+        // live `CpuState` and `env` to a `JitEnv` whose `user` is the `HelperCtx` above; both
+        // outlive the call, and Rust code touches them during the call only through the helper.
+        let r = unsafe {
+            let f: jit::x64::BlockFn = std::mem::transmute(block.entry);
+            f(state, &mut env)
+        };
+        self.stats.entries += 1;
+        let ctx = h.ctx;
+        if r != jit::abi::EXIT_SYNCED {
+            ctx.cpu.icount = entry_icount + r;
+        }
+        self.stats.block_insns += ctx.cpu.icount - entry_icount;
+        if h.shutdown {
+            Err(interrupt::Shutdown)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The helper compiled code calls for guest instruction `index` of the running block: it
+/// executes the instruction with the interpreter's own step functions ([`interp::begin_step`],
+/// [`interp::execute_fetched`], [`interp::retire`]), so both engines share one source of
+/// semantics, and says whether the block may go on (0) or must exit (1).
+///
+/// # Safety
+/// `env` must be the `JitEnv` set up by `JitEngine::enter` for this block.
+#[cfg(target_arch = "x86_64")]
+unsafe extern "sysv64" fn helper<P: Platform + ?Sized>(
+    env: *mut jit::abi::JitEnv,
+    index: u64,
+    done: u64,
+) -> u64 {
+    // SAFETY: per the contract above, `user` points to the live `HelperCtx` of `enter`, which
+    // is not otherwise accessed while the block runs, and `block` to the running block.
+    let (h, block) = unsafe {
+        let h = &mut *((*env).user as *mut HelperCtx<'_, '_, P>);
+        let b = &*h.block;
+        (h, b)
+    };
+    let i = index as usize;
+    let ins = &block.insns[i];
+    let ctx = &mut *h.ctx;
+    ctx.cpu.icount = h.entry_icount + done + index;
+    ctx.cpu.s.rip = ins.insn.ip();
+    let rip = interp::begin_step(ctx);
+    // Blocks run only with TF, RF and DR7 breakpoints clear (see `run_block`), so the
+    // instruction-breakpoint check of `interp::execute_fetched` has nothing to do here.
+    let tf_rf = ctx.cpu.s.rflags & (fl::RF | fl::TF);
+    let mut hint = ins.family.get();
+    let r = interp::execute_decoded(ctx, rip, &ins.insn, ins.len, tf_rf, &mut hint);
+    ins.family.set(hint);
+    let faulted = r.is_err();
+    if interp::retire(ctx, r).is_err() {
+        h.shutdown = true;
+        return 1;
+    }
+    let stay = !faulted
+        && !ins.ring
+        && i + 1 < block.insns.len()
+        && ctx.cpu.s.rip == ins.next_ip
+        && ctx.cpu.dcache.page_gen(block.pa_page) == Some(block.gen)
+        && !ctx.cpu.stop_requested
+        && !ctx.cpu.halted
+        && ctx.cpu.s.rflags & (fl::TF | fl::RF) == 0
+        && ctx.cpu.s.dr[7] & debug::DR7_ENABLES == 0
+        && (ctx.cpu.db_hits | ctx.cpu.db_deferred) == 0;
+    u64::from(!stay)
+}

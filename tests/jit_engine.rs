@@ -1,0 +1,316 @@
+//! The JIT against the interpreter: the same guest programs run under both engines (lockstep,
+//! comparing the architectural state after every block) in real, 32-bit and 64-bit mode,
+//! including random register-ALU code with every width, flags-consuming instructions and
+//! conditional branches, faults in the middle of blocks, and self-modifying code.
+
+use rinx::cpu::StopReason;
+use rinx::exec::lockstep::lockstep;
+use rinx::exec::EngineKind;
+use rinx::testing::{TestMachine, TestMode, CODE_BASE};
+
+fn both(mode: TestMode, code: &[u8], budget: u64) -> (TestMachine, TestMachine) {
+    let mut i = TestMachine::new(mode, code).with_engine(EngineKind::Interp);
+    let mut j = TestMachine::new(mode, code).with_engine(EngineKind::Jit);
+    let si = i.run(budget);
+    let sj = j.run(budget);
+    assert_eq!(si, sj, "stop reasons differ");
+    assert_eq!(i.cpu.s, j.cpu.s, "architectural state differs");
+    assert_eq!(i.cpu.icount, j.cpu.icount, "instruction counts differ");
+    (i, j)
+}
+
+fn check_lockstep(mode: TestMode, code: &[u8], budget: u64) -> u64 {
+    let code = code.to_vec();
+    match lockstep(&|| TestMachine::new(mode, &code), budget) {
+        Ok(n) => n,
+        Err(d) => panic!("{d}"),
+    }
+}
+
+/// mov ecx, 1000; xor eax, eax; L: add eax, ecx; xor edx, eax; sub ebx, 3; adc esi, edx;
+/// dec ecx; jnz L; hlt
+const INT_LOOP32: &[u8] = &[
+    0xb9, 0xe8, 0x03, 0, 0, 0x31, 0xc0, 0x01, 0xc8, 0x31, 0xc2, 0x83, 0xeb, 0x03, 0x11, 0xd6, 0x49,
+    0x75, 0xf4, 0xf4,
+];
+
+#[test]
+fn integer_loop_matches_and_runs_in_compiled_code() {
+    let (i, mut j) = both(TestMode::Flat32, INT_LOOP32, 100_000);
+    assert_eq!(i.cpu.icount, 2 + 6 * 1000 + 1);
+    assert_ne!(i.gpr(0), 0);
+    let rinx::exec::Engine::Jit(jit) = &mut j.engine else {
+        panic!("JIT engine expected on this host")
+    };
+    if jit::HOST_SUPPORTED {
+        assert!(jit.stats.block_insns > 5000, "{:?}", jit.stats);
+        assert!(jit.stats.translations <= 4, "{:?}", jit.stats);
+    }
+}
+
+#[test]
+fn budget_is_exact_inside_a_loop_block() {
+    for budget in [1, 2, 3, 7, 100, 1001, 4097] {
+        let mut i = TestMachine::new(TestMode::Flat32, INT_LOOP32).with_engine(EngineKind::Interp);
+        let mut j = TestMachine::new(TestMode::Flat32, INT_LOOP32).with_engine(EngineKind::Jit);
+        assert_eq!(i.run(budget), StopReason::Budget);
+        assert_eq!(j.run(budget), StopReason::Budget);
+        assert_eq!(j.cpu.icount, budget);
+        assert_eq!(i.cpu.s, j.cpu.s, "budget {budget}");
+    }
+}
+
+/// A small deterministic PRNG (xorshift64*).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn byte(&mut self) -> u8 {
+        self.next() as u8
+    }
+}
+
+/// Random straight-line register code: ALU r/m,r and r,r/m forms (register operands), the
+/// 80/81/83 immediate group, INC/DEC/NOT/NEG, MOV r,imm, with random 66 / REX prefixes, and
+/// short forward Jcc over a few bytes; ends with HLT.
+fn random_alu(rng: &mut Rng, mode: TestMode, n: usize) -> Vec<u8> {
+    let mut c = Vec::new();
+    for _ in 0..n {
+        if rng.byte() % 4 == 0 {
+            c.push(0x66);
+        }
+        if mode == TestMode::Long64 && rng.byte() % 2 == 0 {
+            c.push(0x40 | (rng.byte() & 0x0f));
+        }
+        let modrm = 0xc0 | (rng.byte() & 0x3f);
+        match rng.byte() % 8 {
+            0..=2 => {
+                // ADD/OR/ADC/SBB/AND/SUB/XOR/CMP, forms 00-03 (+8*k), and TEST 84/85.
+                let op = if rng.byte() % 8 == 0 {
+                    0x84 | (rng.byte() & 1)
+                } else {
+                    ((rng.byte() % 8) << 3) | (rng.byte() & 3)
+                };
+                c.extend_from_slice(&[op, modrm]);
+            }
+            3 => {
+                let op = [0x80, 0x81, 0x83][usize::from(rng.byte() % 3)];
+                c.extend_from_slice(&[op, modrm]);
+                let imm = if op == 0x81 { 4 } else { 1 };
+                for _ in 0..imm {
+                    c.push(rng.byte());
+                }
+            }
+            4 => {
+                // INC/DEC (FE/FF /0 /1), NOT/NEG (F6/F7 /2 /3).
+                let (op, reg) = if rng.byte() % 2 == 0 {
+                    (0xfe | (rng.byte() & 1), rng.byte() % 2)
+                } else {
+                    (0xf6 | (rng.byte() & 1), 2 + rng.byte() % 2)
+                };
+                c.extend_from_slice(&[op, (modrm & 0xc7) | (reg << 3)]);
+            }
+            5 => {
+                // MOV r, imm (B0-BF) and MOV r, r (88-8B).
+                if rng.byte() % 2 == 0 {
+                    let op = 0xb0 | (rng.byte() & 0x0f);
+                    c.push(op);
+                    let imm = if op < 0xb8 { 1 } else { 4 };
+                    for _ in 0..imm {
+                        c.push(rng.byte());
+                    }
+                } else {
+                    c.extend_from_slice(&[0x88 | (rng.byte() & 3), modrm]);
+                }
+            }
+            6 if rng.byte() % 2 == 0 => {
+                // LEA r, [base + index*scale + disp8] (8D /r with SIB, mod=01), and the
+                // ModRM-only [reg + disp8] form (16-bit addressing in real mode).
+                let reg = rng.byte() & 0x38;
+                if rng.byte() % 2 == 0 && mode != TestMode::Real {
+                    c.extend_from_slice(&[0x8d, 0x44 | reg, rng.byte(), rng.byte()]);
+                } else {
+                    let rm = rng.byte() & 7;
+                    c.extend_from_slice(&[
+                        0x8d,
+                        0x40 | reg | if rm == 4 { 5 } else { rm },
+                        rng.byte(),
+                    ]);
+                }
+            }
+            6 => {
+                // Jcc rel8 skipping a 2-byte instruction (xor eax, ecx).
+                c.extend_from_slice(&[0x70 | (rng.byte() & 0x0f), 2, 0x31, 0xc8]);
+            }
+            _ => {
+                // Flags reloaded from RFLAGS: CMC / STC / CLC, then SETcc-free ADC.
+                c.push([0xf5, 0xf9, 0xf8][usize::from(rng.byte() % 3)]);
+            }
+        }
+    }
+    c.push(0xf4);
+    c
+}
+
+#[test]
+fn random_register_alu_code_matches_the_interpreter() {
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    for round in 0..150 {
+        let mode = [TestMode::Real, TestMode::Flat32, TestMode::Long64][round % 3];
+        let code = random_alu(&mut rng, mode, 40);
+        let seeds: Vec<u64> = (0..16).map(|_| rng.next()).collect();
+        let make = || {
+            let mut t = TestMachine::new(mode, &code);
+            for (r, v) in seeds.iter().enumerate() {
+                if r != 4 {
+                    t.cpu.s.gpr[r] = *v;
+                }
+            }
+            t.cpu.s.rflags |= seeds[4] & 0x8d5;
+            t
+        };
+        if let Err(d) = lockstep(&make, 10_000) {
+            panic!("round {round} ({mode:?}), code {code:02x?}:\n{d}");
+        }
+    }
+}
+
+#[test]
+fn fault_in_the_middle_of_a_block_is_precise() {
+    // 64-bit: mov eax, 5; add eax, 1; mov rax, [0x8000_0000_0000_0000] (non-canonical: #GP);
+    // inc eax; hlt. No IDT: the #GP escalates to a triple fault; the state must be that of the
+    // faulting instruction (the two native instructions before it retired, RIP at it).
+    let nc = [
+        0xb8, 5, 0, 0, 0, 0x83, 0xc0, 0x01, 0x48, 0xa1, 0, 0, 0, 0, 0, 0, 0, 0x80, 0xff, 0xc0, 0xf4,
+    ];
+    let (i, _) = both(TestMode::Long64, &nc, 1000);
+    assert_eq!(i.cpu.s.gpr[0], 6);
+    assert_eq!(i.cpu.s.rip, CODE_BASE + 8);
+    check_lockstep(TestMode::Long64, &nc, 1000);
+}
+
+#[test]
+fn memory_and_call_ret_loops_match() {
+    // 32-bit: mov ecx, 300; mov esi, 0x20000; L: mov eax, [esi]; add eax, ecx; mov [esi+4], eax;
+    // call F; dec ecx; jnz L; hlt; F: add edx, eax; ret
+    let code = [
+        0xb9, 0x2c, 0x01, 0, 0, 0xbe, 0, 0, 2, 0, 0x8b, 0x06, 0x01, 0xc8, 0x89, 0x46, 0x04, 0xe8,
+        0x04, 0, 0, 0, 0x49, 0x75, 0xf0, 0xf4, 0x01, 0xc2, 0xc3,
+    ];
+    let (i, _) = both(TestMode::Flat32, &code, 100_000);
+    assert_eq!(i.cpu.s.rip, CODE_BASE + 0x1a, "halted after the loop");
+    check_lockstep(TestMode::Flat32, &code, 100_000);
+}
+
+#[test]
+fn self_modifying_loop_sees_its_own_stores() {
+    // 32-bit: L: mov byte [imm_byte], cl (patches the immediate of the add below);
+    // add eax, imm8 (83 c0 xx); dec ecx; jnz L; hlt. ECX = 5 initially.
+    let patch = CODE_BASE + 6 + 2;
+    let mut code = vec![0xb9, 5, 0, 0, 0]; // mov ecx, 5
+    code.extend_from_slice(&[0x88, 0x0d]);
+    code.extend_from_slice(&(patch as u32).to_le_bytes()); // mov [patch], cl
+    code.extend_from_slice(&[0x83, 0xc0, 0x00, 0x49, 0x75, 0xf2, 0xf4]);
+    // Fix the patch address: the add is at CODE_BASE + 11, its immediate at +13.
+    let imm_at = (CODE_BASE + 13) as u32;
+    code[7..11].copy_from_slice(&imm_at.to_le_bytes());
+    let (i, _) = both(TestMode::Flat32, &code, 10_000);
+    assert_eq!(i.cpu.s.gpr[0], 5 + 4 + 3 + 2 + 1);
+    check_lockstep(TestMode::Flat32, &code, 10_000);
+    let _ = patch;
+}
+
+#[test]
+fn real_mode_and_high_byte_registers_match() {
+    // Real mode: mov cx, 200; L: add ah, cl; adc bh, ah; xor dl, bh; sub si, dx; dec cx;
+    // jnz L; hlt
+    let code = [
+        0xb9, 0xc8, 0x00, 0x00, 0xcc, 0x10, 0xe7, 0x30, 0xfa, 0x29, 0xd6, 0x49, 0x75, 0xf4, 0xf4,
+    ];
+    both(TestMode::Real, &code, 10_000);
+    check_lockstep(TestMode::Real, &code, 10_000);
+}
+
+#[test]
+fn random_bytes_match_the_interpreter() {
+    // Arbitrary code (the fuzz target `jit_vs_interp` in miniature): helpers, faults, mode
+    // changes, stores into the code, whatever the bytes say.
+    let mut rng = Rng(0x0bad_cafe_f00d_1234);
+    for round in 0..300 {
+        let mode = [TestMode::Real, TestMode::Flat32, TestMode::Long64][round % 3];
+        let code: Vec<u8> = (0..96).map(|_| rng.byte()).collect();
+        let seeds: Vec<u64> = (0..16).map(|_| rng.next() & 0xffff).collect();
+        let make = || {
+            let mut t = TestMachine::new(mode, &code);
+            for (r, v) in seeds.iter().enumerate() {
+                if r != 4 {
+                    t.cpu.s.gpr[r] = *v;
+                }
+            }
+            t
+        };
+        if let Err(d) = lockstep(&make, 2_000) {
+            panic!("round {round} ({mode:?}), code {code:02x?}:\n{d}");
+        }
+    }
+}
+
+#[test]
+fn a_full_code_cache_flushes_and_execution_stays_correct() {
+    // Many distinct blocks (a chain of 200 `add eax, N; jmp next` blocks, run 20 times) in a
+    // 4 KiB code cache: the cache fills, flushes, and retranslates, with identical results.
+    let mut code = vec![0xb9, 20, 0, 0, 0]; // mov ecx, 20
+    let top = code.len();
+    for n in 0..200u8 {
+        code.extend_from_slice(&[0x83, 0xc0, n, 0xeb, 0x00]); // add eax, n; jmp +0
+    }
+    code.push(0x49); // dec ecx
+    let back = top as i64 - (code.len() as i64 + 6);
+    code.extend_from_slice(&[0x0f, 0x85]);
+    code.extend_from_slice(&(back as i32).to_le_bytes()); // jnz top
+    code.push(0xf4);
+    let mut i = TestMachine::new(TestMode::Flat32, &code).with_engine(EngineKind::Interp);
+    assert_eq!(i.run(1_000_000), StopReason::Halted);
+    let mut j = TestMachine::new(TestMode::Flat32, &code);
+    let mut jit = rinx::exec::jit::JitEngine::with_cache_size(4096).expect("code memory");
+    assert_eq!(
+        jit.run(&mut j.cpu, &mut j.mem, &mut j.plat, 1_000_000),
+        StopReason::Halted
+    );
+    assert_eq!(i.cpu.s, j.cpu.s);
+    assert_eq!(i.cpu.icount, j.cpu.icount);
+    // imm8 is sign-extended: 128..199 add negative values.
+    let sum: i64 = (0..200u8).map(|n| i64::from(n as i8)).sum();
+    assert_eq!(i.gpr(0), (20 * sum) as u64 & 0xffff_ffff);
+    if jit::HOST_SUPPORTED {
+        assert!(jit.stats.flushes >= 2, "{:?}", jit.stats);
+        assert!(jit.cached_blocks() < 200, "{:?}", jit.stats);
+    }
+}
+
+#[test]
+fn single_step_and_breakpoints_fall_back_to_the_interpreter() {
+    // TF set (no IDT: the #DB after the first instruction escalates to a triple fault), and a
+    // DR0 instruction breakpoint on the loop's `dec ecx`: both engines stop at the same state.
+    for setup in [
+        |t: &mut TestMachine| t.cpu.s.rflags |= jit::abi::flags::TF,
+        |t: &mut TestMachine| {
+            t.cpu.s.dr[0] = CODE_BASE + 16; // dec ecx
+            t.cpu.s.dr[7] |= 1; // L0, execute, 1 byte
+        },
+    ] {
+        let mut i = TestMachine::new(TestMode::Flat32, INT_LOOP32).with_engine(EngineKind::Interp);
+        let mut j = TestMachine::new(TestMode::Flat32, INT_LOOP32).with_engine(EngineKind::Jit);
+        setup(&mut i);
+        setup(&mut j);
+        let (si, sj) = (i.run(100_000), j.run(100_000));
+        assert_eq!(si, sj);
+        assert_eq!(si, StopReason::TripleFault);
+        assert_eq!(i.cpu.s, j.cpu.s);
+        assert_eq!(i.cpu.icount, j.cpu.icount);
+    }
+}
