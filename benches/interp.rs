@@ -3,7 +3,9 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rinx::cpu::StopReason;
+use rinx::exec::interp::{self, Probes};
 use rinx::testing::{TestMachine, TestMode};
+use rinx::trace::coverage::Coverage;
 use rinx::trace::{Filter, Format, Kinds, Tracer};
 
 const ITER: u32 = 20_000;
@@ -63,8 +65,22 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
-    // Tracing on (to a sink): the cost of the traced step, formatting and JSON/text output.
     let code = int_loop();
+    // The instrumented loop a debugger or --coverage uses: no breakpoint set, then coverage.
+    for (name, coverage) in [("int_loop_probed", false), ("int_loop_coverage", true)] {
+        g.throughput(Throughput::Elements(4 * u64::from(ITER)));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut t = TestMachine::new(TestMode::Long64, &code);
+                let mut p = Probes {
+                    coverage: coverage.then(Coverage::new),
+                    ..Default::default()
+                };
+                interp::run_probed(&mut t.cpu, &mut t.mem, &mut t.plat, u64::MAX, &mut p)
+            })
+        });
+    }
+    // Tracing on (to a sink): the cost of the traced step, formatting and JSON/text output.
     for (name, kinds, format) in [
         ("int_loop_trace_ring_text", Kinds::RING, Format::Text),
         ("int_loop_trace_insn_text", Kinds::INSN, Format::Text),

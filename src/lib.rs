@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod cpu;
 pub mod exec;
+pub mod gdb;
 pub mod machine;
 pub mod mmu;
 pub mod ring;

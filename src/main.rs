@@ -2,8 +2,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use rinx::cli::{Cli, Command, RunArgs, TraceFormat};
-use rinx::machine::{Machine, MachineConfig, Outcome};
+use rinx::cli::{Cli, Command, GdbArch, RunArgs, TraceFormat};
+use rinx::machine::{Machine, MachineConfig, Outcome, Slice};
 use rinx::trace::{Filter, Format, Tracer};
 use std::process::ExitCode;
 
@@ -61,9 +61,59 @@ fn run(args: RunArgs) -> Result<i32> {
         };
         m.cpu.trace.set(Tracer::new(kinds, filter, format, out));
     }
+    let listener = match args.gdb {
+        Some(rinx::gdb::GdbSpec::Tcp(addr)) => Some(
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("gdb stub: listening on {addr}"))?,
+        ),
+        None => None,
+    };
+    // Created before the run, so a bad path fails at once.
+    let coverage_file = match &args.coverage {
+        Some(p) => Some(
+            std::fs::File::create(p)
+                .with_context(|| format!("creating coverage file {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let mut probes = rinx::exec::interp::Probes {
+        coverage: args
+            .coverage
+            .as_ref()
+            .map(|_| rinx::trace::coverage::Coverage::new()),
+        ..Default::default()
+    };
     let start = std::time::Instant::now();
-    let outcome = m.run();
+    let outcome = match &listener {
+        Some(l) => {
+            let arch = match args.gdb_arch {
+                GdbArch::Auto => rinx::gdb::ArchChoice::Auto,
+                GdbArch::I386 => rinx::gdb::ArchChoice::I386,
+                GdbArch::X86_64 => rinx::gdb::ArchChoice::X86_64,
+            };
+            let addr = l.local_addr().context("gdb stub")?;
+            if args.wait_gdb {
+                eprintln!("rinx: gdb: waiting for a debugger on {addr} (target remote {addr})");
+            } else {
+                eprintln!("rinx: gdb: listening on {addr} (target remote {addr})");
+            }
+            let (o, p) =
+                rinx::gdb::serve(&mut m, l, args.wait_gdb, arch, probes).context("gdb stub")?;
+            probes = p;
+            o
+        }
+        None if probes.coverage.is_some() => loop {
+            if let Slice::Done(o) = m.run_slice(Some(&mut probes)) {
+                break o;
+            }
+        },
+        None => m.run(),
+    };
     let wall = start.elapsed();
+    if let (Some(path), Some(f), Some(cov)) = (&args.coverage, coverage_file, &probes.coverage) {
+        cov.write_drcov(&mut std::io::BufWriter::new(f))
+            .with_context(|| format!("writing coverage file {}", path.display()))?;
+    }
     let status = outcome.exit_status();
     drop(m.take_raw_guard());
     if let Some(mut t) = m.cpu.trace.take() {

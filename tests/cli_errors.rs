@@ -102,8 +102,19 @@ fn help_lists_every_run_option() {
         .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for opt in [
-        "--kernel", "--initrd", "--append", "--memory", "--serial", "--engine", "--icount",
-        "--trace", "--stats",
+        "--kernel",
+        "--initrd",
+        "--append",
+        "--memory",
+        "--serial",
+        "--engine",
+        "--icount",
+        "--trace",
+        "--stats",
+        "--gdb",
+        "--wait-gdb",
+        "--gdb-arch",
+        "--coverage",
     ] {
         assert!(help.contains(opt), "run --help lacks {opt}");
     }
@@ -133,4 +144,28 @@ fn bad_drive_specs() {
     ]);
     assert_eq!(st, 1, "{err}");
     assert!(err.contains("missing.img"), "{err}");
+}
+
+#[test]
+fn bad_gdb_and_coverage_specs() {
+    let (st, err) = rinx(&["run", "--gdb", "tcp:8.8.8.8:1234"]);
+    assert_eq!(st, 2);
+    assert!(err.contains("loopback only"), "{err}");
+    let (st, err) = rinx(&["run", "--gdb", "serial:/dev/ttyS0"]);
+    assert_eq!(st, 2);
+    assert!(err.contains("unknown gdb transport"), "{err}");
+    let (st, err) = rinx(&["run", "--wait-gdb"]);
+    assert_eq!(st, 2, "--wait-gdb needs --gdb: {err}");
+    let (st, err) = rinx(&["run", "--coverage", "cov.log"]);
+    assert_eq!(st, 2);
+    assert!(err.contains("drcov:PATH"), "{err}");
+    let (st, err) = rinx(&[
+        "run",
+        "--serial",
+        "null",
+        "--coverage",
+        "drcov:/nonexistent-dir/x",
+    ]);
+    assert_eq!(st, 1);
+    assert!(err.contains("creating coverage file"), "{err}");
 }

@@ -106,6 +106,46 @@ pub struct RunArgs {
     /// Print execution statistics to stderr at exit.
     #[arg(long)]
     pub stats: bool,
+    /// Serve the GDB remote protocol: tcp:ADDR (a loopback listener, e.g. tcp:127.0.0.1:1234;
+    /// port 0 picks a free port, printed on stderr). Connect with gdb's `target remote ADDR`.
+    #[arg(long, value_name = "SPEC", value_parser = parse_gdb)]
+    pub gdb: Option<crate::gdb::GdbSpec>,
+    /// Wait for the debugger to attach before the first guest instruction.
+    #[arg(long, requires = "gdb")]
+    pub wait_gdb: bool,
+    /// Register layout shown to gdb: auto (x86-64 if the guest is in long mode when gdb
+    /// attaches, i386 otherwise), i386 or x86-64.
+    #[arg(long, value_enum, default_value_t = GdbArch::Auto, requires = "gdb")]
+    pub gdb_arch: GdbArch,
+    /// Record the basic blocks the guest executes and write them at exit: drcov:PATH
+    /// (DynamoRIO drcov format, version 2).
+    #[arg(long, value_name = "SPEC", value_parser = parse_coverage)]
+    pub coverage: Option<PathBuf>,
+}
+
+/// `--gdb-arch` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GdbArch {
+    /// x86-64 in long mode, i386 otherwise (decided when gdb attaches).
+    Auto,
+    /// gdb's i386 register layout.
+    I386,
+    /// gdb's x86-64 register layout.
+    #[value(name = "x86-64")]
+    X86_64,
+}
+
+fn parse_gdb(s: &str) -> Result<crate::gdb::GdbSpec, String> {
+    crate::gdb::parse_spec(s)
+}
+
+fn parse_coverage(s: &str) -> Result<PathBuf, String> {
+    match s.strip_prefix("drcov:") {
+        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+        _ => Err(format!(
+            "unknown coverage spec '{s}': use drcov:PATH (DynamoRIO drcov format)"
+        )),
+    }
 }
 
 /// `--trace-format` values.

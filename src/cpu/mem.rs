@@ -188,8 +188,8 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
             self.read_phys_page(p1, la, a);
             self.read_phys_page(p2, la2, b);
         }
-        if let Some(t) = self.cpu.trace.get_mut() {
-            t.mem_access(false, la, buf, system);
+        if self.cpu.trace.is_on() {
+            self.cpu.trace.data_access(false, la, buf, system);
         }
         Ok(())
     }
@@ -203,16 +203,16 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
         let first = (4096 - (la & 0xfff) as usize).min(data.len());
         let p1 = self.translate(la, Access::Write, system)?;
         if first == data.len() {
-            if let Some(t) = self.cpu.trace.get_mut() {
-                t.mem_access(true, la, data, system);
+            if self.cpu.trace.is_on() {
+                self.cpu.trace.data_access(true, la, data, system);
             }
             self.write_phys_page(p1, la, data);
             return Ok(());
         }
         let la2 = self.wrap_linear(la.wrapping_add(first as u64));
         let p2 = self.translate(la2, Access::Write, system)?;
-        if let Some(t) = self.cpu.trace.get_mut() {
-            t.mem_access(true, la, data, system);
+        if self.cpu.trace.is_on() {
+            self.cpu.trace.data_access(true, la, data, system);
         }
         self.write_phys_page(p1, la, &data[..first]);
         self.write_phys_page(p2, la2, &data[first..]);
@@ -329,14 +329,13 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
     }
 }
 
-/// Records a data access of up to 8 bytes for the tracer (out of line: the callers only test
-/// `cpu.trace.is_on()`).
+/// Reports a data access of up to 8 bytes to the tracer and the watchpoints (out of line: the
+/// callers only test `cpu.trace.is_on()`).
 #[cold]
 #[inline(never)]
 fn trace_value(cpu: &mut super::Cpu, write: bool, la: u64, size: u32, v: u64, system: bool) {
-    if let Some(t) = cpu.trace.get_mut() {
-        t.mem_access(write, la, &v.to_le_bytes()[..size as usize], system);
-    }
+    cpu.trace
+        .data_access(write, la, &v.to_le_bytes()[..size as usize], system);
 }
 
 /// A segment cache that marks a segment unusable (null selector loaded in protected mode).

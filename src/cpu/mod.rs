@@ -96,6 +96,8 @@ pub enum StopReason {
     TripleFault,
     /// The platform asked to stop (power-off, reset, exit device) during an I/O access.
     PlatformStop,
+    /// A debugger stop (breakpoint, watchpoint, single-step) in an instrumented run.
+    Debug(crate::exec::interp::DebugStop),
 }
 
 /// A guest vCPU: architectural state plus the interpreter's private state.

@@ -9,6 +9,7 @@ pub mod storage;
 
 use crate::cli::spec::SerialSpec;
 use crate::cpu::{Cpu, Platform, StopReason};
+use crate::exec::interp;
 use crate::mmu::GuestMemory;
 use devices::apic::{ApicBus, IoApic, Lapic, IOAPIC_BASE, IOAPIC_SIZE, LAPIC_BASE, LAPIC_SIZE};
 use devices::bus::DeviceId;
@@ -75,13 +76,15 @@ pub enum Outcome {
     Quit,
     /// Triple fault (shutdown); the string is a diagnostic.
     TripleFault(String),
+    /// The debugger killed the guest (gdb `kill`).
+    Killed,
 }
 
 impl Outcome {
     /// The process exit status for this outcome.
     pub fn exit_status(&self) -> i32 {
         match self {
-            Outcome::PowerOff | Outcome::Quit | Outcome::Reset => 0,
+            Outcome::PowerOff | Outcome::Quit | Outcome::Reset | Outcome::Killed => 0,
             Outcome::Exit(v) => *v as i32,
             Outcome::TripleFault(_) => 3,
         }
@@ -204,6 +207,21 @@ pub struct Machine {
     pub halted_time: std::time::Duration,
     /// The execution engine (`RINX_ENGINE` by default; `--engine` via [`Machine::set_engine`]).
     pub engine: crate::exec::Engine,
+    /// RINX_DIAG_SECS=N prints the CPU state and last instructions every N seconds (a
+    /// debugging aid for guests that stop making progress).
+    diag_every: Option<std::time::Duration>,
+    next_diag: Option<std::time::Instant>,
+}
+
+/// How a slice of execution ([`Machine::run_slice`]) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Slice {
+    /// The guest is still running.
+    Running,
+    /// The run is over.
+    Done(Outcome),
+    /// An instrumented slice stopped for the debugger.
+    Debug(interp::DebugStop),
 }
 
 impl Machine {
@@ -254,6 +272,10 @@ impl Machine {
         }
         let mut cpu = Cpu::new();
         boot::load(&mut cpu, &mut mem, &layout, cfg)?;
+        let diag_every = std::env::var("RINX_DIAG_SECS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
         Ok(Machine {
             cpu,
             mem,
@@ -273,6 +295,8 @@ impl Machine {
             quit,
             raw: Some(raw),
             halted_time: std::time::Duration::ZERO,
+            diag_every,
+            next_diag: diag_every.map(|d| std::time::Instant::now() + d),
             engine: crate::exec::Engine::new(crate::exec::EngineKind::from_env()),
         })
     }
@@ -292,64 +316,72 @@ impl Machine {
 
     /// Runs until the guest powers off, resets, exits, triple-faults, or the user quits.
     pub fn run(&mut self) -> Outcome {
-        // RINX_DIAG_SECS=N prints the CPU state and last instructions every N seconds (a
-        // debugging aid for guests that stop making progress).
-        let diag_every = std::env::var("RINX_DIAG_SECS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(std::time::Duration::from_secs);
-        let mut next_diag = diag_every.map(|d| std::time::Instant::now() + d);
         loop {
-            if let (Some(at), Some(every)) = (next_diag, diag_every) {
-                if std::time::Instant::now() >= at {
-                    eprintln!(
-                        "rinx: diagnostic (halted={}, intr={}, IF={})\n{}",
-                        self.cpu.halted,
-                        self.board.intr,
-                        self.cpu.s.rflags & jit::abi::flags::IF != 0,
-                        crate::exec::diag::describe(&self.cpu, &mut self.mem)
-                    );
-                    next_diag = Some(at + every);
-                }
-            }
-            let before = self.cpu.icount;
-            let stop = self
-                .engine
-                .run(&mut self.cpu, &mut self.mem, &mut self.board, SLICE);
-            if let Some(shift) = self.board.icount_shift {
-                let n = self.cpu.icount - before;
-                self.board.clock.advance_ns(n << shift);
-            }
-            let now = self.board.clock.now_ns();
-            self.board.bus.tick(now);
-            self.board
-                .storage
-                .process(&mut self.mem, &mut self.cpu.dcache);
-            self.board.refresh_intr();
-            if let Some(ev) = self.board.stop.take() {
-                let _ = self.board.storage.power_off();
-                return match ev {
-                    MachineEvent::PowerOff => Outcome::PowerOff,
-                    MachineEvent::Reset => Outcome::Reset,
-                    MachineEvent::Exit(v) => Outcome::Exit(v),
-                };
-            }
-            if self.quit.is_set() {
-                let _ = self.board.storage.power_off();
-                return Outcome::Quit;
-            }
-            match stop {
-                StopReason::TripleFault => {
-                    let _ = self.board.storage.power_off();
-                    return Outcome::TripleFault(crate::exec::diag::describe(
-                        &self.cpu,
-                        &mut self.mem,
-                    ));
-                }
-                StopReason::Halted if !self.board.intr => self.wait_halted(now),
-                _ => {}
+            if let Slice::Done(o) = self.run_slice(None) {
+                return o;
             }
         }
+    }
+
+    /// Runs one slice of at most [`SLICE`] instructions, then ticks the devices and, if the
+    /// guest is halted, waits for its next timer deadline. With `probes`, the slice runs
+    /// instrumented (breakpoints, watchpoints, single-step, coverage) and may stop early for
+    /// the debugger.
+    pub fn run_slice(&mut self, probes: Option<&mut interp::Probes>) -> Slice {
+        if let (Some(at), Some(every)) = (self.next_diag, self.diag_every) {
+            if std::time::Instant::now() >= at {
+                eprintln!(
+                    "rinx: diagnostic (halted={}, intr={}, IF={})\n{}",
+                    self.cpu.halted,
+                    self.board.intr,
+                    self.cpu.s.rflags & jit::abi::flags::IF != 0,
+                    crate::exec::diag::describe(&self.cpu, &mut self.mem)
+                );
+                self.next_diag = Some(at + every);
+            }
+        }
+        let before = self.cpu.icount;
+        let stop = match probes {
+            None => self
+                .engine
+                .run(&mut self.cpu, &mut self.mem, &mut self.board, SLICE),
+            Some(p) => interp::run_probed(&mut self.cpu, &mut self.mem, &mut self.board, SLICE, p),
+        };
+        if let Some(shift) = self.board.icount_shift {
+            let n = self.cpu.icount - before;
+            self.board.clock.advance_ns(n << shift);
+        }
+        let now = self.board.clock.now_ns();
+        self.board.bus.tick(now);
+        self.board
+            .storage
+            .process(&mut self.mem, &mut self.cpu.dcache);
+        self.board.refresh_intr();
+        if let Some(ev) = self.board.stop.take() {
+            let _ = self.board.storage.power_off();
+            return Slice::Done(match ev {
+                MachineEvent::PowerOff => Outcome::PowerOff,
+                MachineEvent::Reset => Outcome::Reset,
+                MachineEvent::Exit(v) => Outcome::Exit(v),
+            });
+        }
+        if self.quit.is_set() {
+            let _ = self.board.storage.power_off();
+            return Slice::Done(Outcome::Quit);
+        }
+        match stop {
+            StopReason::TripleFault => {
+                let _ = self.board.storage.power_off();
+                return Slice::Done(Outcome::TripleFault(crate::exec::diag::describe(
+                    &self.cpu,
+                    &mut self.mem,
+                )));
+            }
+            StopReason::Debug(d) => return Slice::Debug(d),
+            StopReason::Halted if !self.board.intr => self.wait_halted(now),
+            _ => {}
+        }
+        Slice::Running
     }
 
     /// HLT: sleep (or, with --icount, warp virtual time) until the next device deadline.

@@ -145,8 +145,69 @@ pub fn walk(
     la: u64,
     access: Access,
     who: Requester,
-    mut trace: Option<&mut Vec<WalkStep>>,
+    trace: Option<&mut Vec<WalkStep>>,
 ) -> Result<Translation, PageFault> {
+    let Found {
+        t,
+        visited,
+        nvisited,
+        last_entry,
+        esize,
+    } = lookup(s, mem, la, access, who, trace)?;
+    if !permitted(s, &t, access, who) {
+        return Err(PageFault {
+            addr: la,
+            code: access_code(s, access, who) | pf::P,
+        });
+    }
+    for &(addr, e) in &visited[..nvisited] {
+        if addr != last_entry.0 {
+            set_bits(mem, addr, esize, e, 0x20);
+        }
+    }
+    let ad = if access == Access::Write { 0x60 } else { 0x20 };
+    set_bits(mem, last_entry.0, esize, last_entry.1, ad);
+    Ok(t)
+}
+
+/// A debugger's view of a linear address: the guest physical address the guest's page tables
+/// map `la` to, whatever the page's permissions, with no side effect (no accessed / dirty bit
+/// is set, the TLB is not consulted or filled). `None` if `la` is not mapped. With paging off,
+/// the linear address is the physical address (wrapped at 4 GiB).
+pub fn probe(s: &CpuState, mem: &GuestMemory, la: u64) -> Option<u64> {
+    if s.cr0 & cr::CR0_PG == 0 {
+        return Some(la & 0xffff_ffff);
+    }
+    let who = Requester {
+        user: false,
+        ac: true,
+    };
+    let f = lookup(s, mem, la, Access::Read, who, None).ok()?;
+    Some(f.t.pa_page | (la & 0xfff))
+}
+
+/// What [`lookup`] found: the translation and the entries to mark accessed / dirty.
+struct Found {
+    t: Translation,
+    /// Non-final entries visited (address, value); the first `nvisited` are valid.
+    visited: [(u64, u64); 4],
+    nvisited: usize,
+    /// The entry that mapped the page (address, value).
+    last_entry: (u64, u64),
+    /// Entry size in bytes (4 or 8).
+    esize: usize,
+}
+
+/// The read-only part of a walk: the translation of `la` and the entries it went through,
+/// before the permission check of §4.6 and without setting any bit.
+fn lookup(
+    s: &CpuState,
+    mem: &GuestMemory,
+    la: u64,
+    access: Access,
+    who: Requester,
+    mut trace: Option<&mut Vec<WalkStep>>,
+) -> Result<Found, PageFault> {
     let base_code = access_code(s, access, who);
     let fault = |code: u32| PageFault {
         addr: la,
@@ -296,17 +357,13 @@ pub fn walk(
         dirty: last_entry.1 & 0x40 != 0 || access == Access::Write,
         page_size,
     };
-    if !permitted(s, &t, access, who) {
-        return Err(fault(pf::P));
-    }
-    for &(addr, e) in &visited[..nvisited] {
-        if addr != last_entry.0 {
-            set_bits(mem, addr, esize, e, 0x20);
-        }
-    }
-    let ad = if access == Access::Write { 0x60 } else { 0x20 };
-    set_bits(mem, last_entry.0, esize, last_entry.1, ad);
-    Ok(t)
+    Ok(Found {
+        t,
+        visited,
+        nvisited,
+        last_entry,
+        esize,
+    })
 }
 
 #[cfg(test)]

@@ -134,7 +134,8 @@ pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), Shutdown> 
     // Catch mode changes made between instructions (e.g. by a debugger or a test harness).
     check_mode(ctx.cpu, &|| "state change".to_string());
     let Some(t) = ctx.cpu.trace.get_mut() else {
-        return interp::step(ctx);
+        // Only watchpoints are attached.
+        return interp::step_untraced(ctx);
     };
     let pass = t.filter.passes(n, la, cpl);
     t.cur_pass = Some(pass);

@@ -9,9 +9,11 @@
 //! nothing accumulates beyond one instruction's records, so a whole boot can be traced to a
 //! file.
 
+pub mod coverage;
 pub mod hooks;
 pub mod record;
 pub mod stats;
+pub mod watch;
 
 use record::Record;
 use std::fmt;
@@ -263,10 +265,18 @@ impl Drop for Tracer {
     }
 }
 
-/// The CPU's tracer slot. Cloning a CPU (diagnostics, fuzzing) does not clone its tracer: the
-/// copy runs untraced.
+/// What hangs off the CPU's instrumentation slot: the tracer and the debugger's watchpoints.
 #[derive(Debug, Default)]
-pub struct TraceSlot(Option<Box<Tracer>>);
+pub struct Instruments {
+    tracer: Option<Tracer>,
+    watch: watch::Watchpoints,
+}
+
+/// The CPU's instrumentation slot: the tracer (`--trace`) and the data watchpoints of an
+/// attached debugger. Empty, every hook costs one test of a null pointer. Cloning a CPU
+/// (diagnostics, fuzzing) does not clone its instruments: the copy runs untraced.
+#[derive(Debug, Default)]
+pub struct TraceSlot(Option<Box<Instruments>>);
 
 impl Clone for TraceSlot {
     fn clone(&self) -> Self {
@@ -277,15 +287,27 @@ impl Clone for TraceSlot {
 impl TraceSlot {
     /// Attaches a tracer.
     pub fn set(&mut self, t: Tracer) {
-        self.0 = Some(Box::new(t));
+        self.0.get_or_insert_with(Default::default).tracer = Some(t);
     }
 
     /// Detaches and returns the tracer (flush it with [`Tracer::finish`]).
     pub fn take(&mut self) -> Option<Box<Tracer>> {
-        self.0.take()
+        let t = self.0.as_mut()?.tracer.take().map(Box::new);
+        self.drop_if_empty();
+        t
     }
 
-    /// True when tracing is on: the only test the hot paths make.
+    fn drop_if_empty(&mut self) {
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|i| i.tracer.is_none() && i.watch.is_empty())
+        {
+            self.0 = None;
+        }
+    }
+
+    /// True when a tracer or a watchpoint is attached: the only test the hot paths make.
     #[inline(always)]
     pub fn is_on(&self) -> bool {
         self.0.is_some()
@@ -294,13 +316,46 @@ impl TraceSlot {
     /// The tracer, if any.
     #[inline]
     pub fn get_mut(&mut self) -> Option<&mut Tracer> {
-        self.0.as_deref_mut()
+        self.0.as_deref_mut().and_then(|i| i.tracer.as_mut())
     }
 
     /// The tracer, if any.
     #[inline]
     pub fn get(&self) -> Option<&Tracer> {
-        self.0.as_deref()
+        self.0.as_deref().and_then(|i| i.tracer.as_ref())
+    }
+
+    /// Adds a data watchpoint.
+    pub fn add_watchpoint(&mut self, w: watch::Watchpoint) {
+        self.0.get_or_insert_with(Default::default).watch.add(w);
+    }
+
+    /// Removes a data watchpoint; false if it was not set.
+    pub fn remove_watchpoint(&mut self, w: watch::Watchpoint) -> bool {
+        let Some(i) = self.0.as_mut() else {
+            return false;
+        };
+        let r = i.watch.remove(w);
+        self.drop_if_empty();
+        r
+    }
+
+    /// Returns and clears the first watchpoint hit since the last call.
+    pub fn take_watch_hit(&mut self) -> Option<watch::WatchHit> {
+        self.0.as_mut()?.watch.take_hit()
+    }
+
+    /// A data access by the current instruction (`system`: an implicit supervisor access such
+    /// as a descriptor-table read): recorded by the tracer, checked against the watchpoints.
+    /// Callers test [`TraceSlot::is_on`] first.
+    #[inline(never)]
+    pub fn data_access(&mut self, write: bool, la: u64, data: &[u8], system: bool) {
+        if let Some(i) = self.0.as_deref_mut() {
+            if let Some(t) = i.tracer.as_mut() {
+                t.mem_access(write, la, data, system);
+            }
+            i.watch.check(write, la, data.len() as u64);
+        }
     }
 }
 
