@@ -136,6 +136,11 @@ struct Boot {
     wall: Duration,
 }
 
+/// `RINX_ENGINE` (interp / jit), as in tests/boot_linux.rs.
+fn engine() -> String {
+    std::env::var("RINX_ENGINE").unwrap_or_else(|_| "interp".into())
+}
+
 fn boot(drives: &[String]) -> Boot {
     let cache = repo().join("guest-cache/amd64");
     if !cache.join("storage-modules.cpio").is_file() {
@@ -160,7 +165,7 @@ fn boot(drives: &[String]) -> Boot {
     assert!(append.len() < 2000, "command line too long");
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_rinx"))
-        .args(["run", "--memory", "512M"])
+        .args(["run", "--memory", "512M", "--engine", &engine()])
         .args(drives.iter().flat_map(|d| ["--drive", d.as_str()]))
         .arg("--kernel")
         .arg(cache.join("vmlinuz"))
@@ -319,6 +324,7 @@ fn virtio_scsi_ext4_disk_modes() {
         .map(|(i, m)| format!("file={},format=raw,if=virtio-scsi,{m}", i.display()))
         .collect();
     let b = boot(&drives);
+    eprintln!("boot_storage ({}): four disks", engine());
     report("persistent", &b);
     let mut res = Ok(());
     for (i, name) in DRIVES.iter().enumerate() {
