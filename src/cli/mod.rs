@@ -32,6 +32,17 @@ pub enum Engine {
     Jit,
 }
 
+impl Engine {
+    /// The default `--engine`: the recompiler where it has a backend (x86-64 hosts).
+    pub fn host_default() -> Self {
+        if jit::HOST_SUPPORTED {
+            Engine::Jit
+        } else {
+            Engine::Interp
+        }
+    }
+}
+
 impl From<Engine> for crate::exec::EngineKind {
     fn from(e: Engine) -> Self {
         match e {
@@ -66,8 +77,8 @@ pub struct RunArgs {
     /// tcp:127.0.0.1:4444; the guest starts when a client connects) | null.
     #[arg(long, value_name = "SPEC", default_value = "stdio", value_parser = spec::parse_serial)]
     pub serial: spec::SerialSpec,
-    /// Execution engine.
-    #[arg(long, value_enum, default_value_t = Engine::Interp)]
+    /// Execution engine: jit by default on x86-64 hosts, interp elsewhere.
+    #[arg(long, value_enum, default_value_t = Engine::host_default())]
     pub engine: Engine,
     /// Deterministic virtual clock: advance time by 2^N ns per guest instruction instead of
     /// following the host monotonic clock (like QEMU's -icount shift=N).
