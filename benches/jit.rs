@@ -5,6 +5,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rinx::cpu::StopReason;
 use rinx::exec::{Engine, EngineKind};
 use rinx::testing::{TestMachine, TestMode};
+use rinx::trace::{Filter, Format, Kinds, Tracer};
 
 const ITER: u32 = 20_000;
 
@@ -67,6 +68,28 @@ fn bench(c: &mut Criterion) {
                 })
             });
         }
+    }
+    // Tracing on under the JIT engine: a traced guest runs on the interpreter's traced step
+    // (compiled blocks do not carry trace hooks), so this is the cost a JIT user sees.
+    for (name, kinds) in [
+        ("int_loop_trace_ring_text/jit", Kinds::RING),
+        ("int_loop_trace_insn_text/jit", Kinds::INSN),
+    ] {
+        let code = int_loop();
+        g.throughput(Throughput::Elements(4 * u64::from(ITER)));
+        let mut engine = Engine::new(EngineKind::Jit);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut t = TestMachine::new(TestMode::Long64, &code);
+                t.cpu.trace.set(Tracer::new(
+                    kinds,
+                    Filter::default(),
+                    Format::Text,
+                    Box::new(std::io::sink()),
+                ));
+                engine.run(&mut t.cpu, &mut t.mem, &mut t.plat, u64::MAX)
+            })
+        });
     }
     g.finish();
 
