@@ -7,7 +7,8 @@ powers off right away and reports, measured on this machine in the same run:
   - time to power-off: until the emulator exits
 and prints the ratio rinx / QEMU (lower is better for rinx).
 
-Usage: scripts/bench-boot.py [--rinx target/release/rinx] [--runs N] [--arch amd64,i386]
+Usage: scripts/bench-boot.py [--rinx target/release/rinx] [--engine jit|interp] [--runs N]
+                             [--arch amd64,i386]
 Needs: scripts/guest-images.sh run once; qemu-system-x86 (apt-get install qemu-system-x86).
 """
 import argparse
@@ -53,6 +54,7 @@ def run(cmd, timeout):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rinx", default=os.path.join(ROOT, "target/release/rinx"))
+    ap.add_argument("--engine", default="jit", help="rinx --engine (jit is the x86-64 default)")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--arch", default="amd64,i386")
     ap.add_argument("--timeout", type=float, default=1800)
@@ -68,7 +70,7 @@ def main():
         if not os.path.exists(kernel):
             sys.exit(f"{kernel} missing: run scripts/guest-images.sh")
         cmds = {
-            "rinx": [args.rinx, "run", "--kernel", kernel, "--initrd", initrd, "--append", append,
+            "rinx": [args.rinx, "run", "--engine", args.engine, "--kernel", kernel, "--initrd", initrd, "--append", append,
                      "--memory", "512M", "--serial", "stdio"],
             "qemu-tcg": [qemu, "-accel", "tcg", "-m", "512", "-nographic", "-no-reboot",
                          "-kernel", kernel, "-initrd", initrd, "-append", append,
