@@ -21,6 +21,7 @@ pub mod hpet;
 pub mod i8042;
 pub mod irq;
 pub mod misc;
+pub mod net;
 pub mod pc;
 pub mod pci;
 pub mod pic;

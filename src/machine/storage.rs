@@ -20,9 +20,13 @@ use crate::exec::dcache::DecodeCache;
 use crate::mmu::GuestMemory;
 
 /// Start of the PCI MMIO window where BARs live (inside the PCI hole, below the I/O APIC).
+///
+/// The 256 MiB hole at 0xE000_0000 is split, 16 MiB per device family, so each family's
+/// window is one bus range: virtio-scsi drives at 0xE000_0000 (slots 3-10), classic SCSI HBAs
+/// at 0xE100_0000 (slots 12-13), NICs at 0xE200_0000 (slots 16-23).
 pub const PCI_MMIO_BASE: u64 = 0xe000_0000;
-/// Size of the PCI MMIO window.
-pub const PCI_MMIO_SIZE: u64 = 0x1000_0000;
+/// Size of the virtio-scsi drives' part of the PCI MMIO window (bytes).
+pub const PCI_MMIO_SIZE: u64 = 0x0100_0000;
 /// First PCI device number used for drives.
 pub const FIRST_DRIVE_SLOT: u8 = 3;
 /// ISA IRQ of INTx (also written to the interrupt line register).
