@@ -5,6 +5,8 @@
 //! Frames are whole Ethernet II frames as they appear on the wire without preamble and FCS:
 //! destination MAC, source MAC, EtherType, payload; 14 to [`MAX_FRAME`] bytes.
 
+pub mod user;
+
 use crossbeam::channel::{bounded, Receiver, Sender};
 
 /// Largest frame a back-end or NIC accepts (bytes): a 9000-byte jumbo payload plus header and
