@@ -41,7 +41,7 @@ fn run(args: RunArgs) -> Result<i32> {
         drives: args.drives.clone(),
     };
     let mut m = Machine::new(&cfg)?;
-    m.set_engine(args.engine.into());
+    m.set_engine(args.engine.into())?;
     if let Some(kinds) = args.trace {
         let out: Box<dyn std::io::Write + Send> = match &args.trace_out {
             Some(p) => Box::new(
@@ -143,6 +143,9 @@ fn run(args: RunArgs) -> Result<i32> {
         // Said on stderr so that a guest that panics and reboots (panic=-1) is not mistaken for
         // a clean power-off by someone reading only the exit status.
         eprintln!("rinx: the guest reset the machine; rinx stops (like QEMU with -no-reboot)");
+    }
+    if let Outcome::Divergence(report) = &outcome {
+        eprintln!("rinx: lockstep: {report}");
     }
     if let Outcome::TripleFault(diag) = &outcome {
         eprintln!("rinx: the guest triple-faulted (processor shutdown)\n{diag}");

@@ -18,8 +18,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Bytes of deterministic data the guest hashes.
 const DATA_BYTES: usize = 16 << 20;
-/// Longest a boot may take before the test kills rinx.
+/// Default limit for one boot; `RINX_BOOT_TIMEOUT_SECS` overrides it (lockstep runs both
+/// engines and takes longer).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+fn boot_timeout() -> Duration {
+    std::env::var("RINX_BOOT_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(BOOT_TIMEOUT)
+}
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -121,7 +130,7 @@ fn boot(arch: &str, engine: &str) -> Boot {
         if let Some(st) = child.try_wait().unwrap() {
             break st.code();
         }
-        if start.elapsed() > BOOT_TIMEOUT {
+        if start.elapsed() > boot_timeout() {
             let _ = child.kill();
             let _ = child.wait();
             break None;

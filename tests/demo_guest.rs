@@ -58,7 +58,7 @@ fn boot_on(name: &str, icount: Option<u8>, engine: EngineKind) -> (Outcome, Stri
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut m = Machine::new(&cfg).expect("machine");
-        m.set_engine(engine);
+        m.set_engine(engine).expect("engine");
         let outcome = m.run();
         let _ = tx.send((outcome, m.cpu.icount));
     });
@@ -128,4 +128,13 @@ fn demo_boots_under_the_jit() {
     check(&a.1, &a.0);
     let b = boot_on("jit-icount-b", Some(3), EngineKind::Jit);
     assert_eq!(a, b);
+}
+
+#[test]
+fn demo_boots_in_lockstep_without_divergence() {
+    // The whole machine (timer interrupts, serial, ACPI power-off, every mode switch) on the
+    // JIT with the interpreter shadowing it: any register, device access or RAM difference
+    // would end the run with Outcome::Divergence instead of the power-off.
+    let (outcome, out, _) = boot_on("lockstep", None, EngineKind::Lockstep);
+    check(&out, &outcome);
 }

@@ -314,3 +314,41 @@ fn single_step_and_breakpoints_fall_back_to_the_interpreter() {
         assert_eq!(i.cpu.icount, j.cpu.icount);
     }
 }
+
+#[test]
+fn machine_lockstep_reports_the_register_that_differs() {
+    // The comparison itself can fail: run the loop part way, corrupt EBX on the interpreter's
+    // side, and the next block must stop the run with a report naming rbx.
+    let mut t = TestMachine::new(TestMode::Flat32, INT_LOOP32).with_engine(EngineKind::Lockstep);
+    assert_eq!(t.run(50), StopReason::Budget);
+    let rinx::exec::Engine::Lockstep(l) = &mut t.engine else {
+        panic!("lockstep engine expected on this host")
+    };
+    assert!(l.divergence.is_none());
+    l.shadow_cpu_mut()
+        .expect("shadow after the first run")
+        .s
+        .gpr[3] ^= 0x40;
+    assert_eq!(t.run(50), StopReason::PlatformStop);
+    let d = t.engine.take_divergence().expect("divergence reported");
+    let text = d.to_string();
+    assert!(
+        d.differences.iter().any(|x| x.starts_with("rbx: ")),
+        "{text}"
+    );
+    assert!(
+        text.contains("engines diverge after the block at rip="),
+        "{text}"
+    );
+    assert!(!d.instructions.is_empty(), "{text}");
+}
+
+#[test]
+fn machine_lockstep_runs_the_loop_to_the_same_end() {
+    let mut t = TestMachine::new(TestMode::Flat32, INT_LOOP32).with_engine(EngineKind::Lockstep);
+    let mut i = TestMachine::new(TestMode::Flat32, INT_LOOP32).with_engine(EngineKind::Interp);
+    assert_eq!(t.run(100_000), StopReason::Halted);
+    assert_eq!(i.run(100_000), StopReason::Halted);
+    assert!(t.engine.take_divergence().is_none());
+    assert_eq!(t.cpu.s, i.cpu.s);
+}

@@ -47,6 +47,7 @@ fn patched_immediate_takes_effect() {
                     );
                 }
             }
+            Engine::Lockstep(l) => assert!(l.divergence.is_none()),
         }
     }
 }

@@ -30,6 +30,11 @@ pub enum Engine {
     Interp,
     /// The dynamic recompiler (x86-64 hosts; elsewhere the interpreter runs instead).
     Jit,
+    /// Both: the JIT runs the machine and the interpreter shadows it on a copy of the CPU and
+    /// RAM, comparing registers after every block; the first divergence stops the run (exit
+    /// status 4) with its address, instructions and differing registers. About as slow as
+    /// both engines together; no --drive.
+    Lockstep,
 }
 
 impl Engine {
@@ -48,6 +53,7 @@ impl From<Engine> for crate::exec::EngineKind {
         match e {
             Engine::Interp => crate::exec::EngineKind::Interp,
             Engine::Jit => crate::exec::EngineKind::Jit,
+            Engine::Lockstep => crate::exec::EngineKind::Lockstep,
         }
     }
 }

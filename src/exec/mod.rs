@@ -16,17 +16,21 @@ pub enum EngineKind {
     Interp,
     /// The dynamic recompiler (x86-64 hosts; elsewhere it runs the interpreter).
     Jit,
+    /// The JIT runs the machine while the interpreter shadows it on a copy of the CPU and
+    /// RAM; the first difference stops the run ([`lockstep::MachineLockstep`]).
+    Lockstep,
 }
 
 impl EngineKind {
     /// Both engines, for tests that must pass under each.
     pub const ALL: [EngineKind; 2] = [EngineKind::Interp, EngineKind::Jit];
 
-    /// The engine named by the environment variable `RINX_ENGINE` (`interp` or `jit`),
-    /// interpreter by default.
+    /// The engine named by the environment variable `RINX_ENGINE` (`interp`, `jit` or
+    /// `lockstep`), interpreter by default.
     pub fn from_env() -> EngineKind {
         match std::env::var("RINX_ENGINE").as_deref() {
             Ok("jit") => EngineKind::Jit,
+            Ok("lockstep") => EngineKind::Lockstep,
             _ => EngineKind::Interp,
         }
     }
@@ -39,6 +43,8 @@ pub enum Engine {
     Interp,
     /// [`jit::JitEngine::run`].
     Jit(Box<jit::JitEngine>),
+    /// [`lockstep::MachineLockstep::run`].
+    Lockstep(Box<lockstep::MachineLockstep>),
 }
 
 impl Engine {
@@ -54,6 +60,13 @@ impl Engine {
                     Engine::Interp
                 }
             },
+            EngineKind::Lockstep => match lockstep::MachineLockstep::new() {
+                Ok(l) => Engine::Lockstep(Box::new(l)),
+                Err(e) => {
+                    log::warn!(target: "rinx::exec", "JIT unavailable ({e}); using the interpreter");
+                    Engine::Interp
+                }
+            },
         }
     }
 
@@ -62,6 +75,7 @@ impl Engine {
         match self {
             Engine::Interp => EngineKind::Interp,
             Engine::Jit(_) => EngineKind::Jit,
+            Engine::Lockstep(_) => EngineKind::Lockstep,
         }
     }
 
@@ -76,6 +90,15 @@ impl Engine {
         match self {
             Engine::Interp => interp::run(cpu, mem, plat, budget),
             Engine::Jit(j) => j.run(cpu, mem, plat, budget),
+            Engine::Lockstep(l) => l.run(cpu, mem, plat, budget),
+        }
+    }
+
+    /// The lockstep engine's first divergence, if it found one (taken: reported once).
+    pub fn take_divergence(&mut self) -> Option<Box<lockstep::Divergence>> {
+        match self {
+            Engine::Lockstep(l) => l.divergence.take(),
+            _ => None,
         }
     }
 }

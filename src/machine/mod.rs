@@ -78,6 +78,8 @@ pub enum Outcome {
     TripleFault(String),
     /// The debugger killed the guest (gdb `kill`).
     Killed,
+    /// `--engine lockstep` found the engines disagreeing; the string is the report.
+    Divergence(String),
 }
 
 impl Outcome {
@@ -87,6 +89,7 @@ impl Outcome {
             Outcome::PowerOff | Outcome::Quit | Outcome::Reset | Outcome::Killed => 0,
             Outcome::Exit(v) => *v as i32,
             Outcome::TripleFault(_) => 3,
+            Outcome::Divergence(_) => 4,
         }
     }
 }
@@ -270,6 +273,13 @@ impl Machine {
         if let Some(rtc) = bus.pio_device_mut::<devices::rtc::Rtc>(pc.rtc) {
             rtc.set_memory_layout(layout.low_ram_end, layout.high_ram_size);
         }
+        if crate::exec::EngineKind::from_env() == crate::exec::EngineKind::Lockstep
+            && !cfg.drives.is_empty()
+        {
+            return Err(MachineError::Devices(
+                "RINX_ENGINE=lockstep does not support --drive (device DMA is not mirrored)".into(),
+            ));
+        }
         let mut cpu = Cpu::new();
         boot::load(&mut cpu, &mut mem, &layout, cfg)?;
         let diag_every = std::env::var("RINX_DIAG_SECS")
@@ -302,10 +312,19 @@ impl Machine {
     }
 
     /// Selects the execution engine.
-    pub fn set_engine(&mut self, kind: crate::exec::EngineKind) {
+    ///
+    /// Errors: lockstep with disks (device DMA into guest RAM is not mirrored to the
+    /// interpreter's copy, so it would report false divergences).
+    pub fn set_engine(&mut self, kind: crate::exec::EngineKind) -> Result<(), MachineError> {
+        if kind == crate::exec::EngineKind::Lockstep && self.board.storage.drive_count() > 0 {
+            return Err(MachineError::Devices(
+                "--engine lockstep does not support --drive (device DMA is not mirrored)".into(),
+            ));
+        }
         if self.engine.kind() != kind {
             self.engine = crate::exec::Engine::new(kind);
         }
+        Ok(())
     }
 
     /// Hands out the terminal raw-mode guard so the caller can restore the terminal before
@@ -347,6 +366,10 @@ impl Machine {
                 .run(&mut self.cpu, &mut self.mem, &mut self.board, SLICE),
             Some(p) => interp::run_probed(&mut self.cpu, &mut self.mem, &mut self.board, SLICE, p),
         };
+        if let Some(d) = self.engine.take_divergence() {
+            let _ = self.board.storage.power_off();
+            return Slice::Done(Outcome::Divergence(d.to_string()));
+        }
         if let Some(shift) = self.board.icount_shift {
             let n = self.cpu.icount - before;
             self.board.clock.advance_ns(n << shift);

@@ -145,6 +145,11 @@ impl Storage {
         }
     }
 
+    /// Number of drives.
+    pub fn drive_count(&self) -> usize {
+        self.drives.len()
+    }
+
     /// Whether any drive has queued work.
     pub fn has_work(&self) -> bool {
         self.drives
