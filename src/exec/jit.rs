@@ -255,9 +255,10 @@ impl JitEngine {
         remaining: u64,
     ) -> Option<Result<(), interrupt::Shutdown>> {
         // Single-step, RF, debug-register breakpoints and pending #DB state need the
-        // interpreter's per-instruction checks (natively executed instructions skip them).
+        // interpreter's per-instruction checks (natively executed instructions skip them), as
+        // do `insn` tracing and watchpoints (`trace::hooks::jit_gate`).
         if !jit::HOST_SUPPORTED
-            || ctx.cpu.trace.is_on()
+            || (ctx.cpu.trace.is_on() && !crate::trace::hooks::jit_gate(ctx.cpu))
             || ctx.cpu.s.rflags & (fl::TF | fl::RF) != 0
             || ctx.cpu.s.dr[7] & debug::DR7_ENABLES != 0
             || (ctx.cpu.db_hits | ctx.cpu.db_deferred) != 0
@@ -299,7 +300,16 @@ impl JitEngine {
         {
             return None;
         }
-        Some(self.enter(ctx, &block, remaining))
+        // Tracing: the `block` record, and one pass per entry so each iteration of a loop
+        // inside the block gets its own (compiled blocks must not chain to one another while
+        // the trace slot is on, for the same reason).
+        let limit = if ctx.cpu.trace.is_on() {
+            let mut insns = block.insns.iter().map(|i| (i.insn, i.len));
+            crate::trace::hooks::jit_block(ctx.cpu, ctx.mem, la, pa, block.gen, &mut insns, remaining)
+        } else {
+            remaining
+        };
+        Some(self.enter(ctx, &block, limit))
     }
 
     fn valid(&self, cpu: &Cpu, b: &Block) -> bool {
@@ -464,6 +474,9 @@ unsafe extern "sysv64" fn helper<P: Platform + ?Sized>(
     ctx.cpu.icount = h.entry_icount + done + index;
     ctx.cpu.s.rip = ins.insn.ip();
     let rip = interp::begin_step(ctx);
+    if ctx.cpu.trace.is_on() {
+        crate::trace::hooks::jit_insn_begin(ctx.cpu);
+    }
     // Blocks run only with TF, RF and DR7 breakpoints clear (see `run_block`), so the
     // instruction-breakpoint check of `interp::execute_fetched` has nothing to do here.
     let tf_rf = ctx.cpu.s.rflags & (fl::RF | fl::TF);
@@ -474,6 +487,9 @@ unsafe extern "sysv64" fn helper<P: Platform + ?Sized>(
     if interp::retire(ctx, r).is_err() {
         h.shutdown = true;
         return 1;
+    }
+    if ctx.cpu.trace.is_on() {
+        crate::trace::hooks::jit_insn_end(ctx.cpu, &ins.insn, faulted);
     }
     let stay = !faulted
         && !ins.ring
