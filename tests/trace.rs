@@ -420,6 +420,44 @@ fn cli_traces_the_demo_guest_to_a_file() {
     assert_eq!(of_kind(&recs, "insn")[0]["mode"], "real");
 }
 
+#[test]
+fn cli_stats_under_the_jit_report_its_counters() {
+    if !jit::HOST_SUPPORTED {
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rinx"))
+        .args(["run", "--serial", "null", "--memory", "16M", "--icount", "0"])
+        .args(["--engine", "jit", "--stats", "--trace", "exc,mode"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = |tag: &str| {
+        err.lines()
+            .find(|l| l.contains(tag))
+            .unwrap_or_else(|| panic!("no {tag:?} in\n{err}"))
+            .to_string()
+    };
+    let num = |l: &str, after: &str| -> u64 {
+        let i = l.find(after).unwrap() + after.len();
+        l[i..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    let blocks = num(&line("jit: blocks translated"), "translated  ");
+    assert!(blocks > 100, "{err}");
+    let cache = line("jit: code cache");
+    assert!(num(&cache, "cache         ") > blocks, "mostly hits: {cache}");
+    // The demo's #PF and #GP both come from compiled blocks (exc and mode do not stop the JIT),
+    // and its serial I/O ends blocks in the ring layer.
+    let exits = line("jit: exits by reason");
+    assert_eq!(num(&exits, "exception "), 2, "{exits}");
+    assert!(num(&exits, "ring-layer ") > 1000, "{exits}");
+    assert_eq!(num(&line("jit: interpreter steps"), "steps  "), 0, "{err}");
+    assert!(line("time per engine").contains("compiled code"), "{err}");
+    // The trace itself (stderr here): the demo's exceptions and mode switches.
+    assert!(err.contains("vector 0x0e #PF fault error_code=0x6 cr2=0x1f0000"), "{err}");
+    assert!(err.contains("cr0.pe 0 -> 1 by mov (now prot16)"), "{err}");
+}
+
 /// A loop with a known block structure (64-bit):
 ///
 /// ```text
@@ -585,4 +623,60 @@ fn jit_with_insn_tracing_steps_every_instruction_like_the_interpreter() {
         per_engine.push(engine_neutral(&recs));
     }
     assert_eq!(per_engine[0], per_engine[1]);
+}
+
+#[test]
+fn jit_stats_count_translations_cache_hits_and_exits_by_reason() {
+    if !jit::HOST_SUPPORTED {
+        return;
+    }
+    // A: mov ecx, 3000 / dec ecx / jnz L    B (= L): dec ecx / jnz L (loops in compiled code)
+    // C: out 80h, al (ring layer)    D: mov rax, [non-canonical] (#GP)    handler: hlt
+    let code = asm64(|a| {
+        let mut l = a.create_label();
+        a.mov(ecx, 3000)?;
+        a.set_label(&mut l)?;
+        a.dec(ecx)?;
+        a.jnz(l)?;
+        a.out(0x80, al)?;
+        a.mov(rax, qword_ptr(0x8000_0000_0000_0000u64))?;
+        a.hlt()
+    });
+    let mut t = TestMachine::new(TestMode::Long64, &code).with_engine(EngineKind::Jit);
+    kernel_then_user(&mut t);
+    t.cpu.s.cpl = 0;
+    t.cpu.s.seg[sreg::CS].selector = 0x08;
+    t.cpu.s.seg[sreg::CS].attr &= !(3 << 5);
+    assert_eq!(t.run(100_000), StopReason::Halted);
+    assert_eq!(t.cpu.exceptions[13], 1);
+    assert_eq!(t.cpu.s.rip, HANDLER + 1);
+    let Engine::Jit(j) = &t.engine else {
+        unreachable!()
+    };
+    let s = j.stats;
+    use rinx::exec::jit::ExitReason as R;
+    // A, B, C, D and the handler's block, each translated once; B entered twice: after 2048
+    // passes (4096 instructions, MAX_INSNS_PER_ENTRY) it exits to the dispatcher.
+    assert_eq!((s.translations, s.cache_misses, s.cache_hits), (5, 5, 1), "{s:?}");
+    assert_eq!(s.entries, 6);
+    assert_eq!(s.exits[R::LoopLimit as usize], 1, "{s:?}");
+    assert_eq!(s.exits[R::End as usize], 2, "A, and B's last pass: {s:?}");
+    assert_eq!(s.exits[R::Ring as usize], 2, "OUT and HLT: {s:?}");
+    assert_eq!(s.exits[R::Exception as usize], 1, "the #GP: {s:?}");
+    assert_eq!(s.exits.iter().sum::<u64>(), s.entries);
+    assert_eq!(s.interp_steps, 0);
+    assert_eq!(s.block_insns, t.cpu.icount);
+    assert_eq!(t.cpu.icount, 1 + 2 * 3000 + 1 + 1 + 1);
+    assert!(s.run_ns > 0 && s.run_ns >= s.translate_ns + s.interp_ns);
+    let report = rinx::trace::stats::jit_report(&s);
+    assert!(report.contains("blocks translated  5 "), "{report}");
+    assert!(
+        report.contains("code cache         1 hits, 5 misses (16.67% hit rate)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("exits by reason    end 2, loop-limit 1, ring-layer 2, exception 1"),
+        "{report}"
+    );
+    assert!(report.contains("time per engine"), "{report}");
 }

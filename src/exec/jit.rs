@@ -44,6 +44,69 @@ pub struct JitStats {
     pub flushes: u64,
     /// Host nanoseconds spent translating.
     pub translate_ns: u64,
+    /// Block lookups that found a valid translation in the code cache.
+    pub cache_hits: u64,
+    /// Block lookups that had to translate (first sight, SMC, flushed cache).
+    pub cache_misses: u64,
+    /// Compiled-block exits, indexed by [`ExitReason`].
+    pub exits: [u64; ExitReason::COUNT],
+    /// Host nanoseconds inside [`JitEngine::run`] / [`JitEngine::run_one`] (dispatcher,
+    /// compiled code and its helpers, translation and interpreter steps together).
+    pub run_ns: u64,
+    /// Host nanoseconds of the dispatcher's interpreter steps.
+    pub interp_ns: u64,
+}
+
+/// Why a compiled block returned to the dispatcher (`--stats`: "exits by reason").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitReason {
+    /// It ran to its end: fell through, or left by its final branch.
+    End,
+    /// A loop back to the block's start ran out of instruction allowance
+    /// ([`MAX_INSNS_PER_ENTRY`], the budget, or one pass while `block` is traced).
+    LoopLimit,
+    /// It ended with an instruction for the ring-compression layer (privileged or sensitive).
+    Ring,
+    /// An instruction raised an exception (delivered before the exit).
+    Exception,
+    /// It wrote to its own page (self-modifying code).
+    Smc,
+    /// A stop was requested (debugger, user) or HLT left the CPU halted.
+    Stop,
+    /// TF, RF, a debug-register breakpoint or a pending #DB appeared.
+    Debug,
+    /// Exception delivery failed (triple fault).
+    Shutdown,
+}
+
+impl ExitReason {
+    /// Number of reasons.
+    pub const COUNT: usize = 8;
+    /// Every reason, in index order.
+    pub const ALL: [ExitReason; Self::COUNT] = [
+        ExitReason::End,
+        ExitReason::LoopLimit,
+        ExitReason::Ring,
+        ExitReason::Exception,
+        ExitReason::Smc,
+        ExitReason::Stop,
+        ExitReason::Debug,
+        ExitReason::Shutdown,
+    ];
+
+    /// Short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExitReason::End => "end",
+            ExitReason::LoopLimit => "loop-limit",
+            ExitReason::Ring => "ring-layer",
+            ExitReason::Exception => "exception",
+            ExitReason::Smc => "smc",
+            ExitReason::Stop => "stop/halt",
+            ExitReason::Debug => "debug",
+            ExitReason::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// The mode bits a translation depends on: decode mode, CPL, CR0.PE/PG, CR4.PAE, EFER.LMA
@@ -133,6 +196,8 @@ struct HelperCtx<'c, 'a, P: Platform + ?Sized> {
     block: *const Block,
     entry_icount: u64,
     shutdown: bool,
+    /// Why the helper made the block exit (when it did).
+    exit: ExitReason,
 }
 
 impl JitEngine {
@@ -174,7 +239,10 @@ impl JitEngine {
         plat: &mut P,
         budget: u64,
     ) -> StopReason {
-        self.run_inner(cpu, mem, plat, budget, false)
+        let t0 = std::time::Instant::now();
+        let r = self.run_inner(cpu, mem, plat, budget, false);
+        self.stats.run_ns += t0.elapsed().as_nanos() as u64;
+        r
     }
 
     /// Like [`JitEngine::run`] but returns after one block or one interpreter step
@@ -186,7 +254,10 @@ impl JitEngine {
         plat: &mut P,
         budget: u64,
     ) -> StopReason {
-        self.run_inner(cpu, mem, plat, budget, true)
+        let t0 = std::time::Instant::now();
+        let r = self.run_inner(cpu, mem, plat, budget, true);
+        self.stats.run_ns += t0.elapsed().as_nanos() as u64;
+        r
     }
 
     fn run_inner<P: Platform + ?Sized>(
@@ -232,7 +303,10 @@ impl JitEngine {
                 Some(Err(interrupt::Shutdown)) => return StopReason::TripleFault,
                 None => {
                     self.stats.interp_steps += 1;
-                    if interp::step(&mut ctx).is_err() {
+                    let t0 = std::time::Instant::now();
+                    let r = interp::step(&mut ctx);
+                    self.stats.interp_ns += t0.elapsed().as_nanos() as u64;
+                    if r.is_err() {
                         return StopReason::TripleFault;
                     }
                 }
@@ -285,8 +359,12 @@ impl JitEngine {
             mode: mode_bits(ctx.cpu, mode),
         };
         let block = match self.blocks.get(&key) {
-            Some(b) if self.valid(ctx.cpu, b) => b.clone(),
+            Some(b) if self.valid(ctx.cpu, b) => {
+                self.stats.cache_hits += 1;
+                b.clone()
+            }
             _ => {
+                self.stats.cache_misses += 1;
                 if self.blocks.remove(&key).is_some() {
                     self.stats.invalidations += 1;
                 }
@@ -419,6 +497,7 @@ impl JitEngine {
             block,
             entry_icount,
             shutdown: false,
+            exit: ExitReason::End,
         };
         let mut env = jit::abi::JitEnv {
             helper: helper::<P> as jit::x64::HelperFn as usize,
@@ -440,6 +519,16 @@ impl JitEngine {
             ctx.cpu.icount = entry_icount + r;
         }
         self.stats.block_insns += ctx.cpu.icount - entry_icount;
+        let why = if h.shutdown {
+            ExitReason::Shutdown
+        } else if r != jit::abi::EXIT_SYNCED && ctx.cpu.s.rip == block.insns[0].insn.ip() {
+            ExitReason::LoopLimit
+        } else if r != jit::abi::EXIT_SYNCED {
+            ExitReason::End
+        } else {
+            h.exit
+        };
+        self.stats.exits[why as usize] += 1;
         if h.shutdown {
             Err(interrupt::Shutdown)
         } else {
@@ -501,5 +590,31 @@ unsafe extern "sysv64" fn helper<P: Platform + ?Sized>(
         && ctx.cpu.s.rflags & (fl::TF | fl::RF) == 0
         && ctx.cpu.s.dr[7] & debug::DR7_ENABLES == 0
         && (ctx.cpu.db_hits | ctx.cpu.db_deferred) == 0;
-    u64::from(!stay)
+    if stay {
+        return 0;
+    }
+    h.exit = exit_reason(ctx.cpu, block, ins, faulted);
+    1
+}
+
+/// Why the helper ends the block after `ins` (for `--stats`).
+#[cfg(target_arch = "x86_64")]
+#[cold]
+fn exit_reason(cpu: &Cpu, block: &Block, ins: &Insn, faulted: bool) -> ExitReason {
+    if faulted {
+        ExitReason::Exception
+    } else if ins.ring {
+        ExitReason::Ring
+    } else if cpu.dcache.page_gen(block.pa_page) != Some(block.gen) {
+        ExitReason::Smc
+    } else if cpu.stop_requested || cpu.halted {
+        ExitReason::Stop
+    } else if cpu.s.rflags & (fl::TF | fl::RF) != 0
+        || cpu.s.dr[7] & debug::DR7_ENABLES != 0
+        || (cpu.db_hits | cpu.db_deferred) != 0
+    {
+        ExitReason::Debug
+    } else {
+        ExitReason::End
+    }
 }
