@@ -179,7 +179,10 @@ fn ring_trace_shows_sgdt_done_at_cpl3_and_lgdt_refused_with_gp0() {
         }
         per_engine.push(recs);
     }
-    assert_eq!(per_engine[0], per_engine[1], "same records under both engines");
+    assert_eq!(
+        per_engine[0], per_engine[1],
+        "same records under both engines"
+    );
 }
 
 fn check_ring_trace(t: &TestMachine, recs: &[Value]) {
@@ -236,72 +239,78 @@ fn walk_trace_shows_four_levels_and_the_page_fault_record() {
     });
     let mut per_engine = Vec::new();
     for e in EngineKind::ALL {
-    let mut t = TestMachine::new(TestMode::Long64, &code).with_engine(e);
-    t.mem.write_le(PT, 8, 0x50_0000 | 0x3).unwrap();
-    t.mem.write_le(0x50_0010, 8, 0x1234_5678).unwrap();
-    // PD for the first GiB is at PAGE_TABLES + 0x2000; entry 2 maps 0x400000.
-    let pde = rinx::testing::PAGE_TABLES + 0x2000 + 2 * 8;
-    t.mem.write_le(pde, 8, PT | 0x3).unwrap();
-    kernel_then_user(&mut t);
-    // Stay at CPL 0 for this one.
-    t.cpu.s.cpl = 0;
-    t.cpu.s.seg[sreg::CS].selector = 0x08;
-    t.cpu.s.seg[sreg::CS].attr &= !(3 << 5);
-    let (stop, recs) = traced(&mut t, "walk,exc", 100);
-    assert_eq!(stop, StopReason::Halted);
-    assert_eq!(t.gpr(0), 0x1234_5678);
-    let walks: Vec<_> = of_kind(&recs, "walk")
-        .into_iter()
-        .filter(|w| w["va"] == "0x400010" || w["va"] == "0x401008")
-        .collect();
-    assert_eq!(walks.len(), 2, "{recs:#?}");
-    let w = walks[0];
-    assert_eq!(w["paging"], "4-level");
-    assert_eq!(w["access"], "read");
-    let pt = rinx::testing::PAGE_TABLES;
-    let expect = [
-        // A (0x20) is already set there: the instruction fetch walked those levels first.
-        ("PML4", pt, pt + 0x1000 + 0x27),
-        ("PDPT", pt + 0x1000, pt + 0x2000 + 0x27),
-        ("PD", pde, PT | 3),
-        ("PT", PT, 0x50_0003),
-    ];
-    let levels = w["levels"].as_array().unwrap();
-    assert_eq!(levels.len(), 4, "{w}");
-    for (l, (table, addr, entry)) in levels.iter().zip(expect) {
-        assert_eq!(l["table"], table);
-        assert_eq!(l["entry_addr"], format!("{addr:#x}"), "{w}");
-        assert_eq!(l["entry"], format!("{entry:#x}"), "{w}");
+        let mut t = TestMachine::new(TestMode::Long64, &code).with_engine(e);
+        t.mem.write_le(PT, 8, 0x50_0000 | 0x3).unwrap();
+        t.mem.write_le(0x50_0010, 8, 0x1234_5678).unwrap();
+        // PD for the first GiB is at PAGE_TABLES + 0x2000; entry 2 maps 0x400000.
+        let pde = rinx::testing::PAGE_TABLES + 0x2000 + 2 * 8;
+        t.mem.write_le(pde, 8, PT | 0x3).unwrap();
+        kernel_then_user(&mut t);
+        // Stay at CPL 0 for this one.
+        t.cpu.s.cpl = 0;
+        t.cpu.s.seg[sreg::CS].selector = 0x08;
+        t.cpu.s.seg[sreg::CS].attr &= !(3 << 5);
+        let (stop, recs) = traced(&mut t, "walk,exc", 100);
+        assert_eq!(stop, StopReason::Halted);
+        assert_eq!(t.gpr(0), 0x1234_5678);
+        let walks: Vec<_> = of_kind(&recs, "walk")
+            .into_iter()
+            .filter(|w| w["va"] == "0x400010" || w["va"] == "0x401008")
+            .collect();
+        assert_eq!(walks.len(), 2, "{recs:#?}");
+        let w = walks[0];
+        assert_eq!(w["paging"], "4-level");
+        assert_eq!(w["access"], "read");
+        let pt = rinx::testing::PAGE_TABLES;
+        let expect = [
+            // A (0x20) is already set there: the instruction fetch walked those levels first.
+            ("PML4", pt, pt + 0x1000 + 0x27),
+            ("PDPT", pt + 0x1000, pt + 0x2000 + 0x27),
+            ("PD", pde, PT | 3),
+            ("PT", PT, 0x50_0003),
+        ];
+        let levels = w["levels"].as_array().unwrap();
+        assert_eq!(levels.len(), 4, "{w}");
+        for (l, (table, addr, entry)) in levels.iter().zip(expect) {
+            assert_eq!(l["table"], table);
+            assert_eq!(l["entry_addr"], format!("{addr:#x}"), "{w}");
+            assert_eq!(l["entry"], format!("{entry:#x}"), "{w}");
+        }
+        assert_eq!(w["pa"], "0x500010");
+        assert_eq!(w["ma"], "ram0+0x500010");
+        // The store to the absent page: 4 levels read, the last entry not present, #PF.
+        let f = walks[1];
+        assert_eq!(f["access"], "write");
+        assert_eq!(f["levels"].as_array().unwrap().len(), 4);
+        assert_eq!(f["levels"][3]["entry_addr"], format!("{:#x}", PT + 8));
+        assert_eq!(f["levels"][3]["entry"], "0x0");
+        assert_eq!(f["pf_code"], "0x2");
+        assert!(f.get("pa").is_none());
+        let exc = of_kind(&recs, "exc");
+        assert_eq!(exc.len(), 1, "{recs:#?}");
+        let ex = exc[0];
+        assert_eq!(
+            (ex["vector"].as_u64(), ex["name"].as_str()),
+            (Some(14), Some("#PF"))
+        );
+        assert_eq!(ex["n"], 1);
+        assert_eq!(ex["error_code"], "0x2");
+        assert_eq!(ex["cr2"], "0x401008");
+        assert_eq!(ex["event"], "fault");
+        // The faulting store follows the 10-byte `mov rax, moffs64`.
+        assert_eq!(ex["from"], format!("0008:{:x}", CODE_BASE + 10));
+        if t.engine.kind() == EngineKind::Jit && jit::HOST_SUPPORTED {
+            assert!(jit_entries(&t) >= 1, "the JIT ran its block");
+        }
+        per_engine.push((
+            walks.into_iter().cloned().collect::<Vec<_>>(),
+            exc.into_iter().cloned().collect::<Vec<_>>(),
+        ));
     }
-    assert_eq!(w["pa"], "0x500010");
-    assert_eq!(w["ma"], "ram0+0x500010");
-    // The store to the absent page: 4 levels read, the last entry not present, #PF.
-    let f = walks[1];
-    assert_eq!(f["access"], "write");
-    assert_eq!(f["levels"].as_array().unwrap().len(), 4);
-    assert_eq!(f["levels"][3]["entry_addr"], format!("{:#x}", PT + 8));
-    assert_eq!(f["levels"][3]["entry"], "0x0");
-    assert_eq!(f["pf_code"], "0x2");
-    assert!(f.get("pa").is_none());
-    let exc = of_kind(&recs, "exc");
-    assert_eq!(exc.len(), 1, "{recs:#?}");
-    let ex = exc[0];
     assert_eq!(
-        (ex["vector"].as_u64(), ex["name"].as_str()),
-        (Some(14), Some("#PF"))
+        per_engine[0], per_engine[1],
+        "same data walks and #PF under both engines"
     );
-    assert_eq!(ex["n"], 1);
-    assert_eq!(ex["error_code"], "0x2");
-    assert_eq!(ex["cr2"], "0x401008");
-    assert_eq!(ex["event"], "fault");
-    // The faulting store follows the 10-byte `mov rax, moffs64`.
-    assert_eq!(ex["from"], format!("0008:{:x}", CODE_BASE + 10));
-    if t.engine.kind() == EngineKind::Jit && jit::HOST_SUPPORTED {
-        assert!(jit_entries(&t) >= 1, "the JIT ran its block");
-    }
-    per_engine.push((walks.into_iter().cloned().collect::<Vec<_>>(), exc.into_iter().cloned().collect::<Vec<_>>()));
-    }
-    assert_eq!(per_engine[0], per_engine[1], "same data walks and #PF under both engines");
 }
 
 #[test]
@@ -426,7 +435,9 @@ fn cli_stats_under_the_jit_report_its_counters() {
         return;
     }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rinx"))
-        .args(["run", "--serial", "null", "--memory", "16M", "--icount", "0"])
+        .args([
+            "run", "--serial", "null", "--memory", "16M", "--icount", "0",
+        ])
         .args(["--engine", "jit", "--stats", "--trace", "exc,mode"])
         .output()
         .unwrap();
@@ -440,12 +451,20 @@ fn cli_stats_under_the_jit_report_its_counters() {
     };
     let num = |l: &str, after: &str| -> u64 {
         let i = l.find(after).unwrap() + after.len();
-        l[i..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+        l[i..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     };
     let blocks = num(&line("jit: blocks translated"), "translated  ");
     assert!(blocks > 100, "{err}");
     let cache = line("jit: code cache");
-    assert!(num(&cache, "cache         ") > blocks, "mostly hits: {cache}");
+    assert!(
+        num(&cache, "cache         ") > blocks,
+        "mostly hits: {cache}"
+    );
     // The demo's #PF and #GP both come from compiled blocks (exc and mode do not stop the JIT),
     // and its serial I/O ends blocks in the ring layer.
     let exits = line("jit: exits by reason");
@@ -454,7 +473,10 @@ fn cli_stats_under_the_jit_report_its_counters() {
     assert_eq!(num(&line("jit: interpreter steps"), "steps  "), 0, "{err}");
     assert!(line("time per engine").contains("compiled code"), "{err}");
     // The trace itself (stderr here): the demo's exceptions and mode switches.
-    assert!(err.contains("vector 0x0e #PF fault error_code=0x6 cr2=0x1f0000"), "{err}");
+    assert!(
+        err.contains("vector 0x0e #PF fault error_code=0x6 cr2=0x1f0000"),
+        "{err}"
+    );
     assert!(err.contains("cr0.pe 0 -> 1 by mov (now prot16)"), "{err}");
 }
 
@@ -535,7 +557,10 @@ fn block_records_follow_the_same_blocks_under_both_engines() {
         assert_eq!(blocks[3]["size"], 10, "mov moffs32, eax (9 bytes) + hlt");
         assert_eq!(blocks[0]["mode"], "long64");
         assert_eq!(blocks[0]["cpl"], 0);
-        let engines: Vec<&str> = blocks.iter().map(|b| b["engine"].as_str().unwrap()).collect();
+        let engines: Vec<&str> = blocks
+            .iter()
+            .map(|b| b["engine"].as_str().unwrap())
+            .collect();
         if e == EngineKind::Jit && jit::HOST_SUPPORTED {
             // Every block ran as compiled code: one entry per record (the loop in B exits to
             // the dispatcher after each pass while `block` is traced).
@@ -546,7 +571,10 @@ fn block_records_follow_the_same_blocks_under_both_engines() {
         }
         per_engine.push(engine_neutral(&recs));
     }
-    assert_eq!(per_engine[0], per_engine[1], "same block sequence under both engines");
+    assert_eq!(
+        per_engine[0], per_engine[1],
+        "same block sequence under both engines"
+    );
 }
 
 #[test]
@@ -569,7 +597,11 @@ fn block_records_obey_filters_and_text_format() {
         t.cpu.trace.take().unwrap().finish().unwrap();
         let text = buf.text();
         let heads: Vec<&str> = text.lines().filter(|l| l.starts_with("block")).collect();
-        assert_eq!(heads.len(), 2, "{e:?}: only the blocks starting at L\n{text}");
+        assert_eq!(
+            heads.len(),
+            2,
+            "{e:?}: only the blocks starting at L\n{text}"
+        );
         assert!(
             heads[0].starts_with("block       4 0008:10005    la=0x10005    pa=0x10005    cpl0 long64   3 insns, 6 bytes"),
             "{}",
@@ -577,9 +609,16 @@ fn block_records_obey_filters_and_text_format() {
         );
         assert!(heads[1].starts_with("block       7 "), "{}", heads[1]);
         // The disassembly follows the first record, one `|` line per instruction.
-        let asm: Vec<&str> = text.lines().filter(|l| l.trim_start().starts_with('|')).collect();
+        let asm: Vec<&str> = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with('|'))
+            .collect();
         assert_eq!(asm.len(), 3, "{text}");
-        assert!(asm[0].ends_with("0x10005  01c8                 add eax, ecx"), "{}", asm[0]);
+        assert!(
+            asm[0].ends_with("0x10005  01c8                 add eax, ecx"),
+            "{}",
+            asm[0]
+        );
         // A window that starts inside block A: A is not reported (it started before), B is.
         let mut t = TestMachine::new(TestMode::Long64, &code).with_engine(e);
         let (_, recs) = {
@@ -619,7 +658,11 @@ fn jit_with_insn_tracing_steps_every_instruction_like_the_interpreter() {
         assert_eq!(recs[0]["kind"], "block");
         assert_eq!(recs[1]["kind"], "insn");
         assert_eq!(recs[5]["kind"], "block");
-        assert_eq!(jit_entries(&t), 0, "no compiled block runs while `insn` is traced");
+        assert_eq!(
+            jit_entries(&t),
+            0,
+            "no compiled block runs while `insn` is traced"
+        );
         per_engine.push(engine_neutral(&recs));
     }
     assert_eq!(per_engine[0], per_engine[1]);
@@ -657,7 +700,11 @@ fn jit_stats_count_translations_cache_hits_and_exits_by_reason() {
     use rinx::exec::jit::ExitReason as R;
     // A, B, C, D and the handler's block, each translated once; B entered twice: after 2048
     // passes (4096 instructions, MAX_INSNS_PER_ENTRY) it exits to the dispatcher.
-    assert_eq!((s.translations, s.cache_misses, s.cache_hits), (5, 5, 1), "{s:?}");
+    assert_eq!(
+        (s.translations, s.cache_misses, s.cache_hits),
+        (5, 5, 1),
+        "{s:?}"
+    );
     assert_eq!(s.entries, 6);
     assert_eq!(s.exits[R::LoopLimit as usize], 1, "{s:?}");
     assert_eq!(s.exits[R::End as usize], 2, "A, and B's last pass: {s:?}");
@@ -679,4 +726,61 @@ fn jit_stats_count_translations_cache_hits_and_exits_by_reason() {
         "{report}"
     );
     assert!(report.contains("time per engine"), "{report}");
+}
+
+/// The whole demo guest (real mode to long mode, ring 3, SYSCALL, #PF, #GP, timer interrupts)
+/// traced with every kind but `insn` gives the same records under both engines, the JIT's
+/// coming from compiled blocks.
+#[test]
+fn cli_demo_trace_is_the_same_under_both_engines() {
+    let run = |engine: &str| {
+        let path = std::env::temp_dir().join(format!(
+            "rinx-trace-eq-{engine}-{}.jsonl",
+            std::process::id()
+        ));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rinx"))
+            .args([
+                "run", "--serial", "null", "--memory", "16M", "--icount", "0",
+            ])
+            .args(["--engine", engine, "--trace", "ring,mode,walk,exc,block"])
+            .args(["--trace-format", "json", "--trace-out"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let interp = run("interp");
+    let jit = run("jit");
+    for kind in ["ring", "mode", "walk", "exc", "block"] {
+        assert!(!of_kind(&interp, kind).is_empty(), "{kind}");
+    }
+    assert_eq!(
+        of_kind(&interp, "exc").len(),
+        7,
+        "#PF, #GP and 5 timer interrupts"
+    );
+    assert_eq!(interp.len(), jit.len());
+    for (i, (a, b)) in engine_neutral(&interp)
+        .iter()
+        .zip(engine_neutral(&jit))
+        .enumerate()
+    {
+        assert_eq!(*a, b, "record {i}");
+    }
+    if jit::HOST_SUPPORTED {
+        let compiled = of_kind(&jit, "block")
+            .iter()
+            .filter(|b| b["engine"] == "jit")
+            .count();
+        assert_eq!(
+            compiled,
+            of_kind(&jit, "block").len(),
+            "every block compiled"
+        );
+    }
 }

@@ -383,7 +383,9 @@ impl JitEngine {
         // the trace slot is on, for the same reason).
         let limit = if ctx.cpu.trace.is_on() {
             let mut insns = block.insns.iter().map(|i| (i.insn, i.len));
-            crate::trace::hooks::jit_block(ctx.cpu, ctx.mem, la, pa, block.gen, &mut insns, remaining)
+            crate::trace::hooks::jit_block(
+                ctx.cpu, ctx.mem, la, pa, block.gen, &mut insns, remaining,
+            )
         } else {
             remaining
         };

@@ -153,23 +153,18 @@ impl BlockRun {
     }
 }
 
-/// Guest physical address of the code at linear `la`, without side effects (the TLB if it
-/// holds the page, else a page-table probe); `None` unless it is in RAM.
-fn code_pa(cpu: &Cpu, mem: &GuestMemory, la: u64) -> Option<u64> {
-    let pa = match cpu.tlb.lookup(la) {
-        Some(e) if cpu.paging() => e.pa_page | (la & 0xfff),
-        _ => walk::probe(&cpu.s, mem, la)?,
-    };
-    mem.page(pa & !0xfff)?;
-    Some(pa)
-}
-
 /// The instructions of the block at CS:`rip` (linear `la`, physical `pa`), with the
 /// boundaries the JIT gives its translations (`exec::jit`): the decoder's block scan
 /// (`decoder::scan_block`, at most `exec::jit::MAX_BLOCK_INSNS` instructions) reading only
 /// this physical page, cut where `jit::ir::lower` cuts it. An instruction that straddles into
 /// the next page (which the JIT interprets) is a block of its own.
-fn scan(cpu: &Cpu, mem: &GuestMemory, mode: decoder::Mode, la: u64, pa: u64) -> Vec<(Instruction, u8)> {
+fn scan(
+    cpu: &Cpu,
+    mem: &GuestMemory,
+    mode: decoder::Mode,
+    la: u64,
+    pa: u64,
+) -> Vec<(Instruction, u8)> {
     let cs_base = cpu.s.seg[sreg::CS].base;
     let rip = cpu.s.rip;
     let page_la = la & !0xfff;
@@ -279,18 +274,33 @@ fn start_block(
 
 /// `block` tracing in the interpreter's traced step, before the instruction at linear `la`
 /// runs: if it does not continue the current block, a block starts here (the decoder's
-/// boundaries, as the JIT would translate it: [`scan`]).
-pub fn block_at_step(cpu: &mut Cpu, mem: &GuestMemory, la: u64) {
-    let (n, rip) = (cpu.icount, cpu.s.rip);
-    let Some(t) = cpu.trace.get_mut() else { return };
+/// boundaries, as the JIT would translate it: [`scan`]). The code page is translated the way
+/// the JIT's dispatcher translates it before looking for a block (the instruction fetch that
+/// follows hits the TLB), so `walk` records come in the same order under both engines.
+pub fn block_at_step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, la: u64) {
+    let (n, rip) = (ctx.cpu.icount, ctx.cpu.s.rip);
+    let Some(t) = ctx.cpu.trace.get_mut() else {
+        return;
+    };
     if !t.kinds.has(Kinds::BLOCK) || t.blk.as_ref().is_some_and(|b| b.inside(n, rip)) {
         return;
     }
     t.blk = None;
+    if ctx.cpu.mode64() && !crate::cpu::mem::canonical(rip) {
+        return;
+    }
     // Code that is not in RAM, or whose fetch faults (the fault is traced as `exc`).
-    let Some(pa) = code_pa(cpu, mem, la) else {
+    let Ok(p) = ctx.translate(la, Access::Execute, false) else {
         return;
     };
+    if p.host.is_none() {
+        return;
+    }
+    start_block_at(ctx.cpu, ctx.mem, la, p.pa_page | (la & 0xfff));
+}
+
+/// [`block_at_step`] once the code's physical address `pa` is known.
+fn start_block_at(cpu: &mut Cpu, mem: &GuestMemory, la: u64, pa: u64) {
     let mode = super::coverage::decode_mode(cpu);
     let insns = scan(cpu, mem, mode, la, pa);
     if insns.is_empty() {
@@ -390,7 +400,7 @@ pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), Shutdown> 
     let before = ctx.cpu.s;
     // Catch mode changes made between instructions (e.g. by a debugger or a test harness).
     check_mode_now(ctx.cpu, &|| "state change".to_string());
-    block_at_step(ctx.cpu, ctx.mem, la);
+    block_at_step(ctx, la);
     let Some(t) = ctx.cpu.trace.get_mut() else {
         // Only watchpoints are attached.
         return interp::step_untraced(ctx);
