@@ -580,7 +580,7 @@ unsafe extern "sysv64" fn helper<P: Platform + ?Sized>(
         return 1;
     }
     if ctx.cpu.trace.is_on() {
-        crate::trace::hooks::jit_insn_end(ctx.cpu, &ins.insn, faulted);
+        crate::trace::hooks::jit_insn_end(ctx.cpu, &ins.insn, faulted, ins.ring);
     }
     let stay = !faulted
         && !ins.ring

@@ -95,15 +95,19 @@ fn current(cpu: &Cpu) -> Option<(u64, u64, bool)> {
 /// change is attributed to (see [`attribution`]).
 fn check_mode(cpu: &mut Cpu, at: (u64, u64, bool), cause: &dyn Fn() -> String) {
     let now = ModeSnap::of(&cpu.s);
-    let name = mode_name(cpu);
     let (n, la, pass) = at;
     let Some(t) = cpu.trace.get_mut() else { return };
+    if t.last_mode == Some(now) {
+        return;
+    }
     let Some(last) = t.last_mode.replace(now) else {
         return;
     };
-    if last == now || !t.kinds.has(Kinds::MODE) || !pass {
+    if !t.kinds.has(Kinds::MODE) || !pass {
         return;
     }
+    let name = mode_name(cpu);
+    let Some(t) = cpu.trace.get_mut() else { return };
     let b = |x: bool| u64::from(x);
     let items: [(&'static str, u64, u64); 5] = [
         ("cpl", u64::from(last.cpl), u64::from(now.cpl)),
@@ -370,17 +374,22 @@ pub fn jit_insn_begin(cpu: &mut Cpu) {
     }
 }
 
-/// The JIT's helper retired `insn` (or delivered the exception it raised: `faulted`).
+/// The JIT's helper retired `insn` (or delivered the exception it raised: `faulted`); `ring`:
+/// it is an instruction for the ring-compression layer. Only those, and event deliveries
+/// (which check for themselves), change CPL, CR0.PE/PG, EFER.LMA or CS.L: far transfers,
+/// IRET, SYSCALL/SYSRET, SYSENTER/SYSEXIT, MOV CR0, LMSW, WRMSR are all sensitive or privileged.
 #[inline(never)]
-pub fn jit_insn_end(cpu: &mut Cpu, insn: &Instruction, faulted: bool) {
-    let m = insn.mnemonic();
-    check_mode_now(cpu, &|| {
-        if faulted {
-            "exception delivery".to_string()
-        } else {
-            format!("{m:?}").to_lowercase()
-        }
-    });
+pub fn jit_insn_end(cpu: &mut Cpu, insn: &Instruction, faulted: bool, ring: bool) {
+    if ring || faulted {
+        let m = insn.mnemonic();
+        check_mode_now(cpu, &|| {
+            if faulted {
+                "exception delivery".to_string()
+            } else {
+                format!("{m:?}").to_lowercase()
+            }
+        });
+    }
     if let Some(t) = cpu.trace.get_mut() {
         t.cur_pass = None;
         t.cur_insn = None;
@@ -397,7 +406,6 @@ pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), Shutdown> 
     let la = linear_ip(ctx.cpu, rip);
     let cpl = ctx.cpu.cpl();
     let mode = mode_name(ctx.cpu);
-    let before = ctx.cpu.s;
     // Catch mode changes made between instructions (e.g. by a debugger or a test harness).
     check_mode_now(ctx.cpu, &|| "state change".to_string());
     block_at_step(ctx, la);
@@ -409,6 +417,8 @@ pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), Shutdown> 
     t.cur_pass = Some(pass);
     t.cur_insn = Some((n, la));
     let want_insn = pass && t.kinds.has(Kinds::INSN);
+    // The state before, for the `insn` record's register changes (a large copy: only then).
+    let before = want_insn.then(|| ctx.cpu.s);
     if want_insn {
         t.recording = true;
         t.mem.clear();
@@ -431,7 +441,7 @@ pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), Shutdown> 
     };
     let mnemonic = fetched.as_ref().ok().map(|(i, ..)| i.mnemonic());
     let r = interp::execute_fetched(ctx, rip, fetched);
-    if want_insn {
+    if let Some(before) = before {
         let mut after = ctx.cpu.s;
         if r.is_ok() {
             after.rip = ctx.next_rip;
