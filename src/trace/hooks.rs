@@ -40,17 +40,26 @@ impl ModeSnap {
 /// The execution mode's name: `real`, `v86`, `prot16`, `prot32`, `compat16`, `compat32`,
 /// `long64`.
 pub fn mode_name(cpu: &Cpu) -> &'static str {
-    if !cpu.protected() {
+    mode_name_in(&cpu.s)
+}
+
+/// [`mode_name`] of a saved state.
+fn mode_name_in(s: &CpuState) -> &'static str {
+    let cs = &s.seg[sreg::CS];
+    let big = cs.db();
+    if s.cr0 & cr::CR0_PE == 0 {
         "real"
-    } else if cpu.v86() {
+    } else if s.rflags & fl::VM != 0 {
         "v86"
-    } else if cpu.long_mode() {
-        match cpu.bitness() {
-            64 => "long64",
-            32 => "compat32",
-            _ => "compat16",
+    } else if s.efer & cr::EFER_LMA != 0 {
+        if cs.long() {
+            "long64"
+        } else if big {
+            "compat32"
+        } else {
+            "compat16"
         }
-    } else if cpu.bitness() == 32 {
+    } else if big {
         "prot32"
     } else {
         "prot16"
@@ -405,7 +414,6 @@ pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), Shutdown> 
     let rip = ctx.cpu.s.rip;
     let la = linear_ip(ctx.cpu, rip);
     let cpl = ctx.cpu.cpl();
-    let mode = mode_name(ctx.cpu);
     // Catch mode changes made between instructions (e.g. by a debugger or a test harness).
     check_mode_now(ctx.cpu, &|| "state change".to_string());
     block_at_step(ctx, la);
@@ -460,7 +468,7 @@ pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), Shutdown> 
             rip: Hex(rip),
             la: Hex(la),
             cpl,
-            mode,
+            mode: mode_name_in(&before),
             bytes,
             asm,
             changes,
