@@ -354,7 +354,7 @@ impl fmt::Display for Record {
             Record::Block(b) => {
                 write!(
                     f,
-                    "block {:>7} {:04x}:{:<8x} la={:<#10x} pa={:<#10x} cpl{} {:<8} {} insns, {} bytes ({})",
+                    "block {:>7} {:04x}:{:<8x} la={:<#10x} pa={:<#10x} cpl{} {:<8} {} insn{}, {} bytes ({})",
                     b.n,
                     b.cs.0,
                     b.rip.0,
@@ -363,6 +363,7 @@ impl fmt::Display for Record {
                     b.cpl,
                     b.mode,
                     b.insns,
+                    if b.insns == 1 { "" } else { "s" },
                     b.size,
                     b.engine
                 )?;
