@@ -323,14 +323,18 @@ fn start_block_at(cpu: &mut Cpu, mem: &GuestMemory, la: u64, pa: u64) {
     start_block(cpu, mem, la, pa, mode, &insns, gen, "interp");
 }
 
-/// The JIT's dispatcher, tracing on, before it looks for a compiled block: notes mode changes
-/// made between instructions, and says whether a compiled block may run. Not when `insn`
+/// The JIT's dispatcher, tracing on, before it looks for a compiled block: takes the first mode
+/// snapshot, and says whether a compiled block may run. Not when `insn`
 /// records are wanted or a watchpoint is set (both need every instruction: the interpreter's
 /// traced step produces them), nor in the middle of a block the tracer is stepping through
 /// (which keeps the `block` sequence the interpreter's).
 #[inline(never)]
 pub fn jit_gate(cpu: &mut Cpu) -> bool {
-    check_mode_now(cpu, &|| "state change".to_string());
+    // The first look at the mode (later changes come from ring-layer instructions and event
+    // deliveries, which check for themselves; the traced step also checks before each step).
+    if cpu.trace.get().is_some_and(|t| t.last_mode.is_none()) {
+        check_mode_now(cpu, &|| "state change".to_string());
+    }
     if cpu.trace.has_watchpoints() {
         return false;
     }
