@@ -430,7 +430,7 @@ pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), Shutdown> 
     t.cur_insn = Some((n, la));
     let want_insn = pass && t.kinds.has(Kinds::INSN);
     // The state before, for the `insn` record's register changes (a large copy: only then).
-    let before = want_insn.then(|| ctx.cpu.s);
+    let before = if want_insn { Some(ctx.cpu.s) } else { None };
     if want_insn {
         t.recording = true;
         t.mem.clear();
