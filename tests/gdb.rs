@@ -449,3 +449,50 @@ fn monitor_commands_show_control_registers_page_walks_and_stats() {
     let (status, _) = r.finish();
     assert_eq!(status, 0, "killed by the debugger");
 }
+
+#[test]
+fn monitor_walk_in_protected_mode_with_two_level_paging() {
+    if !have_gdb() {
+        return;
+    }
+    // i386 layout; 0x20d3 is the demo's first instruction after it sets CR0.PG in 32-bit
+    // protected mode (4 MiB pages, CR4.PSE).
+    let r = Rinx::start(&[]);
+    let out = gdb(
+        &r.addr,
+        &[
+            "break *0x20d3",
+            "continue",
+            "monitor cr",
+            "monitor walk 0x20d3",
+            "monitor walk 0x7fff0000",
+            "kill",
+        ],
+    );
+    assert!(
+        out.contains("cr0            0x80000011  [ PE ET PG ]"),
+        "{out}"
+    );
+    assert!(out.contains("cr4            0x10  [ PSE ]"), "{out}");
+    assert!(
+        out.contains("cpl            0  mode prot32  paging 2-level (32-bit)"),
+        "{out}"
+    );
+    // One level: a 4 MiB page (PS), identity-mapped. Its accessed bit is still clear: the
+    // breakpoint stops before the first fetch through the new page tables.
+    assert!(
+        out.contains("PD   [  0x0]  entry @ 0x10000 = 0x83  [ P RW PS ]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("-> pa 0x20d3 (4096 KiB page, writable, supervisor) -> ma ram0+0x20d3"),
+        "{out}"
+    );
+    // PDE index 0x1ff = 0x7fff0000 >> 22, 4-byte entries.
+    assert!(
+        out.contains("PD   [0x1ff]  entry @ 0x107fc = 0x0  [ not present ]"),
+        "{out}"
+    );
+    let (status, _) = r.finish();
+    assert_eq!(status, 0);
+}

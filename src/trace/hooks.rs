@@ -2,8 +2,10 @@
 //! the traced interpreter step ([`step`], from `exec::interp::step`), page walks ([`walk`],
 //! from `Ctx::translate` on a TLB miss), the ring-compression layer ([`ring`], from
 //! `ring::exec`), event delivery ([`event`], from `cpu::interrupt::deliver`) and data accesses
-//! ([`super::Tracer::mem_access`], from `cpu::mem`). Only [`step`] is generic over the
-//! platform; the others take the CPU alone, so they are compiled once.
+//! ([`super::Tracer::mem_access`], from `cpu::mem`); and in the JIT ([`jit_gate`] and
+//! [`jit_block`] from the dispatcher, [`jit_insn_begin`] / [`jit_insn_end`] around the helper's
+//! instructions). Only [`step`] and [`block_at_step`] are generic over the platform; the others
+//! take the CPU alone, so they are compiled once.
 
 use super::record::{self, Change, Hex, Record};
 use super::{Kinds, Tracer};

@@ -14,7 +14,8 @@
 //! branch predictor learns at once); all tracing code lives in out-of-line functions in
 //! [`hooks`]. With tracing on, records stream through a buffered writer as they are produced:
 //! nothing accumulates beyond one instruction's records, so a whole boot can be traced to a
-//! file.
+//! file. The only other state is bounded: the block being executed (at most 64 IPs) and the
+//! set of blocks whose disassembly was shown ([`MAX_SEEN_BLOCKS`]).
 
 pub mod coverage;
 pub mod hooks;
