@@ -289,7 +289,7 @@ fn start_block(
 
 /// `block` tracing in the interpreter's traced step, before the instruction at linear `la`
 /// runs: if it does not continue the current block, a block starts here (the decoder's
-/// boundaries, as the JIT would translate it: [`scan`]). The code page is translated the way
+/// boundaries, as the JIT would translate it: `scan`). The code page is translated the way
 /// the JIT's dispatcher translates it before looking for a block (the instruction fetch that
 /// follows hits the TLB), so `walk` records come in the same order under both engines.
 pub fn block_at_step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, la: u64) {
