@@ -276,6 +276,44 @@ mod tests {
     }
 
     #[test]
+    fn odd_commands_give_messages_not_panics() {
+        let cfg = crate::machine::MachineConfig {
+            memory: 16 << 20,
+            kernel: None,
+            initrd: None,
+            cmdline: String::new(),
+            serial: crate::cli::spec::SerialSpec::Null,
+            icount: Some(0),
+            drives: Vec::new(),
+        };
+        let mut m = Machine::new(&cfg).expect("demo machine");
+        // Into the demo's long mode, paging on.
+        while m.cpu.icount < 6000 {
+            if let crate::machine::Slice::Done(o) = m.run_slice(None) {
+                panic!("demo ended early: {o:?}");
+            }
+        }
+        assert!(m.cpu.long_mode());
+        let d = Duration::ZERO;
+        for (cmd, expect) in [
+            ("", "rinx monitor commands"),
+            ("  help  ", "rinx monitor commands"),
+            ("walk", "usage: monitor walk VA"),
+            ("walk 1 2", "usage: monitor walk VA"),
+            ("walk 0x", "is not a hexadecimal address"),
+            ("walk 1ffffffffffffffff", "is not a hexadecimal address"),
+            ("walk ffffffffffffffff", "4-level paging"),
+            ("walk 0x0000800000000000", "not canonical"),
+            ("cr extra", "unknown monitor command 'cr extra'"),
+            ("\u{fffd}\u{fffd}", "unknown monitor command"),
+            ("stats", "instructions executed"),
+        ] {
+            let out = run(&m, d, cmd);
+            assert!(out.contains(expect), "{cmd:?}: {out}");
+        }
+    }
+
+    #[test]
     fn entry_flags() {
         assert_eq!(entry_bits(0x21027, true), "  [ P RW US A ]");
         assert_eq!(entry_bits(0x83, true), "  [ P RW PS ]");
