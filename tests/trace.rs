@@ -784,3 +784,27 @@ fn cli_demo_trace_is_the_same_under_both_engines() {
         );
     }
 }
+
+#[test]
+fn jit_stats_count_failed_translations_of_page_straddling_code() {
+    if !jit::HOST_SUPPORTED {
+        return;
+    }
+    // jmp to 0x10ffd, where `mov eax, 1` (5 bytes) straddles into the next page: the JIT never
+    // translates such an instruction (a block stays within one page), it interprets it.
+    let code = asm64(|a| a.jmp(0x1_0ffdu64));
+    let mut t = TestMachine::new(TestMode::Long64, &code).with_engine(EngineKind::Jit);
+    t.mem.write(0x1_0ffd, &[0xb8, 1, 0, 0, 0, 0xf4]).unwrap();
+    assert_eq!(t.run(100), StopReason::Halted);
+    assert_eq!(t.gpr(0), 1);
+    let Engine::Jit(j) = &t.engine else {
+        unreachable!()
+    };
+    let s = j.stats;
+    assert_eq!(s.failed_translations, 1, "{s:?}");
+    assert_eq!(s.interp_steps, 1, "{s:?}");
+    // The jmp's block and the hlt's block translate; the mov's lookup missed and failed.
+    assert_eq!((s.translations, s.cache_misses), (2, 3), "{s:?}");
+    let report = rinx::trace::stats::jit_report(&s);
+    assert!(report.contains(", 1 attempts failed,"), "{report}");
+}

@@ -42,11 +42,14 @@ pub struct JitStats {
     pub invalidations: u64,
     /// Code-cache flushes (cache full).
     pub flushes: u64,
-    /// Host nanoseconds spent translating.
+    /// Host nanoseconds spent translating (failed attempts included).
     pub translate_ns: u64,
+    /// Translation attempts that failed (the instruction is interpreted instead).
+    pub failed_translations: u64,
     /// Block lookups that found a valid translation in the code cache.
     pub cache_hits: u64,
-    /// Block lookups that had to translate (first sight, SMC, flushed cache).
+    /// Block lookups that had to translate (first sight, SMC, flushed cache, or code that
+    /// cannot be translated: see `failed_translations`).
     pub cache_misses: u64,
     /// Compiled-block exits, indexed by [`ExitReason`].
     pub exits: [u64; ExitReason::COUNT],
@@ -368,7 +371,15 @@ impl JitEngine {
                 if self.blocks.remove(&key).is_some() {
                     self.stats.invalidations += 1;
                 }
-                let b = Rc::new(self.translate(ctx, mode, la, p.pa_page)?);
+                let t0 = std::time::Instant::now();
+                let Some(b) = self.translate(ctx, mode, la, p.pa_page) else {
+                    // Not translatable (e.g. its first instruction straddles a page): it is
+                    // interpreted, and the attempt is made again next time.
+                    self.stats.failed_translations += 1;
+                    self.stats.translate_ns += t0.elapsed().as_nanos() as u64;
+                    return None;
+                };
+                let b = Rc::new(b);
                 self.blocks.insert(key, b.clone());
                 b
             }

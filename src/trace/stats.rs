@@ -102,9 +102,10 @@ pub fn jit_report(j: &crate::exec::jit::JitStats) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "  jit: blocks translated  {} ({:.1} us each), {} SMC invalidations, {} cache flushes",
+        "  jit: blocks translated  {} ({:.1} us per attempt), {} attempts failed, {} SMC invalidations, {} cache flushes",
         j.translations,
-        j.translate_ns as f64 / j.translations.max(1) as f64 / 1000.0,
+        j.translate_ns as f64 / (j.translations + j.failed_translations).max(1) as f64 / 1000.0,
+        j.failed_translations,
         j.invalidations,
         j.flushes
     );
