@@ -69,8 +69,9 @@ fn bench(c: &mut Criterion) {
             });
         }
     }
-    // Tracing on under the JIT engine: a traced guest runs on the interpreter's traced step
-    // (compiled blocks do not carry trace hooks), so this is the cost a JIT user sees.
+    // Tracing on under the JIT engine: with `ring` compiled blocks keep running (the records
+    // come from the helper and the ring layer); `insn` steps every instruction through the
+    // interpreter's traced step. `cargo bench --bench trace` covers every kind.
     for (name, kinds) in [
         ("int_loop_trace_ring_text/jit", Kinds::RING),
         ("int_loop_trace_insn_text/jit", Kinds::INSN),

@@ -124,18 +124,12 @@ fn run(args: RunArgs) -> Result<i32> {
             "{}",
             rinx::trace::stats::report(&m.cpu, wall, m.halted_time)
         );
-        if let rinx::exec::Engine::Jit(j) = &m.engine {
-            let s = &j.stats;
-            eprintln!(
-                "jit: {} blocks translated ({:.1} us each), {} block entries, {} instructions in blocks, {} interpreter steps, {} SMC invalidations, {} cache flushes",
-                s.translations,
-                s.translate_ns as f64 / s.translations.max(1) as f64 / 1000.0,
-                s.entries,
-                s.block_insns,
-                s.interp_steps,
-                s.invalidations,
-                s.flushes
-            );
+        match &m.engine {
+            rinx::exec::Engine::Jit(j) => eprint!("{}", rinx::trace::stats::jit_report(&j.stats)),
+            rinx::exec::Engine::Interp => eprintln!(
+                "  time per engine         interpreter {:.3} s",
+                wall.saturating_sub(m.halted_time).as_secs_f64()
+            ),
         }
     }
     log::info!(target: "rinx", "{outcome:?} after {:.3} s, {} instructions", start.elapsed().as_secs_f64(), m.cpu.icount);

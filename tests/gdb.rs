@@ -347,3 +347,152 @@ fn interrupt_with_ctrl_c_then_detach() {
     assert_eq!(status, 0);
     let _ = std::fs::remove_file(k);
 }
+
+#[test]
+fn monitor_commands_show_control_registers_page_walks_and_stats() {
+    if !have_gdb() {
+        return;
+    }
+    let r = Rinx::start(&["--gdb-arch", "x86-64"]);
+    let out = gdb(
+        &r.addr,
+        &[
+            "monitor cr",
+            // The demo's #PF handler (see docs/tutorial.md): CR2 holds the faulting address.
+            "break *0x32dd",
+            "continue",
+            "monitor cr",
+            "monitor walk 0x1f0000",
+            "monitor walk 402b",
+            "monitor walk 0x8000000000000000",
+            "monitor walk nothex",
+            "monitor frobnicate",
+            "monitor stats",
+            "kill",
+        ],
+    );
+    // At attach: real mode, paging off.
+    assert!(
+        out.contains("cr0            0x60000010  [ ET NW CD ]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("cpl            0  mode real  paging off"),
+        "{out}"
+    );
+    // In the #PF handler: long mode, 4-level paging, the fault's CR2.
+    assert!(
+        out.contains("cr0            0x80010011  [ PE ET WP PG ]"),
+        "{out}"
+    );
+    assert!(out.contains("cr2            0x1f0000"), "{out}");
+    assert!(out.contains("cr3            0x20000"), "{out}");
+    assert!(out.contains("cr4            0x20  [ PAE ]"), "{out}");
+    assert!(
+        out.contains("efer           0xd01  [ SCE LME LMA NXE ]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("gdtr           base=0x5000 limit=0x4f"),
+        "{out}"
+    );
+    assert!(
+        out.contains("idtr           base=0x8000 limit=0xfff"),
+        "{out}"
+    );
+    assert!(out.contains("tr             0x0040  base=0x6000"), "{out}");
+    assert!(
+        out.contains("cpl            0  mode long64  paging 4-level"),
+        "{out}"
+    );
+    // The page walk of the faulting address: three levels present, the PT entry empty.
+    assert!(
+        out.contains("va 0x1f0000: 4-level paging, cr3 0x20000"),
+        "{out}"
+    );
+    assert!(
+        out.contains("PML4 [  0x0]  entry @ 0x20000 = 0x21027  [ P RW US A ]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("PT   [0x1f0]  entry @ 0x23f80 = 0x0  [ not present ]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("-> not mapped: a supervisor read would raise #PF"),
+        "{out}"
+    );
+    // The user code page the fault came from: VA -> PA -> MA.
+    assert!(
+        out.contains("PT   [  0x4]  entry @ 0x23020 = 0x4067  [ P RW US A D ]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("-> pa 0x402b (4 KiB page, writable, user) -> ma ram0+0x402b"),
+        "{out}"
+    );
+    assert!(out.contains("not canonical"), "{out}");
+    assert!(
+        out.contains("'nothex' is not a hexadecimal address"),
+        "{out}"
+    );
+    assert!(
+        out.contains("unknown monitor command 'frobnicate'"),
+        "{out}"
+    );
+    // Statistics so far: the #PF being handled is the only exception yet.
+    assert!(out.contains("instructions executed   7545"), "{out}");
+    assert!(
+        out.contains("exceptions              #PF (vector 14) 1"),
+        "{out}"
+    );
+    let (status, _) = r.finish();
+    assert_eq!(status, 0, "killed by the debugger");
+}
+
+#[test]
+fn monitor_walk_in_protected_mode_with_two_level_paging() {
+    if !have_gdb() {
+        return;
+    }
+    // i386 layout; 0x20d3 is the demo's first instruction after it sets CR0.PG in 32-bit
+    // protected mode (4 MiB pages, CR4.PSE).
+    let r = Rinx::start(&[]);
+    let out = gdb(
+        &r.addr,
+        &[
+            "break *0x20d3",
+            "continue",
+            "monitor cr",
+            "monitor walk 0x20d3",
+            "monitor walk 0x7fff0000",
+            "kill",
+        ],
+    );
+    assert!(
+        out.contains("cr0            0x80000011  [ PE ET PG ]"),
+        "{out}"
+    );
+    assert!(out.contains("cr4            0x10  [ PSE ]"), "{out}");
+    assert!(
+        out.contains("cpl            0  mode prot32  paging 2-level (32-bit)"),
+        "{out}"
+    );
+    // One level: a 4 MiB page (PS), identity-mapped. Its accessed bit is still clear: the
+    // breakpoint stops before the first fetch through the new page tables.
+    assert!(
+        out.contains("PD   [  0x0]  entry @ 0x10000 = 0x83  [ P RW PS ]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("-> pa 0x20d3 (4096 KiB page, writable, supervisor) -> ma ram0+0x20d3"),
+        "{out}"
+    );
+    // PDE index 0x1ff = 0x7fff0000 >> 22, 4-byte entries.
+    assert!(
+        out.contains("PD   [0x1ff]  entry @ 0x107fc = 0x0  [ not present ]"),
+        "{out}"
+    );
+    let (status, _) = r.finish();
+    assert_eq!(status, 0);
+}

@@ -4,6 +4,7 @@
 use iced_x86::code_asm::*;
 use jit::abi::{sreg, Segment};
 use rinx::cpu::StopReason;
+use rinx::exec::{Engine, EngineKind};
 use rinx::testing::{TestMachine, TestMode, CODE_BASE};
 use rinx::trace::{Filter, Format, Kinds, SharedBuf, Tracer};
 use serde_json::Value;
@@ -33,6 +34,26 @@ fn traced(t: &mut TestMachine, kinds: &str, budget: u64) -> (StopReason, Vec<Val
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     (stop, recs)
+}
+
+/// The records without the field that says which engine ran a block (everything else must be
+/// the same under both engines).
+fn engine_neutral(recs: &[Value]) -> Vec<Value> {
+    recs.iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.as_object_mut().unwrap().remove("engine");
+            r
+        })
+        .collect()
+}
+
+/// Compiled-block entries the JIT made (0 under the interpreter).
+fn jit_entries(t: &TestMachine) -> u64 {
+    match &t.engine {
+        Engine::Jit(j) => j.stats.entries,
+        Engine::Interp => 0,
+    }
 }
 
 fn of_kind<'a>(recs: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -138,14 +159,34 @@ fn kernel_then_user(t: &mut TestMachine) {
 #[test]
 fn ring_trace_shows_sgdt_done_at_cpl3_and_lgdt_refused_with_gp0() {
     let code = asm64(|a| {
+        // Native ALU ops first, so that the JIT has something to compile around the helpers.
+        a.mov(eax, 7)?;
+        a.add(eax, 1)?;
         a.sgdt(ptr(0x2_0000u64))?;
         a.lgdt(ptr(0x2_0000u64))?;
         a.hlt()
     });
-    let mut t = TestMachine::new(TestMode::Long64, &code);
-    kernel_then_user(&mut t);
-    let (stop, recs) = traced(&mut t, "ring,exc,mode", 100);
-    assert_eq!(stop, StopReason::Halted);
+    let mut per_engine = Vec::new();
+    for e in EngineKind::ALL {
+        let mut t = TestMachine::new(TestMode::Long64, &code).with_engine(e);
+        kernel_then_user(&mut t);
+        let (stop, recs) = traced(&mut t, "ring,exc,mode", 100);
+        assert_eq!(stop, StopReason::Halted, "{e:?}");
+        check_ring_trace(&t, &recs);
+        if e == EngineKind::Jit && jit::HOST_SUPPORTED {
+            // The records came from compiled blocks, not from interpreter steps.
+            assert!(jit_entries(&t) >= 2, "the JIT ran its blocks");
+        }
+        per_engine.push(recs);
+    }
+    assert_eq!(
+        per_engine[0], per_engine[1],
+        "same records under both engines"
+    );
+}
+
+fn check_ring_trace(t: &TestMachine, recs: &[Value]) {
+    let recs = recs.to_vec();
     let ring = of_kind(&recs, "ring");
     assert_eq!(ring.len(), 3, "{recs:#?}");
     assert_eq!(ring[0]["insn"], "sgdt fword ptr [20000h]");
@@ -167,7 +208,7 @@ fn ring_trace_shows_sgdt_done_at_cpl3_and_lgdt_refused_with_gp0() {
     // The #GP(0) is delivered to the CPL 0 handler, which is a privilege change.
     let exc = of_kind(&recs, "exc");
     assert_eq!(exc.len(), 1, "{recs:#?}");
-    assert_eq!(exc[0]["n"], 1);
+    assert_eq!(exc[0]["n"], 3);
     assert_eq!(exc[0]["vector"], 13);
     assert_eq!(exc[0]["name"], "#GP");
     assert_eq!(exc[0]["event"], "fault");
@@ -196,66 +237,80 @@ fn walk_trace_shows_four_levels_and_the_page_fault_record() {
         a.mov(qword_ptr(0x40_1008u64), rax)?;
         a.hlt()
     });
-    let mut t = TestMachine::new(TestMode::Long64, &code);
-    t.mem.write_le(PT, 8, 0x50_0000 | 0x3).unwrap();
-    t.mem.write_le(0x50_0010, 8, 0x1234_5678).unwrap();
-    // PD for the first GiB is at PAGE_TABLES + 0x2000; entry 2 maps 0x400000.
-    let pde = rinx::testing::PAGE_TABLES + 0x2000 + 2 * 8;
-    t.mem.write_le(pde, 8, PT | 0x3).unwrap();
-    kernel_then_user(&mut t);
-    // Stay at CPL 0 for this one.
-    t.cpu.s.cpl = 0;
-    t.cpu.s.seg[sreg::CS].selector = 0x08;
-    t.cpu.s.seg[sreg::CS].attr &= !(3 << 5);
-    let (stop, recs) = traced(&mut t, "walk,exc", 100);
-    assert_eq!(stop, StopReason::Halted);
-    assert_eq!(t.gpr(0), 0x1234_5678);
-    let walks: Vec<_> = of_kind(&recs, "walk")
-        .into_iter()
-        .filter(|w| w["va"] == "0x400010" || w["va"] == "0x401008")
-        .collect();
-    assert_eq!(walks.len(), 2, "{recs:#?}");
-    let w = walks[0];
-    assert_eq!(w["paging"], "4-level");
-    assert_eq!(w["access"], "read");
-    let pt = rinx::testing::PAGE_TABLES;
-    let expect = [
-        // A (0x20) is already set there: the instruction fetch walked those levels first.
-        ("PML4", pt, pt + 0x1000 + 0x27),
-        ("PDPT", pt + 0x1000, pt + 0x2000 + 0x27),
-        ("PD", pde, PT | 3),
-        ("PT", PT, 0x50_0003),
-    ];
-    let levels = w["levels"].as_array().unwrap();
-    assert_eq!(levels.len(), 4, "{w}");
-    for (l, (table, addr, entry)) in levels.iter().zip(expect) {
-        assert_eq!(l["table"], table);
-        assert_eq!(l["entry_addr"], format!("{addr:#x}"), "{w}");
-        assert_eq!(l["entry"], format!("{entry:#x}"), "{w}");
+    let mut per_engine = Vec::new();
+    for e in EngineKind::ALL {
+        let mut t = TestMachine::new(TestMode::Long64, &code).with_engine(e);
+        t.mem.write_le(PT, 8, 0x50_0000 | 0x3).unwrap();
+        t.mem.write_le(0x50_0010, 8, 0x1234_5678).unwrap();
+        // PD for the first GiB is at PAGE_TABLES + 0x2000; entry 2 maps 0x400000.
+        let pde = rinx::testing::PAGE_TABLES + 0x2000 + 2 * 8;
+        t.mem.write_le(pde, 8, PT | 0x3).unwrap();
+        kernel_then_user(&mut t);
+        // Stay at CPL 0 for this one.
+        t.cpu.s.cpl = 0;
+        t.cpu.s.seg[sreg::CS].selector = 0x08;
+        t.cpu.s.seg[sreg::CS].attr &= !(3 << 5);
+        let (stop, recs) = traced(&mut t, "walk,exc", 100);
+        assert_eq!(stop, StopReason::Halted);
+        assert_eq!(t.gpr(0), 0x1234_5678);
+        let walks: Vec<_> = of_kind(&recs, "walk")
+            .into_iter()
+            .filter(|w| w["va"] == "0x400010" || w["va"] == "0x401008")
+            .collect();
+        assert_eq!(walks.len(), 2, "{recs:#?}");
+        let w = walks[0];
+        assert_eq!(w["paging"], "4-level");
+        assert_eq!(w["access"], "read");
+        let pt = rinx::testing::PAGE_TABLES;
+        let expect = [
+            // A (0x20) is already set there: the instruction fetch walked those levels first.
+            ("PML4", pt, pt + 0x1000 + 0x27),
+            ("PDPT", pt + 0x1000, pt + 0x2000 + 0x27),
+            ("PD", pde, PT | 3),
+            ("PT", PT, 0x50_0003),
+        ];
+        let levels = w["levels"].as_array().unwrap();
+        assert_eq!(levels.len(), 4, "{w}");
+        for (l, (table, addr, entry)) in levels.iter().zip(expect) {
+            assert_eq!(l["table"], table);
+            assert_eq!(l["entry_addr"], format!("{addr:#x}"), "{w}");
+            assert_eq!(l["entry"], format!("{entry:#x}"), "{w}");
+        }
+        assert_eq!(w["pa"], "0x500010");
+        assert_eq!(w["ma"], "ram0+0x500010");
+        // The store to the absent page: 4 levels read, the last entry not present, #PF.
+        let f = walks[1];
+        assert_eq!(f["access"], "write");
+        assert_eq!(f["levels"].as_array().unwrap().len(), 4);
+        assert_eq!(f["levels"][3]["entry_addr"], format!("{:#x}", PT + 8));
+        assert_eq!(f["levels"][3]["entry"], "0x0");
+        assert_eq!(f["pf_code"], "0x2");
+        assert!(f.get("pa").is_none());
+        let exc = of_kind(&recs, "exc");
+        assert_eq!(exc.len(), 1, "{recs:#?}");
+        let ex = exc[0];
+        assert_eq!(
+            (ex["vector"].as_u64(), ex["name"].as_str()),
+            (Some(14), Some("#PF"))
+        );
+        assert_eq!(ex["n"], 1);
+        assert_eq!(ex["error_code"], "0x2");
+        assert_eq!(ex["cr2"], "0x401008");
+        assert_eq!(ex["event"], "fault");
+        // The faulting store follows the 10-byte `mov rax, moffs64`.
+        assert_eq!(ex["from"], format!("0008:{:x}", CODE_BASE + 10));
+        if t.engine.kind() == EngineKind::Jit && jit::HOST_SUPPORTED {
+            assert!(jit_entries(&t) >= 1, "the JIT ran its block");
+        }
+        per_engine.push((
+            walks.into_iter().cloned().collect::<Vec<_>>(),
+            exc.into_iter().cloned().collect::<Vec<_>>(),
+        ));
     }
-    assert_eq!(w["pa"], "0x500010");
-    assert_eq!(w["ma"], "ram0+0x500010");
-    // The store to the absent page: 4 levels read, the last entry not present, #PF.
-    let f = walks[1];
-    assert_eq!(f["access"], "write");
-    assert_eq!(f["levels"].as_array().unwrap().len(), 4);
-    assert_eq!(f["levels"][3]["entry_addr"], format!("{:#x}", PT + 8));
-    assert_eq!(f["levels"][3]["entry"], "0x0");
-    assert_eq!(f["pf_code"], "0x2");
-    assert!(f.get("pa").is_none());
-    let exc = of_kind(&recs, "exc");
-    assert_eq!(exc.len(), 1, "{recs:#?}");
-    let e = exc[0];
     assert_eq!(
-        (e["vector"].as_u64(), e["name"].as_str()),
-        (Some(14), Some("#PF"))
+        per_engine[0], per_engine[1],
+        "same data walks and #PF under both engines"
     );
-    assert_eq!(e["n"], 1);
-    assert_eq!(e["error_code"], "0x2");
-    assert_eq!(e["cr2"], "0x401008");
-    assert_eq!(e["event"], "fault");
-    // The faulting store follows the 10-byte `mov rax, moffs64`.
-    assert_eq!(e["from"], format!("0008:{:x}", CODE_BASE + 10));
 }
 
 #[test]
@@ -372,4 +427,384 @@ fn cli_traces_the_demo_guest_to_a_file() {
     assert!(recs.iter().all(|r| r["n"].as_u64().unwrap() <= 200));
     assert_eq!(of_kind(&recs, "insn").len(), 201);
     assert_eq!(of_kind(&recs, "insn")[0]["mode"], "real");
+}
+
+#[test]
+fn cli_stats_under_the_jit_report_its_counters() {
+    if !jit::HOST_SUPPORTED {
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rinx"))
+        .args([
+            "run", "--serial", "null", "--memory", "16M", "--icount", "0",
+        ])
+        .args(["--engine", "jit", "--stats", "--trace", "exc,mode"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = |tag: &str| {
+        err.lines()
+            .find(|l| l.contains(tag))
+            .unwrap_or_else(|| panic!("no {tag:?} in\n{err}"))
+            .to_string()
+    };
+    let num = |l: &str, after: &str| -> u64 {
+        let i = l.find(after).unwrap() + after.len();
+        l[i..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let blocks = num(&line("jit: blocks translated"), "translated  ");
+    assert!(blocks > 100, "{err}");
+    let cache = line("jit: code cache");
+    assert!(
+        num(&cache, "cache         ") > blocks,
+        "mostly hits: {cache}"
+    );
+    // The demo's #PF and #GP both come from compiled blocks (exc and mode do not stop the JIT),
+    // and its serial I/O ends blocks in the ring layer.
+    let exits = line("jit: exits by reason");
+    assert_eq!(num(&exits, "exception "), 2, "{exits}");
+    assert!(num(&exits, "ring-layer ") > 1000, "{exits}");
+    assert_eq!(num(&line("jit: interpreter steps"), "steps  "), 0, "{err}");
+    assert!(line("time per engine").contains("compiled code"), "{err}");
+    // The trace itself (stderr here): the demo's exceptions and mode switches.
+    assert!(
+        err.contains("vector 0x0e #PF fault error_code=0x6 cr2=0x1f0000"),
+        "{err}"
+    );
+    assert!(err.contains("cr0.pe 0 -> 1 by mov (now prot16)"), "{err}");
+}
+
+/// A loop with a known block structure (64-bit):
+///
+/// ```text
+/// A  0x10000  mov ecx, 3 / add eax, ecx / dec ecx / jnz L      (4 instructions; L = add)
+/// B  L        add eax, ecx / dec ecx / jnz L                   (3, run twice more)
+/// C  after    mov [0x20000], eax / hlt                         (2: HLT ends it, ring layer)
+/// ```
+fn block_guest() -> Vec<u8> {
+    asm64(|a| {
+        let mut l = a.create_label();
+        a.mov(ecx, 3)?;
+        a.set_label(&mut l)?;
+        a.add(eax, ecx)?;
+        a.dec(ecx)?;
+        a.jnz(l)?;
+        a.mov(dword_ptr(0x2_0000u64), eax)?;
+        a.hlt()
+    })
+}
+
+#[test]
+fn block_records_follow_the_same_blocks_under_both_engines() {
+    let code = block_guest();
+    let l = CODE_BASE + 5; // mov ecx, imm32 is 5 bytes
+    let c = l + 2 + 2 + 2; // add r32, r32; dec r32; jnz rel8
+    let mut per_engine = Vec::new();
+    for e in EngineKind::ALL {
+        let mut t = TestMachine::new(TestMode::Long64, &code).with_engine(e);
+        let (stop, recs) = traced(&mut t, "block,exc", 100);
+        assert_eq!(stop, StopReason::Halted);
+        assert_eq!(t.gpr(0), 6, "3 + 2 + 1");
+        assert_eq!(t.mem.read_le(0x2_0000, 4).unwrap(), 6);
+        let blocks = of_kind(&recs, "block");
+        let got: Vec<(u64, String, String, u64)> = blocks
+            .iter()
+            .map(|b| {
+                (
+                    b["n"].as_u64().unwrap(),
+                    b["la"].as_str().unwrap().to_string(),
+                    b["pa"].as_str().unwrap().to_string(),
+                    b["insns"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let hex = |x: u64| format!("{x:#x}");
+        assert_eq!(
+            got,
+            [
+                (0, hex(CODE_BASE), hex(CODE_BASE), 4),
+                (4, hex(l), hex(l), 3),
+                (7, hex(l), hex(l), 3),
+                (10, hex(c), hex(c), 2),
+            ],
+            "{e:?}: {recs:#?}"
+        );
+        // The disassembly comes with the first sight of each block only.
+        let asm = |i: usize| -> Vec<&str> {
+            blocks[i]["asm"]
+                .as_array()
+                .map(|a| a.iter().map(|x| x.as_str().unwrap()).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            asm(0),
+            [
+                "0x10000  b903000000           mov ecx, 3",
+                "0x10005  01c8                 add eax, ecx",
+                "0x10007  ffc9                 dec ecx",
+                "0x10009  75fa                 jne short 0000000000010005h",
+            ]
+        );
+        assert_eq!(asm(1).len(), 3);
+        assert!(asm(2).is_empty(), "B was shown already");
+        assert_eq!(asm(3)[1], "0x10014  f4                   hlt");
+        assert_eq!(blocks[3]["size"], 10, "mov moffs32, eax (9 bytes) + hlt");
+        assert_eq!(blocks[0]["mode"], "long64");
+        assert_eq!(blocks[0]["cpl"], 0);
+        let engines: Vec<&str> = blocks
+            .iter()
+            .map(|b| b["engine"].as_str().unwrap())
+            .collect();
+        if e == EngineKind::Jit && jit::HOST_SUPPORTED {
+            // Every block ran as compiled code: one entry per record (the loop in B exits to
+            // the dispatcher after each pass while `block` is traced).
+            assert_eq!(engines, ["jit"; 4]);
+            assert_eq!(jit_entries(&t), 4);
+        } else {
+            assert_eq!(engines, ["interp"; 4]);
+        }
+        per_engine.push(engine_neutral(&recs));
+    }
+    assert_eq!(
+        per_engine[0], per_engine[1],
+        "same block sequence under both engines"
+    );
+}
+
+#[test]
+fn block_records_obey_filters_and_text_format() {
+    let code = block_guest();
+    let l = CODE_BASE + 5;
+    for e in EngineKind::ALL {
+        let mut t = TestMachine::new(TestMode::Long64, &code).with_engine(e);
+        let buf = SharedBuf::default();
+        t.cpu.trace.set(Tracer::new(
+            Kinds::parse("block").unwrap(),
+            Filter {
+                range: Some((l, l)),
+                ..Filter::default()
+            },
+            Format::Text,
+            Box::new(buf.clone()),
+        ));
+        assert_eq!(t.run(100), StopReason::Halted);
+        t.cpu.trace.take().unwrap().finish().unwrap();
+        let text = buf.text();
+        let heads: Vec<&str> = text.lines().filter(|l| l.starts_with("block")).collect();
+        assert_eq!(
+            heads.len(),
+            2,
+            "{e:?}: only the blocks starting at L\n{text}"
+        );
+        assert!(
+            heads[0].starts_with("block       4 0008:10005    la=0x10005    pa=0x10005    cpl0 long64   3 insns, 6 bytes"),
+            "{}",
+            heads[0]
+        );
+        assert!(heads[1].starts_with("block       7 "), "{}", heads[1]);
+        // The disassembly follows the first record, one `|` line per instruction.
+        let asm: Vec<&str> = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with('|'))
+            .collect();
+        assert_eq!(asm.len(), 3, "{text}");
+        assert!(
+            asm[0].ends_with("0x10005  01c8                 add eax, ecx"),
+            "{}",
+            asm[0]
+        );
+        // A window that starts inside block A: A is not reported (it started before), B is.
+        let mut t = TestMachine::new(TestMode::Long64, &code).with_engine(e);
+        let (_, recs) = {
+            let buf = SharedBuf::default();
+            t.cpu.trace.set(Tracer::new(
+                Kinds::parse("block").unwrap(),
+                Filter {
+                    window: Some((2, 8)),
+                    ..Filter::default()
+                },
+                Format::Json,
+                Box::new(buf.clone()),
+            ));
+            t.run(100);
+            t.cpu.trace.take().unwrap().finish().unwrap();
+            let recs: Vec<Value> = buf
+                .text()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            ((), recs)
+        };
+        let ns: Vec<u64> = recs.iter().map(|r| r["n"].as_u64().unwrap()).collect();
+        assert_eq!(ns, [4, 7], "{e:?}");
+    }
+}
+
+#[test]
+fn jit_with_insn_tracing_steps_every_instruction_like_the_interpreter() {
+    let code = block_guest();
+    let mut per_engine = Vec::new();
+    for e in EngineKind::ALL {
+        let mut t = TestMachine::new(TestMode::Long64, &code).with_engine(e);
+        let (_, recs) = traced(&mut t, "insn,block", 100);
+        assert_eq!(of_kind(&recs, "insn").len(), 12);
+        // Blocks come before the instructions they hold.
+        assert_eq!(recs[0]["kind"], "block");
+        assert_eq!(recs[1]["kind"], "insn");
+        assert_eq!(recs[5]["kind"], "block");
+        assert_eq!(
+            jit_entries(&t),
+            0,
+            "no compiled block runs while `insn` is traced"
+        );
+        per_engine.push(engine_neutral(&recs));
+    }
+    assert_eq!(per_engine[0], per_engine[1]);
+}
+
+#[test]
+fn jit_stats_count_translations_cache_hits_and_exits_by_reason() {
+    if !jit::HOST_SUPPORTED {
+        return;
+    }
+    // A: mov ecx, 3000 / dec ecx / jnz L    B (= L): dec ecx / jnz L (loops in compiled code)
+    // C: out 80h, al (ring layer)    D: mov rax, [non-canonical] (#GP)    handler: hlt
+    let code = asm64(|a| {
+        let mut l = a.create_label();
+        a.mov(ecx, 3000)?;
+        a.set_label(&mut l)?;
+        a.dec(ecx)?;
+        a.jnz(l)?;
+        a.out(0x80, al)?;
+        a.mov(rax, qword_ptr(0x8000_0000_0000_0000u64))?;
+        a.hlt()
+    });
+    let mut t = TestMachine::new(TestMode::Long64, &code).with_engine(EngineKind::Jit);
+    kernel_then_user(&mut t);
+    t.cpu.s.cpl = 0;
+    t.cpu.s.seg[sreg::CS].selector = 0x08;
+    t.cpu.s.seg[sreg::CS].attr &= !(3 << 5);
+    assert_eq!(t.run(100_000), StopReason::Halted);
+    assert_eq!(t.cpu.exceptions[13], 1);
+    assert_eq!(t.cpu.s.rip, HANDLER + 1);
+    let Engine::Jit(j) = &t.engine else {
+        unreachable!()
+    };
+    let s = j.stats;
+    use rinx::exec::jit::ExitReason as R;
+    // A, B, C, D and the handler's block, each translated once; B entered twice: after 2048
+    // passes (4096 instructions, MAX_INSNS_PER_ENTRY) it exits to the dispatcher.
+    assert_eq!(
+        (s.translations, s.cache_misses, s.cache_hits),
+        (5, 5, 1),
+        "{s:?}"
+    );
+    assert_eq!(s.entries, 6);
+    assert_eq!(s.exits[R::LoopLimit as usize], 1, "{s:?}");
+    assert_eq!(s.exits[R::End as usize], 2, "A, and B's last pass: {s:?}");
+    assert_eq!(s.exits[R::Ring as usize], 2, "OUT and HLT: {s:?}");
+    assert_eq!(s.exits[R::Exception as usize], 1, "the #GP: {s:?}");
+    assert_eq!(s.exits.iter().sum::<u64>(), s.entries);
+    assert_eq!(s.interp_steps, 0);
+    assert_eq!(s.block_insns, t.cpu.icount);
+    assert_eq!(t.cpu.icount, 1 + 2 * 3000 + 1 + 1 + 1);
+    assert!(s.run_ns > 0 && s.run_ns >= s.translate_ns + s.interp_ns);
+    let report = rinx::trace::stats::jit_report(&s);
+    assert!(report.contains("blocks translated  5 "), "{report}");
+    assert!(
+        report.contains("code cache         1 hits, 5 misses (16.67% hit rate)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("exits by reason    end 2, loop-limit 1, ring-layer 2, exception 1"),
+        "{report}"
+    );
+    assert!(report.contains("time per engine"), "{report}");
+}
+
+/// The whole demo guest (real mode to long mode, ring 3, SYSCALL, #PF, #GP, timer interrupts)
+/// traced with every kind but `insn` gives the same records under both engines, the JIT's
+/// coming from compiled blocks.
+#[test]
+fn cli_demo_trace_is_the_same_under_both_engines() {
+    let run = |engine: &str| {
+        let path = std::env::temp_dir().join(format!(
+            "rinx-trace-eq-{engine}-{}.jsonl",
+            std::process::id()
+        ));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rinx"))
+            .args([
+                "run", "--serial", "null", "--memory", "16M", "--icount", "0",
+            ])
+            .args(["--engine", engine, "--trace", "ring,mode,walk,exc,block"])
+            .args(["--trace-format", "json", "--trace-out"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let interp = run("interp");
+    let jit = run("jit");
+    for kind in ["ring", "mode", "walk", "exc", "block"] {
+        assert!(!of_kind(&interp, kind).is_empty(), "{kind}");
+    }
+    assert_eq!(
+        of_kind(&interp, "exc").len(),
+        7,
+        "#PF, #GP and 5 timer interrupts"
+    );
+    assert_eq!(interp.len(), jit.len());
+    for (i, (a, b)) in engine_neutral(&interp)
+        .iter()
+        .zip(engine_neutral(&jit))
+        .enumerate()
+    {
+        assert_eq!(*a, b, "record {i}");
+    }
+    if jit::HOST_SUPPORTED {
+        let compiled = of_kind(&jit, "block")
+            .iter()
+            .filter(|b| b["engine"] == "jit")
+            .count();
+        assert_eq!(
+            compiled,
+            of_kind(&jit, "block").len(),
+            "every block compiled"
+        );
+    }
+}
+
+#[test]
+fn jit_stats_count_failed_translations_of_page_straddling_code() {
+    if !jit::HOST_SUPPORTED {
+        return;
+    }
+    // jmp to 0x10ffd, where `mov eax, 1` (5 bytes) straddles into the next page: the JIT never
+    // translates such an instruction (a block stays within one page), it interprets it.
+    let code = asm64(|a| a.jmp(0x1_0ffdu64));
+    let mut t = TestMachine::new(TestMode::Long64, &code).with_engine(EngineKind::Jit);
+    t.mem.write(0x1_0ffd, &[0xb8, 1, 0, 0, 0, 0xf4]).unwrap();
+    assert_eq!(t.run(100), StopReason::Halted);
+    assert_eq!(t.gpr(0), 1);
+    let Engine::Jit(j) = &t.engine else {
+        unreachable!()
+    };
+    let s = j.stats;
+    assert_eq!(s.failed_translations, 1, "{s:?}");
+    assert_eq!(s.interp_steps, 1, "{s:?}");
+    // The jmp's block and the hlt's block translate; the mov's lookup missed and failed.
+    assert_eq!((s.translations, s.cache_misses), (2, 3), "{s:?}");
+    let report = rinx::trace::stats::jit_report(&s);
+    assert!(report.contains(", 1 attempts failed,"), "{report}");
 }

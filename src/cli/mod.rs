@@ -92,7 +92,9 @@ pub struct RunArgs {
     pub icount: Option<u8>,
     /// Trace execution: a comma list of insn (instructions, register and memory effects),
     /// ring (ring-compression layer), mode (privilege and mode changes), walk (page walks),
-    /// exc (interrupts and exceptions), or all.
+    /// exc (interrupts and exceptions), block (blocks of code entered, with their disassembly
+    /// the first time), or all. Under --engine jit every kind but insn is produced while
+    /// compiled code runs; insn makes the JIT step every instruction through the interpreter.
     #[arg(long, value_name = "KINDS", value_parser = parse_kinds)]
     pub trace: Option<crate::trace::Kinds>,
     /// Trace only instructions whose linear RIP is in START-END (hexadecimal, inclusive).

@@ -42,8 +42,74 @@ pub struct JitStats {
     pub invalidations: u64,
     /// Code-cache flushes (cache full).
     pub flushes: u64,
-    /// Host nanoseconds spent translating.
+    /// Host nanoseconds spent translating (failed attempts included).
     pub translate_ns: u64,
+    /// Translation attempts that failed (the instruction is interpreted instead).
+    pub failed_translations: u64,
+    /// Block lookups that found a valid translation in the code cache.
+    pub cache_hits: u64,
+    /// Block lookups that had to translate (first sight, SMC, flushed cache, or code that
+    /// cannot be translated: see `failed_translations`).
+    pub cache_misses: u64,
+    /// Compiled-block exits, indexed by [`ExitReason`].
+    pub exits: [u64; ExitReason::COUNT],
+    /// Host nanoseconds inside [`JitEngine::run`] / [`JitEngine::run_one`] (dispatcher,
+    /// compiled code and its helpers, translation and interpreter steps together).
+    pub run_ns: u64,
+    /// Host nanoseconds of the dispatcher's interpreter steps.
+    pub interp_ns: u64,
+}
+
+/// Why a compiled block returned to the dispatcher (`--stats`: "exits by reason").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitReason {
+    /// It ran to its end: fell through, or left by its final branch.
+    End,
+    /// A loop back to the block's start ran out of instruction allowance
+    /// ([`MAX_INSNS_PER_ENTRY`], the budget, or one pass while `block` is traced).
+    LoopLimit,
+    /// It ended with an instruction for the ring-compression layer (privileged or sensitive).
+    Ring,
+    /// An instruction raised an exception (delivered before the exit).
+    Exception,
+    /// It wrote to its own page (self-modifying code).
+    Smc,
+    /// A stop was requested (debugger, user) or HLT left the CPU halted.
+    Stop,
+    /// TF, RF, a debug-register breakpoint or a pending #DB appeared.
+    Debug,
+    /// Exception delivery failed (triple fault).
+    Shutdown,
+}
+
+impl ExitReason {
+    /// Number of reasons.
+    pub const COUNT: usize = 8;
+    /// Every reason, in index order.
+    pub const ALL: [ExitReason; Self::COUNT] = [
+        ExitReason::End,
+        ExitReason::LoopLimit,
+        ExitReason::Ring,
+        ExitReason::Exception,
+        ExitReason::Smc,
+        ExitReason::Stop,
+        ExitReason::Debug,
+        ExitReason::Shutdown,
+    ];
+
+    /// Short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExitReason::End => "end",
+            ExitReason::LoopLimit => "loop-limit",
+            ExitReason::Ring => "ring-layer",
+            ExitReason::Exception => "exception",
+            ExitReason::Smc => "smc",
+            ExitReason::Stop => "stop/halt",
+            ExitReason::Debug => "debug",
+            ExitReason::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// The mode bits a translation depends on: decode mode, CPL, CR0.PE/PG, CR4.PAE, EFER.LMA
@@ -133,6 +199,8 @@ struct HelperCtx<'c, 'a, P: Platform + ?Sized> {
     block: *const Block,
     entry_icount: u64,
     shutdown: bool,
+    /// Why the helper made the block exit (when it did).
+    exit: ExitReason,
 }
 
 impl JitEngine {
@@ -174,7 +242,10 @@ impl JitEngine {
         plat: &mut P,
         budget: u64,
     ) -> StopReason {
-        self.run_inner(cpu, mem, plat, budget, false)
+        let t0 = std::time::Instant::now();
+        let r = self.run_inner(cpu, mem, plat, budget, false);
+        self.stats.run_ns += t0.elapsed().as_nanos() as u64;
+        r
     }
 
     /// Like [`JitEngine::run`] but returns after one block or one interpreter step
@@ -186,7 +257,10 @@ impl JitEngine {
         plat: &mut P,
         budget: u64,
     ) -> StopReason {
-        self.run_inner(cpu, mem, plat, budget, true)
+        let t0 = std::time::Instant::now();
+        let r = self.run_inner(cpu, mem, plat, budget, true);
+        self.stats.run_ns += t0.elapsed().as_nanos() as u64;
+        r
     }
 
     fn run_inner<P: Platform + ?Sized>(
@@ -232,7 +306,10 @@ impl JitEngine {
                 Some(Err(interrupt::Shutdown)) => return StopReason::TripleFault,
                 None => {
                     self.stats.interp_steps += 1;
-                    if interp::step(&mut ctx).is_err() {
+                    let t0 = std::time::Instant::now();
+                    let r = interp::step(&mut ctx);
+                    self.stats.interp_ns += t0.elapsed().as_nanos() as u64;
+                    if r.is_err() {
                         return StopReason::TripleFault;
                     }
                 }
@@ -255,9 +332,10 @@ impl JitEngine {
         remaining: u64,
     ) -> Option<Result<(), interrupt::Shutdown>> {
         // Single-step, RF, debug-register breakpoints and pending #DB state need the
-        // interpreter's per-instruction checks (natively executed instructions skip them).
+        // interpreter's per-instruction checks (natively executed instructions skip them), as
+        // do `insn` tracing and watchpoints (`trace::hooks::jit_gate`).
         if !jit::HOST_SUPPORTED
-            || ctx.cpu.trace.is_on()
+            || (ctx.cpu.trace.is_on() && !crate::trace::hooks::jit_gate(ctx.cpu))
             || ctx.cpu.s.rflags & (fl::TF | fl::RF) != 0
             || ctx.cpu.s.dr[7] & debug::DR7_ENABLES != 0
             || (ctx.cpu.db_hits | ctx.cpu.db_deferred) != 0
@@ -284,12 +362,24 @@ impl JitEngine {
             mode: mode_bits(ctx.cpu, mode),
         };
         let block = match self.blocks.get(&key) {
-            Some(b) if self.valid(ctx.cpu, b) => b.clone(),
+            Some(b) if self.valid(ctx.cpu, b) => {
+                self.stats.cache_hits += 1;
+                b.clone()
+            }
             _ => {
+                self.stats.cache_misses += 1;
                 if self.blocks.remove(&key).is_some() {
                     self.stats.invalidations += 1;
                 }
-                let b = Rc::new(self.translate(ctx, mode, la, p.pa_page)?);
+                let t0 = std::time::Instant::now();
+                let Some(b) = self.translate(ctx, mode, la, p.pa_page) else {
+                    // Not translatable (e.g. its first instruction straddles a page): it is
+                    // interpreted, and the attempt is made again next time.
+                    self.stats.failed_translations += 1;
+                    self.stats.translate_ns += t0.elapsed().as_nanos() as u64;
+                    return None;
+                };
+                let b = Rc::new(b);
                 self.blocks.insert(key, b.clone());
                 b
             }
@@ -299,7 +389,18 @@ impl JitEngine {
         {
             return None;
         }
-        Some(self.enter(ctx, &block, remaining))
+        // Tracing: the `block` record, and one pass per entry so each iteration of a loop
+        // inside the block gets its own (compiled blocks must not chain to one another while
+        // the trace slot is on, for the same reason).
+        let limit = if ctx.cpu.trace.is_on() {
+            let mut insns = block.insns.iter().map(|i| (i.insn, i.len));
+            crate::trace::hooks::jit_block(
+                ctx.cpu, ctx.mem, la, pa, block.gen, &mut insns, remaining,
+            )
+        } else {
+            remaining
+        };
+        Some(self.enter(ctx, &block, limit))
     }
 
     fn valid(&self, cpu: &Cpu, b: &Block) -> bool {
@@ -409,6 +510,7 @@ impl JitEngine {
             block,
             entry_icount,
             shutdown: false,
+            exit: ExitReason::End,
         };
         let mut env = jit::abi::JitEnv {
             helper: helper::<P> as jit::x64::HelperFn as usize,
@@ -430,6 +532,16 @@ impl JitEngine {
             ctx.cpu.icount = entry_icount + r;
         }
         self.stats.block_insns += ctx.cpu.icount - entry_icount;
+        let why = if h.shutdown {
+            ExitReason::Shutdown
+        } else if r != jit::abi::EXIT_SYNCED && ctx.cpu.s.rip == block.insns[0].insn.ip() {
+            ExitReason::LoopLimit
+        } else if r != jit::abi::EXIT_SYNCED {
+            ExitReason::End
+        } else {
+            h.exit
+        };
+        self.stats.exits[why as usize] += 1;
         if h.shutdown {
             Err(interrupt::Shutdown)
         } else {
@@ -464,6 +576,9 @@ unsafe extern "sysv64" fn helper<P: Platform + ?Sized>(
     ctx.cpu.icount = h.entry_icount + done + index;
     ctx.cpu.s.rip = ins.insn.ip();
     let rip = interp::begin_step(ctx);
+    if ctx.cpu.trace.is_on() {
+        crate::trace::hooks::jit_insn_begin(ctx.cpu);
+    }
     // Blocks run only with TF, RF and DR7 breakpoints clear (see `run_block`), so the
     // instruction-breakpoint check of `interp::execute_fetched` has nothing to do here.
     let tf_rf = ctx.cpu.s.rflags & (fl::RF | fl::TF);
@@ -475,6 +590,9 @@ unsafe extern "sysv64" fn helper<P: Platform + ?Sized>(
         h.shutdown = true;
         return 1;
     }
+    if ctx.cpu.trace.is_on() {
+        crate::trace::hooks::jit_insn_end(ctx.cpu, &ins.insn, faulted, ins.ring);
+    }
     let stay = !faulted
         && !ins.ring
         && i + 1 < block.insns.len()
@@ -485,5 +603,31 @@ unsafe extern "sysv64" fn helper<P: Platform + ?Sized>(
         && ctx.cpu.s.rflags & (fl::TF | fl::RF) == 0
         && ctx.cpu.s.dr[7] & debug::DR7_ENABLES == 0
         && (ctx.cpu.db_hits | ctx.cpu.db_deferred) == 0;
-    u64::from(!stay)
+    if stay {
+        return 0;
+    }
+    h.exit = exit_reason(ctx.cpu, block, ins, faulted);
+    1
+}
+
+/// Why the helper ends the block after `ins` (for `--stats`).
+#[cfg(target_arch = "x86_64")]
+#[cold]
+fn exit_reason(cpu: &Cpu, block: &Block, ins: &Insn, faulted: bool) -> ExitReason {
+    if faulted {
+        ExitReason::Exception
+    } else if ins.ring {
+        ExitReason::Ring
+    } else if cpu.dcache.page_gen(block.pa_page) != Some(block.gen) {
+        ExitReason::Smc
+    } else if cpu.stop_requested || cpu.halted {
+        ExitReason::Stop
+    } else if cpu.s.rflags & (fl::TF | fl::RF) != 0
+        || cpu.s.dr[7] & debug::DR7_ENABLES != 0
+        || (cpu.db_hits | cpu.db_deferred) != 0
+    {
+        ExitReason::Debug
+    } else {
+        ExitReason::End
+    }
 }

@@ -15,9 +15,14 @@
 //! - single-step (`s`, external interrupts held off meanwhile), continue (`c`), Ctrl-C, detach
 //!   (`D`: the guest runs on and another debugger may attach) and kill (`k`: rinx exits).
 //!
+//! - `monitor` commands ([`monitor`]: `monitor cr`, `monitor walk VA`, `monitor stats`) for what
+//!   gdb's register layouts leave out: control registers, EFER, segment bases, descriptor-table
+//!   registers, and the page walk behind an address.
+//!
 //! While no debugger is attached (and no coverage is recorded) the machine runs its plain,
 //! uninstrumented loop: the stub costs nothing.
 
+pub mod monitor;
 pub mod regs;
 
 use crate::exec::interp::{DebugStop, Probes};
@@ -36,6 +41,7 @@ use gdbstub::target::ext::breakpoints::{
     Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps,
     SwBreakpoint, SwBreakpointOps, WatchKind,
 };
+use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
 use gdbstub_arch::x86::{X86_64_SSE, X86_SSE};
 use regs::GuestArch;
@@ -91,6 +97,7 @@ pub fn serve(
     arch: ArchChoice,
     mut probes: Probes,
 ) -> std::io::Result<(Outcome, Probes)> {
+    let started = std::time::Instant::now();
     let mut wait = wait;
     loop {
         let stream = if wait {
@@ -110,8 +117,8 @@ pub fn serve(
             a => a,
         };
         let end = match layout {
-            ArchChoice::X86_64 => session::<X86_64_SSE>(m, &mut probes, stream),
-            _ => session::<X86_SSE>(m, &mut probes, stream),
+            ArchChoice::X86_64 => session::<X86_64_SSE>(m, &mut probes, stream, started),
+            _ => session::<X86_SSE>(m, &mut probes, stream, started),
         };
         match end {
             SessionEnd::Finished(o) => return Ok((o, probes)),
@@ -155,7 +162,12 @@ enum SessionEnd {
     Detached,
 }
 
-fn session<A: GuestArch>(m: &mut Machine, probes: &mut Probes, stream: TcpStream) -> SessionEnd {
+fn session<A: GuestArch>(
+    m: &mut Machine,
+    probes: &mut Probes,
+    stream: TcpStream,
+    started: std::time::Instant,
+) -> SessionEnd {
     log::info!(target: "rinx::gdb", "debugger attached ({} registers)", A::NAME);
     let mut t = GdbTarget::<A> {
         m,
@@ -165,6 +177,7 @@ fn session<A: GuestArch>(m: &mut Machine, probes: &mut Probes, stream: TcpStream
         watches: Vec::new(),
         step: false,
         outcome: None,
+        started,
         _arch: PhantomData,
     };
     let r = GdbStub::new(stream).run_blocking::<EventLoop<A>>(&mut t);
@@ -205,6 +218,8 @@ struct GdbTarget<'a, A> {
     step: bool,
     /// The run ended while the debugger was attached.
     outcome: Option<Outcome>,
+    /// When the stub started (the run's wall time, for `monitor stats`).
+    started: std::time::Instant,
     _arch: PhantomData<A>,
 }
 
@@ -275,6 +290,25 @@ impl<A: GuestArch> Target for GdbTarget<'_, A> {
     #[inline(always)]
     fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
         Some(self)
+    }
+
+    #[inline(always)]
+    fn support_monitor_cmd(&mut self) -> Option<MonitorCmdOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl<A: GuestArch> MonitorCmd for GdbTarget<'_, A> {
+    fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), String> {
+        let text = monitor::run(
+            self.m,
+            self.started.elapsed(),
+            &String::from_utf8_lossy(cmd),
+        );
+        for line in text.lines() {
+            gdbstub::outputln!(out, "{line}");
+        }
+        Ok(())
     }
 }
 

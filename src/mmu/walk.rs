@@ -186,6 +186,22 @@ pub fn probe(s: &CpuState, mem: &GuestMemory, la: u64) -> Option<u64> {
     Some(f.t.pa_page | (la & 0xfff))
 }
 
+/// [`probe`] with the entries it read (top level first) and the whole translation or the page
+/// fault a supervisor read would get, for debuggers (`monitor walk`): no accessed / dirty bit
+/// is set, no TLB is touched.
+pub fn probe_steps(
+    s: &CpuState,
+    mem: &GuestMemory,
+    la: u64,
+    steps: &mut Vec<WalkStep>,
+) -> Result<Translation, PageFault> {
+    let who = Requester {
+        user: false,
+        ac: true,
+    };
+    lookup(s, mem, la, Access::Read, who, Some(steps)).map(|f| f.t)
+}
+
 /// What [`lookup`] found: the translation and the entries to mark accessed / dirty.
 struct Found {
     t: Translation,

@@ -2,8 +2,10 @@
 //! the traced interpreter step ([`step`], from `exec::interp::step`), page walks ([`walk`],
 //! from `Ctx::translate` on a TLB miss), the ring-compression layer ([`ring`], from
 //! `ring::exec`), event delivery ([`event`], from `cpu::interrupt::deliver`) and data accesses
-//! ([`super::Tracer::mem_access`], from `cpu::mem`). Only [`step`] is generic over the
-//! platform; the others take the CPU alone, so they are compiled once.
+//! ([`super::Tracer::mem_access`], from `cpu::mem`); and in the JIT ([`jit_gate`] and
+//! [`jit_block`] from the dispatcher, [`jit_insn_begin`] / [`jit_insn_end`] around the helper's
+//! instructions). Only [`step`] and [`block_at_step`] are generic over the platform; the others
+//! take the CPU alone, so they are compiled once.
 
 use super::record::{self, Change, Hex, Record};
 use super::{Kinds, Tracer};
@@ -40,17 +42,26 @@ impl ModeSnap {
 /// The execution mode's name: `real`, `v86`, `prot16`, `prot32`, `compat16`, `compat32`,
 /// `long64`.
 pub fn mode_name(cpu: &Cpu) -> &'static str {
-    if !cpu.protected() {
+    mode_name_in(&cpu.s)
+}
+
+/// [`mode_name`] of a saved state.
+fn mode_name_in(s: &CpuState) -> &'static str {
+    let cs = &s.seg[sreg::CS];
+    let big = cs.db();
+    if s.cr0 & cr::CR0_PE == 0 {
         "real"
-    } else if cpu.v86() {
+    } else if s.rflags & fl::VM != 0 {
         "v86"
-    } else if cpu.long_mode() {
-        match cpu.bitness() {
-            64 => "long64",
-            32 => "compat32",
-            _ => "compat16",
+    } else if s.efer & cr::EFER_LMA != 0 {
+        if cs.long() {
+            "long64"
+        } else if big {
+            "compat32"
+        } else {
+            "compat16"
         }
-    } else if cpu.bitness() == 32 {
+    } else if big {
         "prot32"
     } else {
         "prot16"
@@ -66,36 +77,48 @@ pub fn linear_ip(cpu: &Cpu, rip: u64) -> u64 {
     }
 }
 
-/// Does the current instruction (or the one about to run) pass the filter?
-fn passes(cpu: &Cpu, t: &Tracer) -> bool {
-    if t.cur_insn.is_some() {
-        return t.cur_pass.unwrap_or(false);
+/// Linear address of `rip` in the code segment of state `s` (64-bit mode: `rip` itself).
+fn linear_ip_in(s: &CpuState, rip: u64) -> u64 {
+    if s.efer & cr::EFER_LMA != 0 && s.seg[sreg::CS].long() {
+        rip
+    } else {
+        s.seg[sreg::CS].base.wrapping_add(rip & 0xffff_ffff) & 0xffff_ffff
     }
-    t.filter
-        .passes(cpu.icount, linear_ip(cpu, cpu.cur_rip), cpu.cpl())
 }
 
-/// Number and linear address of the instruction an event belongs to.
-fn current(cpu: &Cpu) -> (u64, u64) {
-    cpu.trace
-        .get()
-        .and_then(|t| t.cur_insn)
-        .unwrap_or_else(|| (cpu.icount, linear_ip(cpu, cpu.cur_rip)))
+/// The instruction events are attributed to, as (number, linear address, passes the filter):
+/// the one being executed (set by the traced step, or by the JIT's helper), or between
+/// instructions the next one to run in state `s` (for an interrupt: the state before delivery).
+fn attribution(cpu: &Cpu, t: &Tracer, s: &CpuState) -> (u64, u64, bool) {
+    if let Some((n, la)) = t.cur_insn {
+        return (n, la, t.cur_pass.unwrap_or(false));
+    }
+    let la = linear_ip_in(s, s.rip);
+    (cpu.icount, la, t.filter.passes(cpu.icount, la, s.cpl))
 }
 
-/// Emits `mode` records for what changed since the last check.
-fn check_mode(cpu: &mut Cpu, cause: &dyn Fn() -> String) {
+/// [`attribution`] in the current state.
+fn current(cpu: &Cpu) -> Option<(u64, u64, bool)> {
+    cpu.trace.get().map(|t| attribution(cpu, t, &cpu.s))
+}
+
+/// Emits `mode` records for what changed since the last check; `at` is the instruction the
+/// change is attributed to (see [`attribution`]).
+fn check_mode(cpu: &mut Cpu, at: (u64, u64, bool), cause: &dyn Fn() -> String) {
     let now = ModeSnap::of(&cpu.s);
-    let name = mode_name(cpu);
-    let (n, la) = current(cpu);
-    let pass = cpu.trace.get().is_some_and(|t| passes(cpu, t));
+    let (n, la, pass) = at;
     let Some(t) = cpu.trace.get_mut() else { return };
+    if t.last_mode == Some(now) {
+        return;
+    }
     let Some(last) = t.last_mode.replace(now) else {
         return;
     };
-    if last == now || !t.kinds.has(Kinds::MODE) || !pass {
+    if !t.kinds.has(Kinds::MODE) || !pass {
         return;
     }
+    let name = mode_name(cpu);
+    let Some(t) = cpu.trace.get_mut() else { return };
     let b = |x: bool| u64::from(x);
     let items: [(&'static str, u64, u64); 5] = [
         ("cpl", u64::from(last.cpl), u64::from(now.cpl)),
@@ -120,6 +143,274 @@ fn check_mode(cpu: &mut Cpu, cause: &dyn Fn() -> String) {
     }
 }
 
+/// [`check_mode`] attributed to the current instruction.
+fn check_mode_now(cpu: &mut Cpu, cause: &dyn Fn() -> String) {
+    if let Some(at) = current(cpu) {
+        check_mode(cpu, at, cause);
+    }
+}
+
+/// The block being executed, for `block` records: the IPs of its instructions and the
+/// instruction number of its first one. Execution is still inside it while the next
+/// instruction to run is number `start + k` at `ips[k]`; an event delivery ends it.
+#[derive(Debug, Clone)]
+pub struct BlockRun {
+    ips: Vec<u64>,
+    start: u64,
+}
+
+impl BlockRun {
+    fn inside(&self, icount: u64, rip: u64) -> bool {
+        icount
+            .checked_sub(self.start)
+            .and_then(|k| self.ips.get(usize::try_from(k).ok()?))
+            .is_some_and(|&ip| ip == rip)
+    }
+}
+
+/// The instructions of the block at CS:`rip` (linear `la`, physical `pa`), with the
+/// boundaries the JIT gives its translations (`exec::jit`): the decoder's block scan
+/// (`decoder::scan_block`, at most `exec::jit::MAX_BLOCK_INSNS` instructions) reading only
+/// this physical page, cut where `jit::ir::lower` cuts it. An instruction that straddles into
+/// the next page (which the JIT interprets) is a block of its own.
+fn scan(
+    cpu: &Cpu,
+    mem: &GuestMemory,
+    mode: decoder::Mode,
+    la: u64,
+    pa: u64,
+) -> Vec<(Instruction, u8)> {
+    let cs_base = cpu.s.seg[sreg::CS].base;
+    let rip = cpu.s.rip;
+    let page_la = la & !0xfff;
+    let pa_page = pa & !0xfff;
+    let mut fetch = |a: u64, buf: &mut [u8]| -> Result<usize, decoder::FetchFault> {
+        let fault = decoder::FetchFault {
+            addr: a,
+            kind: decoder::FetchFaultKind::GeneralProtection,
+        };
+        if a & !0xfff != page_la {
+            return Err(fault);
+        }
+        let n = buf.len().min((0x1000 - (a & 0xfff)) as usize);
+        mem.read(pa_page | (a & 0xfff), &mut buf[..n])
+            .map_err(|_| fault)?;
+        Ok(n)
+    };
+    let max = crate::exec::jit::MAX_BLOCK_INSNS;
+    if let Ok(b) = decoder::scan_block(mode, cs_base, rip, &mut fetch, max) {
+        if let Some(ir) = jit::ir::lower(&b) {
+            return b.insns[..ir.ninsns as usize]
+                .iter()
+                .map(|d| (d.insn, d.len))
+                .collect();
+        }
+    }
+    let s = &cpu.s;
+    let mut peek = |a: u64, buf: &mut [u8]| -> Result<usize, decoder::FetchFault> {
+        match crate::mmu::debug::peek(s, mem, a, buf) {
+            0 => Err(decoder::FetchFault {
+                addr: a,
+                kind: decoder::FetchFaultKind::PageFault { error_code: 0x10 },
+            }),
+            n => Ok(n),
+        }
+    };
+    decoder::scan_block(mode, cs_base, rip, &mut peek, 1)
+        .map(|b| b.insns.iter().take(1).map(|d| (d.insn, d.len)).collect())
+        .unwrap_or_default()
+}
+
+/// Starts the block of `insns` at the current RIP (linear `la`, physical `pa`, code page
+/// generation `gen`) and writes its `block` record if it passes the filter.
+#[allow(clippy::too_many_arguments)]
+fn start_block(
+    cpu: &mut Cpu,
+    mem: &GuestMemory,
+    la: u64,
+    pa: u64,
+    mode: decoder::Mode,
+    insns: &[(Instruction, u8)],
+    gen: u32,
+    engine: &'static str,
+) {
+    let n = cpu.icount;
+    let rip = cpu.s.rip;
+    let cs = cpu.s.seg[sreg::CS].selector;
+    let cpl = cpu.cpl();
+    let mname = mode_name(cpu);
+    let Some(t) = cpu.trace.get_mut() else { return };
+    t.blk = Some(BlockRun {
+        ips: insns.iter().map(|(i, _)| i.ip()).collect(),
+        start: n,
+    });
+    if !t.filter.passes(n, la, cpl) {
+        return;
+    }
+    let key = (pa, mode as u8);
+    let show = t.seen.get(&key) != Some(&gen);
+    if show {
+        if t.seen.len() >= super::MAX_SEEN_BLOCKS {
+            t.seen.clear();
+        }
+        t.seen.insert(key, gen);
+    }
+    let mut asm = Vec::new();
+    if show {
+        use iced_x86::Formatter;
+        for (i, len) in insns {
+            let off = i.ip().wrapping_sub(rip) & 0xfff;
+            let mut bytes = vec![0u8; usize::from(*len)];
+            let _ = mem.read(pa.wrapping_add(off), &mut bytes);
+            let mut text = String::new();
+            t.fmt.format(i, &mut text);
+            asm.push(format!(
+                "{:#x}  {:<20} {text}",
+                la.wrapping_add(off),
+                record::hex_bytes(&bytes)
+            ));
+        }
+    }
+    let size = insns.iter().map(|(_, l)| u64::from(*l)).sum();
+    t.emit(Record::Block(record::Block {
+        n,
+        cs: Hex(u64::from(cs)),
+        rip: Hex(rip),
+        la: Hex(la),
+        pa: Hex(pa),
+        cpl,
+        mode: mname,
+        insns: insns.len() as u64,
+        size,
+        engine,
+        asm,
+    }));
+}
+
+/// `block` tracing in the interpreter's traced step, before the instruction at linear `la`
+/// runs: if it does not continue the current block, a block starts here (the decoder's
+/// boundaries, as the JIT would translate it: `scan`). The code page is translated the way
+/// the JIT's dispatcher translates it before looking for a block (the instruction fetch that
+/// follows hits the TLB), so `walk` records come in the same order under both engines.
+pub fn block_at_step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, la: u64) {
+    let (n, rip) = (ctx.cpu.icount, ctx.cpu.s.rip);
+    let Some(t) = ctx.cpu.trace.get_mut() else {
+        return;
+    };
+    if !t.kinds.has(Kinds::BLOCK) || t.blk.as_ref().is_some_and(|b| b.inside(n, rip)) {
+        return;
+    }
+    t.blk = None;
+    if ctx.cpu.mode64() && !crate::cpu::mem::canonical(rip) {
+        return;
+    }
+    // Code that is not in RAM, or whose fetch faults (the fault is traced as `exc`).
+    let Ok(p) = ctx.translate(la, Access::Execute, false) else {
+        return;
+    };
+    if p.host.is_none() {
+        return;
+    }
+    start_block_at(ctx.cpu, ctx.mem, la, p.pa_page | (la & 0xfff));
+}
+
+/// [`block_at_step`] once the code's physical address `pa` is known.
+fn start_block_at(cpu: &mut Cpu, mem: &GuestMemory, la: u64, pa: u64) {
+    let mode = super::coverage::decode_mode(cpu);
+    let insns = scan(cpu, mem, mode, la, pa);
+    if insns.is_empty() {
+        return;
+    }
+    let gen = cpu.dcache.track_page(pa & !0xfff);
+    start_block(cpu, mem, la, pa, mode, &insns, gen, "interp");
+}
+
+/// The JIT's dispatcher, tracing on, before it looks for a compiled block: takes the first mode
+/// snapshot, and says whether a compiled block may run. Not when `insn`
+/// records are wanted or a watchpoint is set (both need every instruction: the interpreter's
+/// traced step produces them), nor in the middle of a block the tracer is stepping through
+/// (which keeps the `block` sequence the interpreter's).
+#[inline(never)]
+pub fn jit_gate(cpu: &mut Cpu) -> bool {
+    // The first look at the mode (later changes come from ring-layer instructions and event
+    // deliveries, which check for themselves; the traced step also checks before each step).
+    if cpu.trace.get().is_some_and(|t| t.last_mode.is_none()) {
+        check_mode_now(cpu, &|| "state change".to_string());
+    }
+    if cpu.trace.has_watchpoints() {
+        return false;
+    }
+    match cpu.trace.get() {
+        None => true,
+        Some(t) => {
+            !t.kinds.has(Kinds::INSN)
+                && !t
+                    .blk
+                    .as_ref()
+                    .is_some_and(|b| b.inside(cpu.icount, cpu.s.rip))
+        }
+    }
+}
+
+/// The JIT's dispatcher is about to enter a compiled block at linear `la` / physical `pa`
+/// (page generation `gen`) made of `insns` (instruction, length); `remaining` is its
+/// instruction allowance. Writes the `block` record and returns the allowance to use: with
+/// `block` tracing, one pass through the block (a loop back to its start exits to the
+/// dispatcher, so every iteration gets its record, as under the interpreter).
+#[inline(never)]
+pub fn jit_block(
+    cpu: &mut Cpu,
+    mem: &GuestMemory,
+    la: u64,
+    pa: u64,
+    gen: u32,
+    insns: &mut dyn Iterator<Item = (Instruction, u8)>,
+    remaining: u64,
+) -> u64 {
+    if !cpu.trace.get().is_some_and(|t| t.kinds.has(Kinds::BLOCK)) {
+        return remaining;
+    }
+    let insns: Vec<_> = insns.collect();
+    let mode = super::coverage::decode_mode(cpu);
+    start_block(cpu, mem, la, pa, mode, &insns, gen, "jit");
+    (insns.len() as u64).min(remaining)
+}
+
+/// The JIT's helper is about to execute instruction number `cpu.icount` at `cpu.s.rip`:
+/// events it causes are attributed to it, as in the traced step.
+#[inline(never)]
+pub fn jit_insn_begin(cpu: &mut Cpu) {
+    let n = cpu.icount;
+    let la = linear_ip(cpu, cpu.s.rip);
+    let cpl = cpu.cpl();
+    if let Some(t) = cpu.trace.get_mut() {
+        t.cur_pass = Some(t.filter.passes(n, la, cpl));
+        t.cur_insn = Some((n, la));
+    }
+}
+
+/// The JIT's helper retired `insn` (or delivered the exception it raised: `faulted`); `ring`:
+/// it is an instruction for the ring-compression layer. Only those, and event deliveries
+/// (which check for themselves), change CPL, CR0.PE/PG, EFER.LMA or CS.L: far transfers,
+/// IRET, SYSCALL/SYSRET, SYSENTER/SYSEXIT, MOV CR0, LMSW, WRMSR are all sensitive or privileged.
+#[inline(never)]
+pub fn jit_insn_end(cpu: &mut Cpu, insn: &Instruction, faulted: bool, ring: bool) {
+    if ring || faulted {
+        let m = insn.mnemonic();
+        check_mode_now(cpu, &|| {
+            if faulted {
+                "exception delivery".to_string()
+            } else {
+                format!("{m:?}").to_lowercase()
+            }
+        });
+    }
+    if let Some(t) = cpu.trace.get_mut() {
+        t.cur_pass = None;
+        t.cur_insn = None;
+    }
+}
+
 /// The traced interpreter step (tracing on). Same semantics as the untraced step: it uses the
 /// exact fetch path (`Ctx::fetch_decode`, no decoded-instruction cache) when the instruction's
 /// bytes are needed for an `insn` record, the cached one otherwise.
@@ -129,10 +420,9 @@ pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), Shutdown> 
     let rip = ctx.cpu.s.rip;
     let la = linear_ip(ctx.cpu, rip);
     let cpl = ctx.cpu.cpl();
-    let mode = mode_name(ctx.cpu);
-    let before = ctx.cpu.s;
     // Catch mode changes made between instructions (e.g. by a debugger or a test harness).
-    check_mode(ctx.cpu, &|| "state change".to_string());
+    check_mode_now(ctx.cpu, &|| "state change".to_string());
+    block_at_step(ctx, la);
     let Some(t) = ctx.cpu.trace.get_mut() else {
         // Only watchpoints are attached.
         return interp::step_untraced(ctx);
@@ -141,6 +431,8 @@ pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), Shutdown> 
     t.cur_pass = Some(pass);
     t.cur_insn = Some((n, la));
     let want_insn = pass && t.kinds.has(Kinds::INSN);
+    // The state before, for the `insn` record's register changes (a large copy: only then).
+    let before = if want_insn { Some(ctx.cpu.s) } else { None };
     if want_insn {
         t.recording = true;
         t.mem.clear();
@@ -163,7 +455,7 @@ pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), Shutdown> 
     };
     let mnemonic = fetched.as_ref().ok().map(|(i, ..)| i.mnemonic());
     let r = interp::execute_fetched(ctx, rip, fetched);
-    if want_insn {
+    if let Some(before) = before {
         let mut after = ctx.cpu.s;
         if r.is_ok() {
             after.rip = ctx.next_rip;
@@ -182,7 +474,7 @@ pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), Shutdown> 
             rip: Hex(rip),
             la: Hex(la),
             cpl,
-            mode,
+            mode: mode_name_in(&before),
             bytes,
             asm,
             changes,
@@ -206,7 +498,7 @@ pub fn step<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>) -> Result<(), Shutdown> 
     }
     let fault = r.as_ref().err().map(Fault::name);
     let res = interp::retire(ctx, r);
-    check_mode(ctx.cpu, &|| match (&fault, mnemonic) {
+    check_mode_now(ctx.cpu, &|| match (&fault, mnemonic) {
         (Some(f), _) => format!("{f} delivery"),
         (None, Some(m)) => format!("{m:?}").to_lowercase(),
         (None, None) => "?".to_string(),
@@ -330,13 +622,15 @@ pub fn walk(
     access: Access,
     who: Requester,
 ) -> Result<Translation, PageFault> {
-    let want = cpu
+    let at = cpu
         .trace
         .get()
-        .is_some_and(|t| t.kinds.has(Kinds::WALK) && passes(cpu, t));
-    if !want {
+        .filter(|t| t.kinds.has(Kinds::WALK))
+        .map(|t| attribution(cpu, t, &cpu.s))
+        .filter(|a| a.2);
+    let Some((n, ..)) = at else {
         return walk::walk(&cpu.s, mem, la, access, who, None);
-    }
+    };
     let mut steps: Vec<WalkStep> = Vec::with_capacity(4);
     let r = walk::walk(&cpu.s, mem, la, access, who, Some(&mut steps));
     let paging = if cpu.s.cr4 & cr::CR4_PAE == 0 {
@@ -358,7 +652,7 @@ pub fn walk(
         Err(pf) => (None, None, None, Some(Hex(u64::from(pf.code)))),
     };
     let rec = Record::Walk(record::Walk {
-        n: current(cpu).0,
+        n,
         va: Hex(la),
         access: match access {
             Access::Read => "read",
@@ -389,9 +683,11 @@ pub fn walk(
 /// An instruction handled by the ring-compression layer (`cpl` is the CPL it trapped at).
 #[inline(never)]
 pub fn ring(cpu: &mut Cpu, mode: decoder::Mode, insn: &Instruction, cpl: u8, r: &Res<()>) {
-    let (n, la) = current(cpu);
+    let Some((n, la, pass)) = current(cpu) else {
+        return;
+    };
     let Some(t) = cpu.trace.get_mut() else { return };
-    if !t.kinds.has(Kinds::RING) || !t.cur_pass.unwrap_or(true) {
+    if !t.kinds.has(Kinds::RING) || !pass {
         return;
     }
     let mut text = String::new();
@@ -451,13 +747,17 @@ pub fn event(
         EventKind::SoftException => ("trap", name),
         EventKind::Software | EventKind::Icebp => ("software", "int"),
     };
-    let want = cpu
-        .trace
-        .get()
-        .is_some_and(|t| t.kinds.has(Kinds::EXC) && passes(cpu, t));
+    let Some(at) = cpu.trace.get().map(|t| attribution(cpu, t, before)) else {
+        return;
+    };
+    if let Some(t) = cpu.trace.get_mut() {
+        // Delivery leaves the block being executed (`block` records).
+        t.blk = None;
+    }
+    let want = cpu.trace.get().is_some_and(|t| t.kinds.has(Kinds::EXC)) && at.2;
     if want {
         let rec = Record::Exc(record::Exc {
-            n: current(cpu).0,
+            n: at.0,
             vector,
             name,
             event,
@@ -475,7 +775,7 @@ pub fn event(
         }
     }
     if r.is_ok() {
-        check_mode(cpu, &|| {
+        check_mode(cpu, at, &|| {
             if kind == EventKind::Software {
                 format!("int {vector:#x}")
             } else if vector < 32 {

@@ -1,13 +1,21 @@
 //! Execution tracing for teaching and debugging: instructions with their register and memory
 //! effects, the ring-compression layer's decisions, privilege / mode transitions, page walks,
-//! and interrupt / exception delivery (`rinx run --trace KINDS`).
+//! interrupt / exception delivery, and the blocks of code executed (`rinx run --trace KINDS`).
+//!
+//! Both engines produce the same records. Under the JIT, `ring`, `mode`, `walk`, `exc` and
+//! `block` come from the Rust paths compiled code already calls (the ring-compression layer,
+//! the JIT's helper, exception delivery, the page walker, the dispatcher's block entry) while
+//! compiled blocks keep running; only `insn` needs every instruction's effects, so with `insn`
+//! selected (or a debugger's watchpoint attached) the JIT takes the interpreter's traced step
+//! for every instruction, which makes those records identical by construction.
 //!
 //! Cost model: the CPU holds an optional [`Tracer`] ([`TraceSlot`]). With tracing off, every
 //! hook is a single test of that slot (`Option<Box<_>>::is_some`, a null-pointer test that the
 //! branch predictor learns at once); all tracing code lives in out-of-line functions in
 //! [`hooks`]. With tracing on, records stream through a buffered writer as they are produced:
 //! nothing accumulates beyond one instruction's records, so a whole boot can be traced to a
-//! file.
+//! file. The only other state is bounded: the block being executed (at most 64 IPs) and the
+//! set of blocks whose disassembly was shown ([`MAX_SEEN_BLOCKS`]).
 
 pub mod coverage;
 pub mod hooks;
@@ -24,7 +32,7 @@ use thiserror::Error;
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum TraceError {
     /// An unknown trace kind in `--trace`.
-    #[error("unknown trace kind {0:?} (expected insn, ring, mode, walk, exc or all)")]
+    #[error("unknown trace kind {0:?} (expected insn, ring, mode, walk, exc, block or all)")]
     Kind(String),
     /// A malformed `START-END` range.
     #[error("bad range {0:?} (expected START-END, e.g. 1000-1fff)")]
@@ -46,8 +54,11 @@ impl Kinds {
     pub const WALK: Kinds = Kinds(8);
     /// Interrupts and exceptions.
     pub const EXC: Kinds = Kinds(16);
+    /// Blocks of code executed: one record per translated block the JIT enters, and under the
+    /// interpreter per basic block with the same boundaries (see [`hooks::block_at_step`]).
+    pub const BLOCK: Kinds = Kinds(32);
     /// Everything.
-    pub const ALL: Kinds = Kinds(31);
+    pub const ALL: Kinds = Kinds(63);
 
     /// True if every kind of `k` is selected.
     #[inline]
@@ -65,6 +76,7 @@ impl Kinds {
                 "mode" => Kinds::MODE.0,
                 "walk" => Kinds::WALK.0,
                 "exc" => Kinds::EXC.0,
+                "block" => Kinds::BLOCK.0,
                 "all" => Kinds::ALL.0,
                 _ => return Err(TraceError::Kind(w.to_string())),
             };
@@ -169,7 +181,16 @@ pub struct Tracer {
     /// The last reported mode, to detect transitions.
     last_mode: Option<hooks::ModeSnap>,
     disasm: decoder::Disassembler,
+    /// `block`: the block being executed (see [`hooks::BlockRun`]).
+    blk: Option<hooks::BlockRun>,
+    /// `block`: code already shown, (guest physical address, decode mode) -> page generation
+    /// it was shown at (a new generation, i.e. the page was written, shows it again).
+    /// Cleared when it reaches [`MAX_SEEN_BLOCKS`], to bound memory.
+    seen: std::collections::HashMap<(u64, u8), u32>,
 }
+
+/// Most blocks whose disassembly a tracer remembers having shown (about 40 bytes each).
+pub const MAX_SEEN_BLOCKS: usize = 1 << 20;
 
 impl fmt::Debug for Tracer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -208,6 +229,8 @@ impl Tracer {
             recording: false,
             last_mode: None,
             disasm: decoder::Disassembler::new(),
+            blk: None,
+            seen: std::collections::HashMap::new(),
         }
     }
 
@@ -317,6 +340,12 @@ impl TraceSlot {
     #[inline]
     pub fn get_mut(&mut self) -> Option<&mut Tracer> {
         self.0.as_deref_mut().and_then(|i| i.tracer.as_mut())
+    }
+
+    /// True when a debugger's data watchpoint is attached (they need every data access, so the
+    /// JIT steps every instruction through the interpreter while one is set).
+    pub fn has_watchpoints(&self) -> bool {
+        self.0.as_deref().is_some_and(|i| !i.watch.is_empty())
     }
 
     /// The tracer, if any.

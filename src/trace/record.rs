@@ -35,6 +35,8 @@ pub enum Record {
     Walk(Walk),
     /// An interrupt or exception delivery.
     Exc(Exc),
+    /// A block of code entered.
+    Block(Block),
 }
 
 /// A register (or flag set, segment selector, control register) that an instruction changed.
@@ -239,6 +241,38 @@ pub struct Exc {
     pub to: String,
 }
 
+/// A block of code entered: under the JIT a translated block (`engine: "jit"`), or a basic block
+/// the interpreter steps through (`engine: "interp"`; also the JIT's own interpreter steps), with
+/// the same boundaries: the decoder's block scan (up to and including the first control
+/// transfer or ring-layer instruction, within one page, at most 64 instructions).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Block {
+    /// Number of its first instruction.
+    pub n: u64,
+    /// CS selector.
+    pub cs: Hex,
+    /// RIP of its first instruction.
+    pub rip: Hex,
+    /// Linear address of its first instruction.
+    pub la: Hex,
+    /// Guest physical address of its first instruction.
+    pub pa: Hex,
+    /// CPL.
+    pub cpl: u8,
+    /// Execution mode (see [`Insn::mode`]).
+    pub mode: &'static str,
+    /// Number of instructions in the block.
+    pub insns: u64,
+    /// Size of its code in bytes.
+    pub size: u64,
+    /// Which engine runs it: `jit` (compiled code) or `interp` (interpreter steps).
+    pub engine: &'static str,
+    /// The block's disassembly (`linear-address bytes text` per instruction), the first time
+    /// this code is seen (or after it was rewritten); empty afterwards.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub asm: Vec<String>,
+}
+
 fn write_list<T>(
     f: &mut fmt::Formatter<'_>,
     items: &[T],
@@ -316,6 +350,27 @@ impl fmt::Display for Record {
                     (None, Some(code)) => write!(f, " -> #PF error code {code}"),
                     (None, None) => Ok(()),
                 }
+            }
+            Record::Block(b) => {
+                write!(
+                    f,
+                    "block {:>7} {:04x}:{:<8x} la={:<#10x} pa={:<#10x} cpl{} {:<8} {} insn{}, {} bytes ({})",
+                    b.n,
+                    b.cs.0,
+                    b.rip.0,
+                    b.la.0,
+                    b.pa.0,
+                    b.cpl,
+                    b.mode,
+                    b.insns,
+                    if b.insns == 1 { "" } else { "s" },
+                    b.size,
+                    b.engine
+                )?;
+                for l in &b.asm {
+                    write!(f, "\n      | {l}")?;
+                }
+                Ok(())
             }
             Record::Exc(e) => {
                 write!(

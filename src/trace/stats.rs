@@ -1,5 +1,6 @@
 //! The `--stats` report printed at exit: instruction count and speed, cache hit rates,
-//! exceptions, interrupts, ring-layer work, and time in the engine versus halted.
+//! exceptions, interrupts, ring-layer work, time in the engine versus halted, and under the JIT
+//! its translations, code-cache hit rate, block exits by reason and time per engine.
 
 use crate::cpu::Cpu;
 use std::fmt::Write;
@@ -90,5 +91,61 @@ pub fn report(cpu: &Cpu, wall: Duration, halted: Duration) -> String {
     for (m, c) in ring {
         let _ = writeln!(s, "    {:<12} {c}", format!("{m:?}").to_lowercase());
     }
+    s
+}
+
+/// The JIT's part of the report: translations, code-cache hit rate, compiled-block entries and
+/// exits by reason, and host time split between compiled code (with the helpers it calls and
+/// the dispatcher), translation and the dispatcher's interpreter steps.
+pub fn jit_report(j: &crate::exec::jit::JitStats) -> String {
+    use crate::exec::jit::ExitReason;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "  jit: blocks translated  {} ({:.1} us per attempt), {} attempts failed, {} SMC invalidations, {} cache flushes",
+        j.translations,
+        j.translate_ns as f64 / (j.translations + j.failed_translations).max(1) as f64 / 1000.0,
+        j.failed_translations,
+        j.invalidations,
+        j.flushes
+    );
+    let _ = writeln!(
+        s,
+        "  jit: code cache         {} hits, {} misses ({} hit rate)",
+        j.cache_hits,
+        j.cache_misses,
+        pct(j.cache_hits, j.cache_misses)
+    );
+    let _ = writeln!(
+        s,
+        "  jit: block entries      {} ({} instructions in compiled blocks, {:.1} per entry)",
+        j.entries,
+        j.block_insns,
+        j.block_insns as f64 / j.entries.max(1) as f64
+    );
+    let exits: Vec<String> = ExitReason::ALL
+        .iter()
+        .filter(|r| j.exits[**r as usize] > 0)
+        .map(|r| format!("{} {}", r.name(), j.exits[*r as usize]))
+        .collect();
+    let _ = writeln!(
+        s,
+        "  jit: exits by reason    {}",
+        if exits.is_empty() {
+            "none".to_string()
+        } else {
+            exits.join(", ")
+        }
+    );
+    let _ = writeln!(s, "  jit: interpreter steps  {}", j.interp_steps);
+    let ns = |v: u64| v as f64 / 1e9;
+    let compiled = j.run_ns.saturating_sub(j.translate_ns + j.interp_ns);
+    let _ = writeln!(
+        s,
+        "  time per engine         compiled code {:.3} s, translation {:.3} s, interpreter steps {:.3} s",
+        ns(compiled),
+        ns(j.translate_ns),
+        ns(j.interp_ns)
+    );
     s
 }
