@@ -126,6 +126,13 @@ fn run(args: RunArgs) -> Result<i32> {
         );
         match &m.engine {
             rinx::exec::Engine::Jit(j) => eprint!("{}", rinx::trace::stats::jit_report(&j.stats)),
+            rinx::exec::Engine::Lockstep(l) => {
+                eprint!("{}", rinx::trace::stats::jit_report(&l.jit().stats));
+                eprintln!(
+                    "  lockstep                {} blocks compared, no divergence",
+                    l.blocks
+                );
+            }
             rinx::exec::Engine::Interp => eprintln!(
                 "  time per engine         interpreter {:.3} s",
                 wall.saturating_sub(m.halted_time).as_secs_f64()

@@ -52,6 +52,7 @@ fn engine_neutral(recs: &[Value]) -> Vec<Value> {
 fn jit_entries(t: &TestMachine) -> u64 {
     match &t.engine {
         Engine::Jit(j) => j.stats.entries,
+        Engine::Lockstep(l) => l.jit().stats.entries,
         Engine::Interp => 0,
     }
 }

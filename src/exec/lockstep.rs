@@ -376,6 +376,11 @@ impl MachineLockstep {
         })
     }
 
+    /// The JIT that runs the machine (its counters feed `--stats`).
+    pub fn jit(&self) -> &JitEngine {
+        &self.jit
+    }
+
     /// The interpreter side's CPU (after the first run), for fault-injection tests of the
     /// comparison itself.
     pub fn shadow_cpu_mut(&mut self) -> Option<&mut Cpu> {
