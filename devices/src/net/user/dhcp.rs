@@ -94,7 +94,8 @@ pub fn handle(cfg: &UserConfig, payload: &[u8]) -> Option<Reply> {
         additional_options: if nak { &[] } else { &dns_opt },
     };
     let mut buf = vec![0u8; repr.buffer_len().max(MIN_MESSAGE)];
-    repr.emit(&mut DhcpPacket::new_unchecked(&mut buf[..])).ok()?;
+    repr.emit(&mut DhcpPacket::new_unchecked(&mut buf[..]))
+        .ok()?;
 
     // RFC 2131 §4.1: NAKs and replies to clients that asked for it are broadcast; a client
     // with an address gets unicast to it; otherwise unicast to chaddr and yiaddr (a client

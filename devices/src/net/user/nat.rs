@@ -59,6 +59,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub const OUT_QUEUE: usize = 512;
 /// Hard cap of the outgoing queue, including replies and UDP; beyond it frames are dropped.
 pub const OUT_QUEUE_HARD: usize = 2048;
+/// Extra smoltcp egress passes per service round (each sends at most one segment per socket).
+const EGRESS_PASSES: usize = 64;
 /// Guest neighbours (IPv4 to MAC) remembered for UDP replies.
 const MAX_NEIGHBORS: usize = 256;
 /// First ephemeral port the gateway uses for connections into the guest (IANA dynamic range).
@@ -503,7 +505,8 @@ impl Nat {
         }
         match eth.ethertype() {
             EthernetProtocol::Arp => {
-                let Ok(repr) = ArpPacket::new_checked(eth.payload()).and_then(|p| ArpRepr::parse(&p))
+                let Ok(repr) =
+                    ArpPacket::new_checked(eth.payload()).and_then(|p| ArpRepr::parse(&p))
                 else {
                     bump(&self.stats.malformed);
                     return;
@@ -698,7 +701,11 @@ impl Nat {
             bump(&self.stats.dropped);
         }
         bump(&self.stats.udp_flows);
-        let idle = if dst == self.cfg.dns { DNS_IDLE } else { UDP_IDLE };
+        let idle = if dst == self.cfg.dns {
+            DNS_IDLE
+        } else {
+            UDP_IDLE
+        };
         self.owners.insert(token, Owner::Udp(key));
         self.udp.insert(
             key,
@@ -754,10 +761,10 @@ impl Nat {
             tcp::SocketBuffer::new(vec![0; TCP_BUF]),
             tcp::SocketBuffer::new(vec![0; TCP_BUF]),
         );
-        // The host side already coalesces; a relay should not add Nagle or delayed-ACK
-        // latency of its own.
+        // The host side already coalesces; a relay should not add Nagle latency of its own.
+        // The default delayed ACK (at most 10 ms, immediate after two full segments) stays:
+        // every frame saved is an interrupt the emulated guest does not take.
         s.set_nagle_enabled(false);
-        s.set_ack_delay(None);
         s
     }
 
@@ -916,7 +923,10 @@ impl Nat {
                 },
             );
             let Some(mac) = self.neighbors.get(guest.ip()).copied() else {
-                // The guest has not spoken yet, so its MAC is unknown.
+                // The guest's MAC is unknown: ask for it (its reply is learned) and drop
+                // this datagram; UDP senders retry.
+                let arp = arp_request(self.mac, self.cfg.gateway, *guest.ip());
+                self.push_out(arp);
                 bump(&self.stats.dropped);
                 continue;
             };
@@ -993,7 +1003,19 @@ impl Nat {
             }
         }
         // Sends what the pump queued, including RSTs of aborted sockets, before removal.
+        // smoltcp emits at most one segment per socket per egress pass, so repeat passes
+        // (bounded) to send a burst up to the window or the outgoing-queue limit.
         self.iface.poll(now, &mut self.dev, &mut self.sockets);
+        for _ in 0..EGRESS_PASSES {
+            if self.dev.tx.len() >= OUT_QUEUE
+                || self
+                    .iface
+                    .poll_egress(now, &mut self.dev, &mut self.sockets)
+                    == smoltcp::iface::PollResult::None
+            {
+                break;
+            }
+        }
         for h in done {
             self.remove_tcp(h);
         }
@@ -1098,6 +1120,24 @@ fn pump(flow: &mut TcpFlow, sock: &mut tcp::Socket<'_>) -> bool {
         State::TimeWait => sock.recv_queue() == 0,
         _ => false,
     }
+}
+
+/// An ARP request (RFC 826) from `src_mac`/`src_ip` asking for `target`'s MAC.
+fn arp_request(src_mac: EthernetAddress, src_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let repr = ArpRepr::EthernetIpv4 {
+        operation: smoltcp::wire::ArpOperation::Request,
+        source_hardware_addr: src_mac,
+        source_protocol_addr: src_ip,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: target,
+    };
+    let mut buf = vec![0u8; 14 + repr.buffer_len()];
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.set_src_addr(src_mac);
+    eth.set_dst_addr(EthernetAddress::BROADCAST);
+    eth.set_ethertype(EthernetProtocol::Arp);
+    repr.emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+    buf
 }
 
 /// Builds an Ethernet/IPv4/UDP frame with valid checksums, or `None` if it would exceed
