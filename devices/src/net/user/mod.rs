@@ -14,7 +14,10 @@ mod nat;
 #[cfg(test)]
 mod tests;
 
-pub use nat::{Nat, NatStats, NatStatsSnapshot};
+pub use nat::{
+    Nat, NatStats, NatStatsSnapshot, CONNECT_TIMEOUT, DNS_IDLE, FRAME_MTU, GATEWAY_MAC,
+    MAX_TCP_FLOWS, MAX_UDP_FLOWS, MAX_UDP_FWD_PEERS, OUT_QUEUE, OUT_QUEUE_HARD, TCP_BUF, UDP_IDLE,
+};
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};

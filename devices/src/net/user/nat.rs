@@ -221,7 +221,7 @@ impl Device for Queues {
     fn transmit(&mut self, _: Instant) -> Option<TxTok<'_>> {
         // Refusing a token makes smoltcp keep segments in its socket buffers: backpressure
         // from a slow guest reaches the TCP windows instead of this queue.
-        (self.tx.len() < OUT_QUEUE).then(|| TxTok(&mut self.tx))
+        (self.tx.len() < OUT_QUEUE).then_some(TxTok(&mut self.tx))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

@@ -902,3 +902,68 @@ fn bad_configs_are_rejected() {
     };
     assert!(matches!(spawn(cfg), Err(UserNetError::Config(_))));
 }
+
+#[test]
+fn a_host_peer_that_does_not_read_throttles_the_guest() {
+    const LEN: u64 = 64 << 20;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (mut g, _h) = start(UserConfig::default(), Some(GUEST));
+    let s = g.tcp_socket();
+    g.connect(s, SocketAddrV4::new(GW, port), 40004);
+    let mut sent = 0u64;
+    let feed = |g: &mut Guest, sent: &mut u64| {
+        let sk = g.sockets.get_mut::<tcp::Socket>(s);
+        while sk.can_send() && *sent < LEN {
+            let n = sk
+                .send(|buf| {
+                    let n = (LEN - *sent).min(buf.len() as u64) as usize;
+                    pattern(5, *sent, &mut buf[..n]);
+                    (n, n)
+                })
+                .unwrap();
+            *sent += n as u64;
+        }
+        if *sent == LEN && sk.may_send() {
+            sk.close();
+        }
+    };
+    g.run_until(10, |g| {
+        g.sockets.get::<tcp::Socket>(s).may_send().then_some(())
+    });
+    let (mut host, _) = listener.accept().unwrap();
+    // The host application reads nothing for a second: what the guest manages to send is
+    // bounded by the NAT's window plus the host kernel's socket buffers, not by the NAT
+    // buffering without limit.
+    let stop = StdInstant::now() + Duration::from_secs(1);
+    g.run_until(10, |g| {
+        feed(g, &mut sent);
+        (StdInstant::now() >= stop).then_some(())
+    });
+    assert!(
+        sent < 24 << 20,
+        "guest pushed {sent} bytes into a peer that reads nothing"
+    );
+    let reader = std::thread::spawn(move || {
+        let mut h = Sha256::new();
+        let mut buf = vec![0; 65536];
+        let mut total = 0u64;
+        loop {
+            let n = host.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            total += n as u64;
+        }
+        (total, h.finalize().to_vec())
+    });
+    g.run_until(120, |g| {
+        feed(g, &mut sent);
+        let sk = g.sockets.get::<tcp::Socket>(s);
+        (sent == LEN && sk.send_queue() == 0 && !sk.may_send()).then_some(())
+    });
+    let (total, sha) = reader.join().unwrap();
+    assert_eq!(total, LEN);
+    assert_eq!(sha, pattern_sha(5, LEN));
+}
