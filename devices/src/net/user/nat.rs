@@ -59,6 +59,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub const OUT_QUEUE: usize = 512;
 /// Hard cap of the outgoing queue, including replies and UDP; beyond it frames are dropped.
 pub const OUT_QUEUE_HARD: usize = 2048;
+/// Guest frames queued for smoltcp between two [`Nat::service`] calls; more are dropped.
+pub const IN_QUEUE: usize = 1024;
 /// Extra smoltcp egress passes per service round (each sends at most one segment per socket).
 const EGRESS_PASSES: usize = 64;
 /// Guest neighbours (IPv4 to MAC) remembered for UDP replies.
@@ -434,6 +436,15 @@ impl Nat {
         None
     }
 
+    /// Queues a guest frame for smoltcp (processed at the next [`Nat::service`]).
+    fn queue_for_stack(&mut self, frame: &[u8]) {
+        if self.dev.rx.len() < IN_QUEUE {
+            self.dev.rx.push_back(frame.to_vec());
+        } else {
+            bump(&self.stats.dropped);
+        }
+    }
+
     fn push_out(&mut self, frame: Vec<u8>) {
         if self.dev.tx.len() < OUT_QUEUE_HARD {
             self.dev.tx.push_back(frame);
@@ -525,7 +536,7 @@ impl Nat {
                 // smoltcp in any-IP mode would answer ARP for every address, including the
                 // guest's own duplicate-address probes; only our two addresses are answered.
                 if self.is_ours(target_protocol_addr) {
-                    self.dev.rx.push_back(frame.to_vec());
+                    self.queue_for_stack(frame);
                 } else {
                     bump(&self.stats.dropped);
                 }
@@ -558,7 +569,7 @@ impl Nat {
             IpProtocol::Tcp => self.handle_tcp(frame, src, dst, ip.payload()),
             // Echo to our own addresses is answered by smoltcp; other ICMP (pings to the
             // outside need privileges on most hosts) is dropped.
-            IpProtocol::Icmp if self.is_ours(dst) => self.dev.rx.push_back(frame.to_vec()),
+            IpProtocol::Icmp if self.is_ours(dst) => self.queue_for_stack(frame),
             _ => bump(&self.stats.dropped),
         }
     }
@@ -582,7 +593,7 @@ impl Nat {
         );
         let new_syn = tcp.syn() && !tcp.ack() && !tcp.rst();
         if !new_syn || self.tcp_keys.contains_key(&key) {
-            self.dev.rx.push_back(frame.to_vec());
+            self.queue_for_stack(frame);
             return;
         }
         if self.pending.contains_key(&key) {
@@ -598,7 +609,7 @@ impl Nat {
         let Some(mut stream) = stream else {
             // No listener exists for this segment, so smoltcp answers RST.
             bump(&self.stats.tcp_refused);
-            self.dev.rx.push_back(frame.to_vec());
+            self.queue_for_stack(frame);
             return;
         };
         let token = self.token();
@@ -609,7 +620,7 @@ impl Nat {
             .is_err()
         {
             bump(&self.stats.tcp_refused);
-            self.dev.rx.push_back(frame.to_vec());
+            self.queue_for_stack(frame);
             return;
         }
         self.owners.insert(token, Owner::Pending(key));
