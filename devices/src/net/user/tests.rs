@@ -967,3 +967,32 @@ fn a_host_peer_that_does_not_read_throttles_the_guest() {
     assert_eq!(total, LEN);
     assert_eq!(sha, pattern_sha(5, LEN));
 }
+
+#[test]
+fn host_reset_resets_the_guest_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (mut g, _h) = start(UserConfig::default(), Some(GUEST));
+    let s = g.tcp_socket();
+    g.connect(s, SocketAddrV4::new(GW, port), 40005);
+    g.run_until(10, |g| {
+        g.sockets.get::<tcp::Socket>(s).may_send().then_some(())
+    });
+    let (host, _) = listener.accept().unwrap();
+    g.sockets
+        .get_mut::<tcp::Socket>(s)
+        .send_slice(b"unread data")
+        .unwrap();
+    // Wait until the bytes sit unread in the host socket, then close it: the host kernel
+    // answers with RST (RFC 1122 §4.2.2.13), which must reach the guest as RST, not FIN.
+    g.run_until(10, |g| {
+        (g.sockets.get::<tcp::Socket>(s).send_queue() == 0).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    drop(host);
+    g.run_until(10, |g| {
+        let st = g.sockets.get::<tcp::Socket>(s).state();
+        assert_ne!(st, tcp::State::CloseWait, "host reset arrived as FIN");
+        (st == tcp::State::Closed).then_some(())
+    });
+}
