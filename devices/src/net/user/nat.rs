@@ -59,6 +59,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub const OUT_QUEUE: usize = 512;
 /// Hard cap of the outgoing queue, including replies and UDP; beyond it frames are dropped.
 pub const OUT_QUEUE_HARD: usize = 2048;
+/// How long a flow in TIME-WAIT is kept after both sides closed.
+pub const TIME_WAIT_LINGER: Duration = Duration::from_millis(200);
 /// Guest frames queued for smoltcp between two [`Nat::service`] calls; more are dropped.
 pub const IN_QUEUE: usize = 1024;
 /// Extra smoltcp egress passes per service round (each sends at most one segment per socket).
@@ -154,6 +156,9 @@ struct TcpFlow {
     key: Option<FlowKey>,
     /// Inbound (hostfwd) flows: the gateway port used toward the guest.
     local_port: Option<u16>,
+    /// When the socket entered TIME-WAIT (it lingers [`TIME_WAIT_LINGER`] so the ACK of the
+    /// guest's FIN, which smoltcp may delay, still goes out).
+    time_wait_since: Option<StdInstant>,
 }
 
 #[derive(Debug)]
@@ -841,6 +846,7 @@ impl Nat {
                 host_wr_shut: false,
                 key: Some(key),
                 local_port: None,
+                time_wait_since: None,
             },
         );
     }
@@ -894,6 +900,7 @@ impl Nat {
                     host_wr_shut: false,
                     key: None,
                     local_port: Some(port),
+                    time_wait_since: None,
                 },
             );
         }
@@ -1126,9 +1133,14 @@ fn pump(flow: &mut TcpFlow, sock: &mut tcp::Socket<'_>) -> bool {
     }
     match sock.state() {
         State::Closed => true,
-        // Both FINs are through; the guest's possible FIN retransmission is answered by RST,
-        // which it ignores in TIME-WAIT/LAST-ACK handling.
-        State::TimeWait => sock.recv_queue() == 0,
+        // Both FINs are through and the host saw both. The socket lingers briefly instead of
+        // the full 2*MSL: the ACK of the guest's FIN must leave first (removing the socket
+        // sooner makes the guest retransmit its FIN ~1 s later and get RST), but holding a
+        // flow slot for 2*MSL would throttle connection churn.
+        State::TimeWait if sock.recv_queue() == 0 => {
+            let since = *flow.time_wait_since.get_or_insert_with(StdInstant::now);
+            since.elapsed() >= TIME_WAIT_LINGER
+        }
         _ => false,
     }
 }
