@@ -7,7 +7,8 @@
 //! ICMP echo, TCP state machines) is done by `smoltcp`; DHCP replies and UDP datagrams are
 //! built with smoltcp's wire types; host traffic uses ordinary `mio` sockets, so it runs
 //! unprivileged on Linux, macOS and Windows. Design, limits and addresses: docs/network.md,
-//! section "User-mode networking".
+//! section "User-mode networking". Besides the unit tests (a smoltcp test guest on loopback),
+//! scripts/usernet-tap-check.sh runs busybox udhcpc and the host kernel's TCP stack against it.
 
 mod dhcp;
 mod nat;
