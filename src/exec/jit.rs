@@ -362,15 +362,19 @@ impl JitEngine {
                 family: Cell::new(Family::Unknown),
             })
             .collect();
-        let mut code = jit::x64::emit(&ir, self.cache.next_addr());
-        let entry = match self.cache.install(&code).ok()? {
-            Some(e) => e,
-            None => {
-                self.flush();
-                code = jit::x64::emit(&ir, self.cache.next_addr());
-                self.cache.install(&code).ok()??
+        // At most: the current chunk, the next one, and a fresh cache after a flush.
+        let mut entry = None;
+        for attempt in 0..3 {
+            let code = jit::x64::emit(&ir, self.cache.next_addr());
+            if let Some(e) = self.cache.install(&code).ok()? {
+                entry = Some(e);
+                break;
             }
-        };
+            if attempt == 1 {
+                self.flush();
+            }
+        }
+        let entry = entry?;
         let gen = ctx.cpu.dcache.track_page(pa_page);
         self.stats.translations += 1;
         self.stats.translate_ns += t0.elapsed().as_nanos() as u64;
