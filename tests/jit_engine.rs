@@ -314,3 +314,44 @@ fn single_step_and_breakpoints_fall_back_to_the_interpreter() {
         assert_eq!(i.cpu.icount, j.cpu.icount);
     }
 }
+
+#[test]
+fn inline_memory_accesses_match_at_page_edges_code_pages_and_faults() {
+    // 64-bit: mov ecx, 100; mov esi, 0x20ffc; L: mov rax, [rsi] (crosses a page: slow path);
+    // add [rsi-8], rax; mov [rsi+4], eax (crosses); push rax; pop rbx; inc qword [rsi-0x100];
+    // cmp dword [rsi-0x100], 5; movzx edx, byte [rsi+1]; movsx rdx, word [rsi+2];
+    // mov [rip+0x40], al (a store into the code page: SMC tracking); dec ecx; jnz L;
+    // mov rax, [0x8000_0000_0000_0000] (non-canonical: #GP, no IDT: triple fault).
+    let mut code = vec![0xb9, 100, 0, 0, 0, 0xbe, 0xfc, 0x0f, 0x02, 0x00];
+    let body: &[u8] = &[
+        0x48, 0x8b, 0x06, 0x48, 0x01, 0x46, 0xf8, 0x89, 0x46, 0x04, 0x50, 0x5b, 0x48, 0xff, 0x86,
+        0x00, 0xff, 0xff, 0xff, 0x83, 0xbe, 0x00, 0xff, 0xff, 0xff, 0x05, 0x0f, 0xb6, 0x56, 0x01,
+        0x48, 0x0f, 0xbf, 0x56, 0x02, 0x88, 0x05, 0x40, 0, 0, 0, 0xff, 0xc9,
+    ];
+    code.extend_from_slice(body);
+    code.extend_from_slice(&[0x75, (-(body.len() as i8) - 2) as u8]);
+    code.extend_from_slice(&[0x48, 0xa1, 0, 0, 0, 0, 0, 0, 0, 0x80, 0xf4]);
+    let (i, j) = both(TestMode::Long64, &code, 100_000);
+    assert_eq!(i.cpu.s.gpr[1], 0, "the loop ran to the end");
+    let mut a = [0u8; 0x110];
+    let mut b = [0u8; 0x110];
+    i.mem.read(0x20ef0, &mut a).unwrap();
+    j.mem.read(0x20ef0, &mut b).unwrap();
+    assert_eq!(a, b, "guest memory written by both engines");
+    assert_ne!(a[0x0c], 0, "inc qword [rsi-0x100] ran");
+    check_lockstep(TestMode::Long64, &code, 100_000);
+
+    // The same loop in 32-bit protected mode (inline segment checks; PUSH / POP through the
+    // helper there): mov ecx, 100; mov esi, 0x20ffc; L: mov eax, [esi]; add [esi-8], eax;
+    // mov [esi+4], ax; inc dword [esi-0x100]; movsx edx, byte [esi+1]; dec ecx; jnz L; hlt.
+    let mut code = vec![0xb9, 100, 0, 0, 0, 0xbe, 0xfc, 0x0f, 0x02, 0x00];
+    let body: &[u8] = &[
+        0x8b, 0x06, 0x01, 0x46, 0xf8, 0x66, 0x89, 0x46, 0x04, 0xff, 0x86, 0x00, 0xff, 0xff, 0xff,
+        0x0f, 0xbe, 0x56, 0x01, 0x49,
+    ];
+    code.extend_from_slice(body);
+    code.extend_from_slice(&[0x75, (-(body.len() as i8) - 2) as u8, 0xf4]);
+    let (i, _) = both(TestMode::Flat32, &code, 100_000);
+    assert_eq!(i.cpu.s.gpr[1], 0);
+    check_lockstep(TestMode::Flat32, &code, 100_000);
+}

@@ -178,6 +178,23 @@ impl Cond {
     }
 }
 
+/// A memory operand `seg:[base + index * scale + disp]` of `size` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemRef {
+    /// Segment register index (`abi::sreg`: ES, CS, SS, DS, FS, GS), after overrides.
+    pub seg: u8,
+    /// Base register index, if any (full register read; the sum is masked).
+    pub base: Option<u8>,
+    /// Index register and scale (1, 2, 4, 8), if any.
+    pub index: Option<(u8, u8)>,
+    /// Displacement; for RIP-relative forms the absolute address.
+    pub disp: u64,
+    /// Address size in bytes (2, 4, 8): the offset wraps at this width.
+    pub addr_size: u8,
+    /// Access size in bytes (1, 2, 4, 8).
+    pub size: u8,
+}
+
 /// One guest instruction of a block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -203,6 +220,64 @@ pub enum Op {
         disp: u64,
         /// Address size in bytes (2, 4, 8).
         addr_size: u8,
+    },
+    /// `dst = [mem]`, zero- or sign-extended from `mem.size` to `dst.size` (MOV, MOVZX,
+    /// MOVSX, MOVSXD); `index` is the guest instruction for the slow path.
+    Load {
+        /// Destination register.
+        dst: GuestReg,
+        /// Source operand.
+        mem: MemRef,
+        /// Sign-extend (MOVSX / MOVSXD).
+        sign: bool,
+        /// Index of the instruction in the block.
+        index: u32,
+    },
+    /// `[mem] = src` (MOV with a register or immediate source of `mem.size` bytes).
+    Store {
+        /// Value stored.
+        src: Src,
+        /// Destination operand.
+        mem: MemRef,
+        /// Index of the instruction in the block.
+        index: u32,
+    },
+    /// `dst = dst op [mem]` (CMP / TEST only compare).
+    AluLoad {
+        /// Operation (not MOV or a unary op).
+        op: AluOp,
+        /// Destination register.
+        dst: GuestReg,
+        /// Source operand.
+        mem: MemRef,
+        /// Index of the instruction in the block.
+        index: u32,
+    },
+    /// `[mem] = [mem] op src` (read-modify-write; CMP / TEST only read).
+    AluStore {
+        /// Operation (not MOV).
+        op: AluOp,
+        /// Destination operand.
+        mem: MemRef,
+        /// Second source (`Src::None` for INC / DEC / NEG / NOT).
+        src: Src,
+        /// Index of the instruction in the block.
+        index: u32,
+    },
+    /// 64-bit mode PUSH of a 64-bit register or sign-extended immediate (`mem` describes
+    /// the stack slot: SS, 8 bytes).
+    Push {
+        /// Value pushed.
+        src: Src,
+        /// Index of the instruction in the block.
+        index: u32,
+    },
+    /// 64-bit mode POP into a 64-bit register.
+    Pop {
+        /// Destination register.
+        dst: GuestReg,
+        /// Index of the instruction in the block.
+        index: u32,
     },
     /// Guest instruction `index` of the block, executed by the interpreter's semantic function
     /// through the helper. The helper may end the block (fault, mode change, branch, SMC).
@@ -241,6 +316,9 @@ pub enum Exit {
 pub struct BlockIr {
     /// IP of the first instruction (a branch back to it is a loop inside the block).
     pub start_ip: u64,
+    /// 64-bit mode: flat segments (only FS / GS have a base, no limit checks), canonical
+    /// addresses; outside it the backend checks segment type and limit inline.
+    pub bits64: bool,
     /// One op per guest instruction except a final direct branch.
     pub ops: Vec<Op>,
     /// The block exit.
@@ -364,6 +442,7 @@ pub fn lower(block: &Block) -> Option<BlockIr> {
     let ninsns = insns.len() as u32;
     Some(BlockIr {
         start_ip: block.start_ip,
+        bits64: last.mode == Mode::Bits64,
         ops,
         exit,
         ninsns,
@@ -377,7 +456,212 @@ fn lower_one(d: &DecodedInsn, index: u32) -> Op {
     }
     lower_alu(&d.insn)
         .or_else(|| lower_lea(&d.insn))
+        .or_else(|| lower_mem(&d.insn, d.mode, index))
         .unwrap_or(Op::Helper { index })
+}
+
+fn alu_op(m: Mnemonic) -> Option<AluOp> {
+    use Mnemonic as M;
+    Some(match m {
+        M::Add => AluOp::Add,
+        M::Adc => AluOp::Adc,
+        M::Sub => AluOp::Sub,
+        M::Sbb => AluOp::Sbb,
+        M::Cmp => AluOp::Cmp,
+        M::And => AluOp::And,
+        M::Or => AluOp::Or,
+        M::Xor => AluOp::Xor,
+        M::Test => AluOp::Test,
+        M::Inc => AluOp::Inc,
+        M::Dec => AluOp::Dec,
+        M::Neg => AluOp::Neg,
+        M::Not => AluOp::Not,
+        _ => return None,
+    })
+}
+
+fn is_imm(k: OpKind) -> bool {
+    matches!(
+        k,
+        OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64
+    )
+}
+
+/// The memory operand of `insn` if it is a plain general-register address (no VSIB, no
+/// 16-bit BP/BX forms with odd registers matter: any GPR base / index works), with the
+/// address size the interpreter's `Ctx::addr_size` would use.
+fn mem_ref(insn: &Instruction, mode: Mode) -> Option<MemRef> {
+    let size = insn.memory_size().size();
+    if !matches!(size, 1 | 2 | 4 | 8) {
+        return None;
+    }
+    let seg = (insn.memory_segment() as u32).checked_sub(Register::ES as u32)?;
+    if seg > 5 {
+        return None;
+    }
+    let (base, base_size) = match insn.memory_base() {
+        Register::None => (None, 0),
+        Register::RIP => (None, 8),
+        Register::EIP => (None, 4),
+        r => {
+            let g = GuestReg::from_iced(r)?;
+            if g.size < 2 || g.high {
+                return None;
+            }
+            (Some(g.index), g.size)
+        }
+    };
+    let (index, ix_size) = match insn.memory_index() {
+        Register::None => (None, 0),
+        r => {
+            let g = GuestReg::from_iced(r)?;
+            if g.size < 2 || g.high {
+                return None;
+            }
+            (Some((g.index, insn.memory_index_scale() as u8)), g.size)
+        }
+    };
+    let addr_size = if base_size != 0 {
+        base_size
+    } else if ix_size != 0 {
+        ix_size
+    } else {
+        match insn.memory_displ_size() {
+            2 => 2,
+            4 => 4,
+            8 => 8,
+            _ => match mode {
+                Mode::Real16 | Mode::Bits16 => 2,
+                Mode::Bits32 => 4,
+                Mode::Bits64 => 8,
+            },
+        }
+    };
+    Some(MemRef {
+        seg: seg as u8,
+        base,
+        index,
+        disp: insn.memory_displacement64(),
+        addr_size,
+        size: size as u8,
+    })
+}
+
+/// Instructions with one memory operand that have a native form (see the module docs).
+fn lower_mem(insn: &Instruction, mode: Mode, index: u32) -> Option<Op> {
+    use Mnemonic as M;
+    if insn.has_lock_prefix()
+        || insn.has_rep_prefix()
+        || insn.has_repne_prefix()
+        || insn.has_xacquire_prefix()
+        || insn.has_xrelease_prefix()
+    {
+        return None;
+    }
+    let m = insn.mnemonic();
+    let n = insn.op_count();
+    if mode == Mode::Bits64 && m == M::Push && n == 1 {
+        let src = match insn.op0_kind() {
+            OpKind::Register => {
+                let r = GuestReg::from_iced(insn.op0_register())?;
+                if r.size != 8 {
+                    return None;
+                }
+                Src::Reg(r)
+            }
+            OpKind::Immediate8to64 | OpKind::Immediate32to64 => Src::Imm(insn.immediate(0)),
+            _ => return None,
+        };
+        return Some(Op::Push { src, index });
+    }
+    if mode == Mode::Bits64 && m == M::Pop && n == 1 && insn.op0_kind() == OpKind::Register {
+        let dst = GuestReg::from_iced(insn.op0_register())?;
+        if dst.size != 8 {
+            return None;
+        }
+        return Some(Op::Pop { dst, index });
+    }
+    let k0 = insn.op0_kind();
+    let k1 = if n >= 2 {
+        insn.op1_kind()
+    } else {
+        OpKind::Register
+    };
+    if k0 == OpKind::Register && k1 == OpKind::Memory && n == 2 {
+        let dst = GuestReg::from_iced(insn.op0_register())?;
+        let mem = mem_ref(insn, mode)?;
+        return match m {
+            M::Mov if mem.size == dst.size => Some(Op::Load {
+                dst,
+                mem,
+                sign: false,
+                index,
+            }),
+            M::Movzx | M::Movsx | M::Movsxd if mem.size <= dst.size && !dst.high => {
+                Some(Op::Load {
+                    dst,
+                    mem,
+                    sign: m != M::Movzx,
+                    index,
+                })
+            }
+            _ => {
+                let op = alu_op(m)?;
+                if mem.size != dst.size
+                    || matches!(op, AluOp::Inc | AluOp::Dec | AluOp::Neg | AluOp::Not)
+                {
+                    return None;
+                }
+                Some(Op::AluLoad {
+                    op,
+                    dst,
+                    mem,
+                    index,
+                })
+            }
+        };
+    }
+    if k0 != OpKind::Memory {
+        return None;
+    }
+    let mem = mem_ref(insn, mode)?;
+    let src = if n == 1 {
+        Src::None
+    } else if n == 2 && k1 == OpKind::Register {
+        let r = GuestReg::from_iced(insn.op1_register())?;
+        if r.size != mem.size {
+            return None;
+        }
+        Src::Reg(r)
+    } else if n == 2 && is_imm(k1) {
+        Src::Imm(insn.immediate(1))
+    } else {
+        return None;
+    };
+    if m == M::Mov {
+        if matches!(src, Src::None) {
+            return None;
+        }
+        return Some(Op::Store { src, mem, index });
+    }
+    let op = alu_op(m)?;
+    let unary = matches!(op, AluOp::Inc | AluOp::Dec | AluOp::Neg | AluOp::Not);
+    if unary != matches!(src, Src::None) {
+        return None;
+    }
+    Some(Op::AluStore {
+        op,
+        mem,
+        src,
+        index,
+    })
 }
 
 /// LEA with a register destination and an address whose size its registers fix (a base or
@@ -473,17 +757,33 @@ mod tests {
     }
 
     #[test]
-    fn memory_lock_and_privileged_forms_go_to_the_helper() {
+    fn memory_operands_are_native_but_lock_and_privileged_forms_use_the_helper() {
         // add eax, [ebx]; lock add [ebx], eax; cli
         let b = block(Mode::Bits32, &[0x03, 0x03, 0xf0, 0x01, 0x03, 0xfa]);
         let ir = lower(&b).unwrap();
+        assert!(
+            matches!(
+                ir.ops[0],
+                Op::AluLoad {
+                    op: AluOp::Add,
+                    mem: MemRef {
+                        seg: 3,
+                        base: Some(3),
+                        index: None,
+                        disp: 0,
+                        addr_size: 4,
+                        size: 4
+                    },
+                    index: 0,
+                    ..
+                }
+            ),
+            "{:?}",
+            ir.ops[0]
+        );
         assert_eq!(
-            ir.ops,
-            vec![
-                Op::Helper { index: 0 },
-                Op::Helper { index: 1 },
-                Op::Helper { index: 2 }
-            ]
+            &ir.ops[1..],
+            &[Op::Helper { index: 1 }, Op::Helper { index: 2 }]
         );
         assert_eq!(ir.exit, Exit::Fallthrough { next: 0x1106 });
     }

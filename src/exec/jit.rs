@@ -362,10 +362,11 @@ impl JitEngine {
                 family: Cell::new(Family::Unknown),
             })
             .collect();
+        let user = ctx.cpu.s.cpl == 3;
         // At most: the current chunk, the next one, and a fresh cache after a flush.
         let mut entry = None;
         for attempt in 0..3 {
-            let code = jit::x64::emit(&ir, self.cache.next_addr());
+            let code = jit::x64::emit(&ir, self.cache.next_addr(), user);
             if let Some(e) = self.cache.install(&code).ok()? {
                 entry = Some(e);
                 break;
@@ -375,6 +376,10 @@ impl JitEngine {
             }
         }
         let entry = entry?;
+        if !ctx.cpu.dcache.is_code_page(pa_page) {
+            // Inline stores bypass `note_write`: they must not reach this page any more.
+            ctx.cpu.tlb.jit_protect(pa_page);
+        }
         let gen = ctx.cpu.dcache.track_page(pa_page);
         self.stats.translations += 1;
         self.stats.translate_ns += t0.elapsed().as_nanos() as u64;
@@ -407,6 +412,13 @@ impl JitEngine {
         remaining: u64,
     ) -> Result<(), interrupt::Shutdown> {
         let entry_icount = ctx.cpu.icount;
+        let ident = ctx.mem.host_ident();
+        if ctx.cpu.tlb.jit_mem != ident {
+            // Host addresses of another guest memory (a cloned CPU): never use them.
+            ctx.cpu.tlb.jit_flush();
+            ctx.cpu.tlb.jit_mem = ident;
+        }
+        let tlb = ctx.cpu.tlb.jit.as_ptr() as usize;
         let state: *mut jit::abi::CpuState = &mut ctx.cpu.s;
         let mut h = HelperCtx {
             ctx,
@@ -418,12 +430,17 @@ impl JitEngine {
             helper: helper::<P> as jit::x64::HelperFn as usize,
             limit: remaining.min(MAX_INSNS_PER_ENTRY),
             user: (&mut h as *mut HelperCtx<'_, '_, P>).cast(),
+            tlb,
+            fill: fill::<P> as jit::x64::FillFn as usize,
         };
         // SAFETY: `block.entry` is the address of code emitted by `jit::x64::emit` into the
         // executable code cache in the current epoch (checked by `valid`; the cache is only
         // flushed between blocks), following the `BlockFn` convention. `state` points to the
         // live `CpuState` and `env` to a `JitEnv` whose `user` is the `HelperCtx` above; both
-        // outlive the call, and Rust code touches them during the call only through the helper.
+        // outlive the call, and Rust code touches them during the call only through the helper
+        // and the fill. `tlb` is the boxed JIT TLB array of this CPU (never reallocated); its
+        // entries hold host addresses of pages of `ctx.mem` (checked through `jit_mem` above),
+        // each valid for the 4096 bytes of a RAM page, which is all generated code touches.
         let r = unsafe {
             let f: jit::x64::BlockFn = std::mem::transmute(block.entry);
             f(state, &mut env)
@@ -440,6 +457,55 @@ impl JitEngine {
             Ok(())
         }
     }
+}
+
+/// The TLB fill compiled code calls when its inline probe misses for an access of
+/// `kind & 0xff` bytes at linear `la` (a store if `kind & 0x100`): translates `la` exactly as
+/// the interpreter would (page walk, A/D bits) and, when the result may be cached for inline
+/// use (see `mmu::tlb::JitTlbEntry`), fills the JIT entry and returns 0 so that the access is
+/// retried. Anything else (fault, MMIO, page crossing, a code page, SMAP) returns 1: the
+/// instruction then runs through [`helper`], which delivers a fault with its exact error code.
+///
+/// # Safety
+/// `env` must be the `JitEnv` set up by `JitEngine::enter` for the running block.
+#[cfg(target_arch = "x86_64")]
+unsafe extern "sysv64" fn fill<P: Platform + ?Sized>(
+    env: *mut jit::abi::JitEnv,
+    la: u64,
+    kind: u64,
+) -> u64 {
+    // SAFETY: as in `helper`: `user` points to the live `HelperCtx` of `enter`.
+    let h = unsafe { &mut *((*env).user as *mut HelperCtx<'_, '_, P>) };
+    let ctx = &mut *h.ctx;
+    let size = kind & 0xff;
+    let write = kind & 0x100 != 0;
+    // Non-canonical addresses fault (#GP / #SS) in the helper; the page walk would ignore
+    // bits 63:48, so they must never be filled (SDM Vol. 1 §3.3.7.1).
+    if (la & 0xfff) + size > 4096 || !mem::canonical(la) {
+        return 1;
+    }
+    let access = if write { Access::Write } else { Access::Read };
+    let Ok(p) = ctx.translate(la, access, false) else {
+        return 1;
+    };
+    let Some(hp) = p.host else {
+        return 1;
+    };
+    if write && ctx.cpu.dcache.is_code_page(p.pa_page) {
+        return 1;
+    }
+    let user = ctx.cpu.s.cpl == 3;
+    let Some(e) = ctx.cpu.tlb.lookup(la) else {
+        return 1;
+    };
+    // A supervisor access to a user page under SMAP depends on RFLAGS.AC, which the tag
+    // does not capture (SDM Vol. 3A §4.6.1).
+    if !user && e.t.user && ctx.cpu.s.cr4 & cr::CR4_SMAP != 0 {
+        return 1;
+    }
+    let host = ctx.mem.host_page_addr(hp);
+    ctx.cpu.tlb.jit_fill(la, p.pa_page, host, user, write);
+    0
 }
 
 /// The helper compiled code calls for guest instruction `index` of the running block: it
