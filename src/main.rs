@@ -127,14 +127,15 @@ fn run(args: RunArgs) -> Result<i32> {
         if let rinx::exec::Engine::Jit(j) = &m.engine {
             let s = &j.stats;
             eprintln!(
-                "jit: {} blocks translated ({:.1} us each), {} block entries, {} instructions in blocks, {} interpreter steps, {} SMC invalidations, {} cache flushes",
+                "jit: {} blocks translated ({:.1} us each), {} block entries, {} instructions in blocks, {} interpreter steps, {} SMC invalidations, {} cache flushes, {} chained exits",
                 s.translations,
                 s.translate_ns as f64 / s.translations.max(1) as f64 / 1000.0,
                 s.entries,
                 s.block_insns,
                 s.interp_steps,
                 s.invalidations,
-                s.flushes
+                s.flushes,
+                s.chains
             );
         }
     }

@@ -355,3 +355,57 @@ fn inline_memory_accesses_match_at_page_edges_code_pages_and_faults() {
     assert_eq!(i.cpu.s.gpr[1], 0);
     check_lockstep(TestMode::Flat32, &code, 100_000);
 }
+
+/// 64-bit: mov ecx, 3000; L: add eax, ecx; push rax; jmp M; M: pop rdx; xor eax, edx;
+/// dec ecx; jnz L; hlt — a loop over two blocks, which chaining links in generated code.
+const TWO_BLOCK_LOOP64: &[u8] = &[
+    0xb9, 0xb8, 0x0b, 0, 0, 0x01, 0xc8, 0x50, 0xeb, 0x00, 0x5a, 0x31, 0xd0, 0xff, 0xc9, 0x75, 0xf4,
+    0xf4,
+];
+
+#[test]
+fn chained_blocks_keep_budgets_exact_and_run_in_compiled_code() {
+    let (i, mut j) = both(TestMode::Long64, TWO_BLOCK_LOOP64, 1_000_000);
+    assert_eq!(i.cpu.icount, 1 + 7 * 3000 + 1);
+    let rinx::exec::Engine::Jit(jit) = &mut j.engine else {
+        panic!("JIT engine expected on this host")
+    };
+    if jit::HOST_SUPPORTED {
+        assert!(jit.stats.chains >= 2, "{:?}", jit.stats);
+        // Without chaining every iteration would be two dispatcher entries.
+        assert!(jit.stats.entries < 100, "{:?}", jit.stats);
+    }
+    // Budgets that end inside the chained loop, at and around the 4096-instruction limit.
+    for budget in [1, 2, 5, 6, 7, 8, 100, 1001, 4095, 4096, 4097, 9000, 20_003] {
+        let mut i =
+            TestMachine::new(TestMode::Long64, TWO_BLOCK_LOOP64).with_engine(EngineKind::Interp);
+        let mut j =
+            TestMachine::new(TestMode::Long64, TWO_BLOCK_LOOP64).with_engine(EngineKind::Jit);
+        assert_eq!(i.run(budget), StopReason::Budget);
+        // Several slices on the JIT, as the machine runs them (links made in one slice are
+        // followed in the next).
+        let mut left = budget;
+        while left > 0 {
+            let step = left.min(777);
+            assert_eq!(j.run(step), StopReason::Budget);
+            left -= step;
+        }
+        assert_eq!(j.cpu.icount, budget);
+        assert_eq!(i.cpu.s, j.cpu.s, "budget {budget}");
+    }
+    check_lockstep(TestMode::Long64, TWO_BLOCK_LOOP64, 1_000_000);
+}
+
+#[test]
+fn native_call_and_ret_match_including_a_non_canonical_return() {
+    // 64-bit: mov ecx, 300; L: call F; dec ecx; jnz L; mov rax, 1 << 63; push rax; ret
+    // (#GP: non-canonical return address, no IDT: triple fault); F: add eax, ecx; ret.
+    let code = [
+        0xb9, 0x2c, 0x01, 0, 0, 0xe8, 0x10, 0, 0, 0, 0xff, 0xc9, 0x75, 0xf7, 0x48, 0xb8, 0, 0, 0,
+        0, 0, 0, 0, 0x80, 0x50, 0xc3, 0x01, 0xc8, 0xc3,
+    ];
+    let (i, _) = both(TestMode::Long64, &code, 100_000);
+    assert_eq!(i.cpu.s.gpr[0], 1 << 63);
+    assert_eq!(i.cpu.s.rip, CODE_BASE + 25, "faulted at the RET");
+    check_lockstep(TestMode::Long64, &code, 100_000);
+}

@@ -393,12 +393,22 @@ pub struct JitEnv {
     /// through `helper` (faults, MMIO, page-crossing accesses, code pages). `kind` is
     /// `size | 0x100` for stores (size in bytes).
     pub fill: usize,
+    /// Identifier of the block running now (the driver's block number): set by the driver on
+    /// entry and by a chained entry, read by the helper to find its instruction.
+    pub cur: u64,
+    /// Set by an unpatched chainable exit to `block_id << 8 | exit_index` (else left as the
+    /// driver initialised it): tells the driver which jump to patch to the next block.
+    pub last_exit: u64,
 }
 
 /// Byte offset of [`JitEnv::tlb`].
 pub const OFFSET_ENV_TLB: usize = offset_of!(JitEnv, tlb);
 /// Byte offset of [`JitEnv::fill`].
 pub const OFFSET_ENV_FILL: usize = offset_of!(JitEnv, fill);
+/// Byte offset of [`JitEnv::cur`].
+pub const OFFSET_ENV_CUR: usize = offset_of!(JitEnv, cur);
+/// Byte offset of [`JitEnv::last_exit`].
+pub const OFFSET_ENV_LAST_EXIT: usize = offset_of!(JitEnv, last_exit);
 /// Byte offset of [`JitTlbEntry::read_tag`].
 pub const OFFSET_JTLB_READ: usize = offset_of!(JitTlbEntry, read_tag);
 /// Byte offset of [`JitTlbEntry::write_tag`].

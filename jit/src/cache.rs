@@ -87,6 +87,17 @@ impl CodeCache {
         Ok(Some(self.chunks[self.cur].base() + at))
     }
 
+    /// Overwrites `bytes` of installed code at host address `addr` (block chaining patches a
+    /// jump's rel32). The caller must not be executing code from the cache meanwhile.
+    pub fn patch(&mut self, addr: usize, bytes: &[u8]) -> io::Result<()> {
+        for c in &mut self.chunks {
+            if addr >= c.base() && addr + bytes.len() <= c.base() + c.len() {
+                return c.write(addr - c.base(), bytes);
+            }
+        }
+        Err(io::Error::other("patch address outside the code cache"))
+    }
+
     /// Forgets every installed block (their addresses become invalid).
     pub fn flush(&mut self) {
         self.cur = 0;

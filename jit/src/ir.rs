@@ -14,7 +14,7 @@
 
 use crate::abi::{flags as fl, OFFSET_GPR};
 use decoder::{Block, Class, DecodedInsn, Mode};
-use iced_x86::{ConditionCode, Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{Code, ConditionCode, Instruction, Mnemonic, OpKind, Register};
 
 /// A guest general-purpose register operand: GPR index (ModRM order), width in bytes
 /// (1, 2, 4, 8) and whether it is one of AH, CH, DH, BH.
@@ -290,6 +290,22 @@ pub enum Op {
 /// How a block ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
+    /// 64-bit mode near CALL rel32 (counted as one guest instruction): pushes `ret` (8 bytes,
+    /// inline store) and continues at `target`; instruction `index` is the slow path.
+    Call {
+        /// Target IP (canonical).
+        target: u64,
+        /// Return address pushed.
+        ret: u64,
+        /// Index of the CALL in the block (for the helper).
+        index: u32,
+    },
+    /// 64-bit mode near RET without an immediate (counted as one guest instruction): pops
+    /// RIP (inline load; a non-canonical target takes the slow path, which raises #GP).
+    Ret {
+        /// Index of the RET in the block (for the helper).
+        index: u32,
+    },
     /// The last op was a helper; if the helper did not end the block, RIP = `next`.
     Fallthrough {
         /// IP after the last instruction.
@@ -433,6 +449,18 @@ pub fn lower(block: &Block) -> Option<BlockIr> {
         let t = last.insn.near_branch_target();
         max_ip = max_ip.max(t);
         Exit::Jump { target: t }
+    } else if plain
+        && last.mode == Mode::Bits64
+        && last.insn.code() == Code::Call_rel32_64
+        && canonical(last.insn.near_branch_target())
+    {
+        Exit::Call {
+            target: last.insn.near_branch_target(),
+            ret: last.next_ip(),
+            index: li,
+        }
+    } else if plain && last.mode == Mode::Bits64 && last.insn.code() == Code::Retnq {
+        Exit::Ret { index: li }
     } else {
         ops.push(lower_one(last, li));
         Exit::Fallthrough {

@@ -14,9 +14,9 @@
 //! guest RFLAGS. A Jcc right after such an op branches on the live host flags.
 
 use crate::abi::{
-    JitEnv, EXIT_SYNCED, JTLB_ENTRIES, JTLB_ENTRY_SHIFT, OFFSET_ENV_FILL, OFFSET_ENV_HELPER,
-    OFFSET_ENV_LIMIT, OFFSET_ENV_TLB, OFFSET_GPR, OFFSET_JTLB_ADDEND, OFFSET_JTLB_READ,
-    OFFSET_JTLB_WRITE, OFFSET_RFLAGS, OFFSET_RIP, OFFSET_SEG,
+    JitEnv, EXIT_SYNCED, JTLB_ENTRIES, JTLB_ENTRY_SHIFT, OFFSET_ENV_CUR, OFFSET_ENV_FILL,
+    OFFSET_ENV_HELPER, OFFSET_ENV_LAST_EXIT, OFFSET_ENV_LIMIT, OFFSET_ENV_TLB, OFFSET_GPR,
+    OFFSET_JTLB_ADDEND, OFFSET_JTLB_READ, OFFSET_JTLB_WRITE, OFFSET_RFLAGS, OFFSET_RIP, OFFSET_SEG,
 };
 use crate::ir::{AluOp, BlockIr, Cond, Exit, GuestReg, MemRef, Op, Src};
 use dynasmrt::x64::X64Relocation;
@@ -45,6 +45,8 @@ const LIMIT: i32 = OFFSET_ENV_LIMIT as i32;
 const STATUS: i32 = crate::abi::flags::STATUS as i32;
 
 const FILL: i32 = OFFSET_ENV_FILL as i32;
+const CUR: i32 = OFFSET_ENV_CUR as i32;
+const LAST_EXIT: i32 = OFFSET_ENV_LAST_EXIT as i32;
 const TLB: i32 = OFFSET_ENV_TLB as i32;
 const RSP: i32 = (OFFSET_GPR + 4 * 8) as i32;
 
@@ -60,12 +62,48 @@ struct Slow {
     index: u32,
 }
 
+/// A jump of a block exit that the driver may patch to go straight to the next block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainExit {
+    /// Offset in the code of the jump's rel32 field (the opcode byte 0xE9 precedes it).
+    pub site: usize,
+    /// Guest IP the exit continues at.
+    pub target: u64,
+}
+
+/// A block's code and what the driver needs for chaining.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emitted {
+    /// The machine code, to be installed at the `base` it was emitted for.
+    pub code: Vec<u8>,
+    /// Offset of the chained entry: jumped to (not called) from another block of the same
+    /// invocation, with `r13` = instructions retired so far; it re-checks `env.limit`, sets
+    /// `env.cur` and runs the body, or leaves with RIP = block start if the block would not
+    /// fit.
+    pub chain_entry: usize,
+    /// Patchable exits (`exit index` = position in this vector).
+    pub exits: Vec<ChainExit>,
+}
+
+/// Emits host code for `ir`, to be placed at host address `base` (see [`emit_block`]).
+pub fn emit(ir: &BlockIr, base: usize, user: bool) -> Vec<u8> {
+    emit_block(ir, base, user, 0, false).code
+}
+
 /// Emits host code for `ir`, to be placed at host address `base`.
 ///
 /// `user` is true when the block runs at CPL 3 (part of the block key): the inline TLB
-/// probe compares tags filled for that privilege class.
-pub fn emit(ir: &BlockIr, base: usize, user: bool) -> Vec<u8> {
+/// probe compares tags filled for that privilege class. `id` is the driver's number for the
+/// block (stored in `env.cur` by the chained entry, reported in `env.last_exit`). With
+/// `chain`, exits to other IPs of the block's page are patchable jumps.
+pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -> Emitted {
     let mut slow: Vec<Slow> = Vec::new();
+    let mut exits: Vec<ChainExit> = Vec::new();
+    let mut cx = ExitCtx {
+        chain,
+        id,
+        exits: &mut exits,
+    };
     let mut a = Asm::new(base);
     let body = a.new_dynamic_label();
     let epilogue = a.new_dynamic_label();
@@ -218,8 +256,53 @@ pub fn emit(ir: &BlockIr, base: usize, user: bool) -> Vec<u8> {
     }
     let n = ir.ninsns as i32;
     match ir.exit {
-        Exit::Fallthrough { next } => exit_to(&mut a, ir, next, n, body, epilogue),
-        Exit::Jump { target } => exit_to(&mut a, ir, target, n, body, epilogue),
+        Exit::Fallthrough { next } => exit_to(&mut a, ir, next, n, body, epilogue, &mut cx),
+        Exit::Jump { target } => exit_to(&mut a, ir, target, n, body, epilogue, &mut cx),
+        Exit::Call { target, ret, index } => {
+            let retry = a.new_dynamic_label();
+            dynasm!(a
+                ; .arch x64
+                ; =>retry
+                ; mov rax, QWORD [rbx + RSP]
+                ; sub rax, 8
+            );
+            let s = probe(&mut a, 8, true, user, index, retry, &mut slow);
+            dynasm!(a
+                ; .arch x64
+                ; mov rcx, QWORD ret as i64
+                ; mov QWORD [rsi], rcx
+                ; sub QWORD [rbx + RSP], 8
+            );
+            exit_to(&mut a, ir, target, n, body, epilogue, &mut cx);
+            // The slow path's helper ran the CALL and left the block (RIP changed).
+            dynasm!(a ; .arch x64 ; =>s ; jmp =>synced);
+        }
+        Exit::Ret { index } => {
+            let retry = a.new_dynamic_label();
+            let helper = a.new_dynamic_label();
+            dynasm!(a
+                ; .arch x64
+                ; =>retry
+                ; mov rax, QWORD [rbx + RSP]
+            );
+            let s = probe_with(&mut a, 8, false, user, index, retry, helper, &mut slow);
+            // SDM Vol. 2B "RET": a non-canonical return address is #GP(0) (helper).
+            dynasm!(a
+                ; .arch x64
+                ; mov rcx, QWORD [rsi]
+                ; mov rdx, rcx
+                ; shl rdx, 16
+                ; sar rdx, 16
+                ; cmp rdx, rcx
+                ; jne =>helper
+                ; add QWORD [rbx + RSP], 8
+                ; mov QWORD [rbx + RIP], rcx
+                ; lea rax, [r13 + n]
+                ; jmp =>epilogue
+                ; =>s
+                ; jmp =>synced
+            );
+        }
         Exit::Branch {
             cond,
             taken,
@@ -244,12 +327,12 @@ pub fn emit(ir: &BlockIr, base: usize, user: bool) -> Vec<u8> {
             if let Some(op) = last_alu {
                 merge_flags(&mut a, op);
             }
-            exit_to(&mut a, ir, not_taken, n, body, epilogue);
+            exit_to(&mut a, ir, not_taken, n, body, epilogue, &mut cx);
             dynasm!(a ; .arch x64 ; =>taken_l);
             if let Some(op) = last_alu {
                 merge_flags(&mut a, op);
             }
-            exit_to(&mut a, ir, taken, n, body, epilogue);
+            exit_to(&mut a, ir, taken, n, body, epilogue, &mut cx);
         }
     }
     for sl in &slow {
@@ -282,11 +365,46 @@ pub fn emit(ir: &BlockIr, base: usize, user: bool) -> Vec<u8> {
         ; pop rbx
         ; ret
     );
-    a.finalize().expect("labels of a generated block resolve")
+    let chain_entry = a.offset().0;
+    let n = ir.ninsns as i32;
+    let start = ir.start_ip;
+    dynasm!(a
+        ; .arch x64
+        ; lea rax, [r13 + n]
+        ; cmp rax, QWORD [r12 + LIMIT]
+        ; ja >bail
+        ; mov QWORD [r12 + CUR], id as i32
+        ; jmp =>body
+        ; bail:
+        ; mov rax, QWORD start as i64
+        ; mov QWORD [rbx + RIP], rax
+        ; mov rax, r13
+        ; jmp =>epilogue
+    );
+    let code = a.finalize().expect("labels of a generated block resolve");
+    // Keep only exits whose jump really is `E9 rel32`.
+    exits.retain(|e| e.site >= 1 && code.get(e.site - 1) == Some(&0xe9));
+    Emitted {
+        code,
+        chain_entry,
+        exits,
+    }
+}
+
+/// Chaining context of [`exit_to`].
+struct ExitCtx<'e> {
+    chain: bool,
+    id: u32,
+    exits: &'e mut Vec<ChainExit>,
 }
 
 /// Leaves the block towards guest IP `target` after `n` instructions of this iteration; a
 /// branch back to the block start loops while the next iteration fits in `env.limit`.
+///
+/// A chainable exit (another IP in the block's page, 64-bit mode) adds the instructions to
+/// `r13` and jumps through a patchable `jmp rel32`, which first targets a stub that reports
+/// the exit in `env.last_exit` and returns to the driver; once patched it goes to the next
+/// block's chained entry.
 fn exit_to(
     a: &mut Asm,
     ir: &BlockIr,
@@ -294,7 +412,37 @@ fn exit_to(
     n: i32,
     body: DynamicLabel,
     epilogue: DynamicLabel,
+    cx: &mut ExitCtx<'_>,
 ) {
+    if cx.chain
+        && ir.bits64
+        && target != ir.start_ip
+        && target & !0xfff == ir.start_ip & !0xfff
+        && cx.exits.len() < 255
+    {
+        let stub = a.new_dynamic_label();
+        let k = cx.exits.len() as i32;
+        let tag = (cx.id as i32) << 8 | k;
+        dynasm!(a
+            ; .arch x64
+            ; add r13, n
+            ; jmp =>stub
+        );
+        cx.exits.push(ChainExit {
+            site: a.offset().0 - 4,
+            target,
+        });
+        dynasm!(a
+            ; .arch x64
+            ; =>stub
+            ; mov QWORD [r12 + LAST_EXIT], tag
+            ; mov rax, QWORD target as i64
+            ; mov QWORD [rbx + RIP], rax
+            ; mov rax, r13
+            ; jmp =>epilogue
+        );
+        return;
+    }
     if target == ir.start_ip {
         dynasm!(a
             ; .arch x64

@@ -44,6 +44,8 @@ pub struct JitStats {
     pub flushes: u64,
     /// Host nanoseconds spent translating.
     pub translate_ns: u64,
+    /// Block exits patched to jump straight to the next block (chaining).
+    pub chains: u64,
 }
 
 /// The mode bits a translation depends on: decode mode, CPL, CR0.PE/PG, CR4.PAE, EFER.LMA
@@ -103,6 +105,14 @@ struct Insn {
 #[derive(Debug)]
 struct Block {
     entry: usize,
+    /// Host address of the chained entry (see `jit::x64::Emitted::chain_entry`).
+    chain_entry: usize,
+    /// Patchable exits: host address of the rel32 field, target IP, already patched.
+    exits: Vec<(usize, u64, Cell<bool>)>,
+    /// Number in `JitEngine::arena` (what generated code stores in `JitEnv::cur`).
+    id: u32,
+    /// Mode bits of the block key.
+    mode: u32,
     /// Code-cache epoch the entry belongs to.
     epoch: u64,
     pa_page: u64,
@@ -118,6 +128,11 @@ pub struct JitEngine {
     #[cfg(target_arch = "x86_64")]
     cache: jit::cache::CodeCache,
     blocks: BlockMap,
+    /// Every block translated in the current code-cache epoch, by id: chained code and the
+    /// helper refer to blocks by id, so none is freed before the flush that frees its code.
+    arena: Vec<Rc<Block>>,
+    /// The patchable exit (block id, exit index) the last block invocation left through.
+    pending_chain: Option<(u32, u8)>,
     /// Counters.
     pub stats: JitStats,
     /// Largest block translated (instructions); `1` makes every block a single instruction
@@ -130,7 +145,8 @@ pub struct JitEngine {
 /// What the helper needs, behind `JitEnv::user`.
 struct HelperCtx<'c, 'a, P: Platform + ?Sized> {
     ctx: &'c mut Ctx<'a, P>,
-    block: *const Block,
+    /// `JitEngine::arena`; the running block is `arena[env.cur]`.
+    arena: *const Vec<Rc<Block>>,
     entry_icount: u64,
     shutdown: bool,
 }
@@ -142,6 +158,8 @@ impl JitEngine {
             #[cfg(target_arch = "x86_64")]
             cache: jit::cache::CodeCache::new(code_bytes)?,
             blocks: BlockMap::default(),
+            arena: Vec::new(),
+            pending_chain: None,
             stats: JitStats::default(),
             max_block_insns: MAX_BLOCK_INSNS,
             cpu_id: 0,
@@ -161,6 +179,8 @@ impl JitEngine {
     /// Drops every translation.
     pub fn flush(&mut self) {
         self.blocks.clear();
+        self.arena.clear();
+        self.pending_chain = None;
         #[cfg(target_arch = "x86_64")]
         self.cache.flush();
         self.stats.flushes += 1;
@@ -289,15 +309,19 @@ impl JitEngine {
                 if self.blocks.remove(&key).is_some() {
                     self.stats.invalidations += 1;
                 }
-                let b = Rc::new(self.translate(ctx, mode, la, p.pa_page)?);
+                let b = self.translate(ctx, mode, la, p.pa_page, key.mode)?;
                 self.blocks.insert(key, b.clone());
                 b
             }
         };
+        let link = self.pending_chain.take();
         if block.ninsns > remaining
             || (mode != decoder::Mode::Bits64 && block.max_ip > u64::from(cs.limit))
         {
             return None;
+        }
+        if let Some((from, k)) = link {
+            self.chain(from, k, &block);
         }
         Some(self.enter(ctx, &block, remaining))
     }
@@ -317,7 +341,8 @@ impl JitEngine {
         _mode: decoder::Mode,
         _la: u64,
         _pa_page: u64,
-    ) -> Option<Block> {
+        _key_mode: u32,
+    ) -> Option<Rc<Block>> {
         None
     }
 
@@ -328,7 +353,8 @@ impl JitEngine {
         mode: decoder::Mode,
         la: u64,
         pa_page: u64,
-    ) -> Option<Block> {
+        key_mode: u32,
+    ) -> Option<Rc<Block>> {
         let t0 = std::time::Instant::now();
         let cs_base = ctx.cpu.s.seg[sreg::CS].base;
         let page_la = la & !0xfff;
@@ -364,18 +390,21 @@ impl JitEngine {
             .collect();
         let user = ctx.cpu.s.cpl == 3;
         // At most: the current chunk, the next one, and a fresh cache after a flush.
-        let mut entry = None;
+        let mut done = None;
         for attempt in 0..3 {
-            let code = jit::x64::emit(&ir, self.cache.next_addr(), user);
-            if let Some(e) = self.cache.install(&code).ok()? {
-                entry = Some(e);
+            // The id is the block's future index in the arena (a flush empties it).
+            let id = self.arena.len() as u32;
+            let chain = self.max_block_insns > 1 && id < 1 << 23;
+            let e = jit::x64::emit_block(&ir, self.cache.next_addr(), user, id, chain);
+            if let Some(entry) = self.cache.install(&e.code).ok()? {
+                done = Some((entry, e, id));
                 break;
             }
             if attempt == 1 {
                 self.flush();
             }
         }
-        let entry = entry?;
+        let (entry, e, id) = done?;
         if !ctx.cpu.dcache.is_code_page(pa_page) {
             // Inline stores bypass `note_write`: they must not reach this page any more.
             ctx.cpu.tlb.jit_protect(pa_page);
@@ -383,16 +412,59 @@ impl JitEngine {
         let gen = ctx.cpu.dcache.track_page(pa_page);
         self.stats.translations += 1;
         self.stats.translate_ns += t0.elapsed().as_nanos() as u64;
-        Some(Block {
+        let b = Rc::new(Block {
             entry,
+            chain_entry: entry + e.chain_entry,
+            exits: e
+                .exits
+                .iter()
+                .map(|x| (entry + x.site, x.target, Cell::new(false)))
+                .collect(),
+            id,
+            mode: key_mode,
             epoch: self.cache.flushes,
             pa_page,
             gen,
             ninsns: u64::from(ir.ninsns),
             max_ip: ir.max_ip,
             insns,
-        })
+        });
+        self.arena.push(b.clone());
+        Some(b)
     }
+
+    /// Patches exit `k` of block `from` to jump to `to`'s chained entry, if both belong to
+    /// the same code-cache epoch, physical page, page generation and mode, and the exit
+    /// targets `to`'s IP. Both blocks become stale together (same page), so the link never
+    /// outlives its target; a flush drops both.
+    #[cfg(target_arch = "x86_64")]
+    fn chain(&mut self, from: u32, k: u8, to: &Block) {
+        let Some(a) = self.arena.get(from as usize) else {
+            return;
+        };
+        let Some((site, target, patched)) = a.exits.get(usize::from(k)) else {
+            return;
+        };
+        if patched.get()
+            || a.epoch != to.epoch
+            || a.pa_page != to.pa_page
+            || a.gen != to.gen
+            || a.mode != to.mode
+            || *target != to.insns[0].insn.ip()
+        {
+            return;
+        }
+        let Ok(rel) = i32::try_from(to.chain_entry as i64 - (*site as i64 + 4)) else {
+            return;
+        };
+        if self.cache.patch(*site, &rel.to_le_bytes()).is_ok() {
+            patched.set(true);
+            self.stats.chains += 1;
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn chain(&mut self, _from: u32, _k: u8, _to: &Block) {}
 
     #[cfg(not(target_arch = "x86_64"))]
     fn enter<P: Platform + ?Sized>(
@@ -422,7 +494,7 @@ impl JitEngine {
         let state: *mut jit::abi::CpuState = &mut ctx.cpu.s;
         let mut h = HelperCtx {
             ctx,
-            block,
+            arena: &self.arena,
             entry_icount,
             shutdown: false,
         };
@@ -432,13 +504,17 @@ impl JitEngine {
             user: (&mut h as *mut HelperCtx<'_, '_, P>).cast(),
             tlb,
             fill: fill::<P> as jit::x64::FillFn as usize,
+            cur: u64::from(block.id),
+            last_exit: u64::MAX,
         };
         // SAFETY: `block.entry` is the address of code emitted by `jit::x64::emit` into the
         // executable code cache in the current epoch (checked by `valid`; the cache is only
         // flushed between blocks), following the `BlockFn` convention. `state` points to the
         // live `CpuState` and `env` to a `JitEnv` whose `user` is the `HelperCtx` above; both
         // outlive the call, and Rust code touches them during the call only through the helper
-        // and the fill. `tlb` is the boxed JIT TLB array of this CPU (never reallocated); its
+        // and the fill. Chained entries jump to blocks of `self.arena` (kept alive, with
+        // their code, until the next flush); `h.arena` is not modified during the call.
+        // `tlb` is the boxed JIT TLB array of this CPU (never reallocated); its
         // entries hold host addresses of pages of `ctx.mem` (checked through `jit_mem` above),
         // each valid for the 4096 bytes of a RAM page, which is all generated code touches.
         let r = unsafe {
@@ -446,6 +522,9 @@ impl JitEngine {
             f(state, &mut env)
         };
         self.stats.entries += 1;
+        if env.last_exit != u64::MAX {
+            self.pending_chain = Some(((env.last_exit >> 8) as u32, env.last_exit as u8));
+        }
         let ctx = h.ctx;
         if r != jit::abi::EXIT_SYNCED {
             ctx.cpu.icount = entry_icount + r;
@@ -522,10 +601,11 @@ unsafe extern "sysv64" fn helper<P: Platform + ?Sized>(
     done: u64,
 ) -> u64 {
     // SAFETY: per the contract above, `user` points to the live `HelperCtx` of `enter`, which
-    // is not otherwise accessed while the block runs, and `block` to the running block.
+    // is not otherwise accessed while the block runs, and `arena` to the engine's block list,
+    // which holds the running block at index `cur` (set by `enter` or a chained entry).
     let (h, block) = unsafe {
         let h = &mut *((*env).user as *mut HelperCtx<'_, '_, P>);
-        let b = &*h.block;
+        let b: &Block = &(&*h.arena)[(*env).cur as usize];
         (h, b)
     };
     let i = index as usize;
