@@ -146,9 +146,23 @@ fn random_alu(rng: &mut Rng, mode: TestMode, n: usize) -> Vec<u8> {
                 // Jcc rel8 skipping a 2-byte instruction (xor eax, ecx).
                 c.extend_from_slice(&[0x70 | (rng.byte() & 0x0f), 2, 0x31, 0xc8]);
             }
-            _ => {
+            _ if rng.byte() % 2 == 0 => {
                 // Flags reloaded from RFLAGS: CMC / STC / CLC, then SETcc-free ADC.
                 c.push([0xf5, 0xf9, 0xf8][usize::from(rng.byte() % 3)]);
+            }
+            _ => {
+                // SHL / SHR / SAR by an immediate (C0/C1, any count: masked, 0, >= width) or
+                // by 1 (D0/D1).
+                let reg = [4u8, 5, 7][usize::from(rng.byte() % 3)];
+                let op = [0xc0u8, 0xc1, 0xd0, 0xd1][usize::from(rng.byte() % 4)];
+                c.extend_from_slice(&[op, (modrm & 0xc7) | (reg << 3)]);
+                if op < 0xd0 {
+                    c.push(if rng.byte() % 2 == 0 {
+                        rng.byte() % 9
+                    } else {
+                        rng.byte()
+                    });
+                }
             }
         }
     }

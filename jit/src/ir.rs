@@ -178,6 +178,14 @@ impl Cond {
     }
 }
 
+/// Shifts with a native form (SDM Vol. 2B "SAL/SAR/SHL/SHR").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShiftOp {
+    Shl,
+    Shr,
+    Sar,
+}
+
 /// A memory operand `seg:[base + index * scale + disp]` of `size` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemRef {
@@ -220,6 +228,18 @@ pub enum Op {
         disp: u64,
         /// Address size in bytes (2, 4, 8).
         addr_size: u8,
+    },
+    /// SHL / SHR / SAR of a register by a constant count with `1 <= count < 8 * dst.size`
+    /// (after the architectural masking). Flags follow the interpreter's definitions of the
+    /// bits the SDM leaves undefined: AF = 0; OF = MSB(result) XOR CF for SHL, MSB(source)
+    /// for SHR by 1 and 0 otherwise.
+    Shift {
+        /// Operation.
+        op: ShiftOp,
+        /// Register shifted.
+        dst: GuestReg,
+        /// Count (already masked, non-zero, below the width).
+        count: u8,
     },
     /// `dst = [mem]`, zero- or sign-extended from `mem.size` to `dst.size` (MOV, MOVZX,
     /// MOVSX, MOVSXD); `index` is the guest instruction for the slow path.
@@ -483,9 +503,38 @@ fn lower_one(d: &DecodedInsn, index: u32) -> Op {
         return Op::Helper { index };
     }
     lower_alu(&d.insn)
+        .or_else(|| lower_shift(&d.insn))
         .or_else(|| lower_lea(&d.insn))
         .or_else(|| lower_mem(&d.insn, d.mode, index))
         .unwrap_or(Op::Helper { index })
+}
+
+/// SHL / SAL / SHR / SAR of a register by an immediate (or the implicit 1).
+fn lower_shift(insn: &Instruction) -> Option<Op> {
+    let op = match insn.mnemonic() {
+        Mnemonic::Shl | Mnemonic::Sal => ShiftOp::Shl,
+        Mnemonic::Shr => ShiftOp::Shr,
+        Mnemonic::Sar => ShiftOp::Sar,
+        _ => return None,
+    };
+    if insn.has_lock_prefix() || insn.op0_kind() != OpKind::Register {
+        return None;
+    }
+    let dst = GuestReg::from_iced(insn.op0_register())?;
+    let raw = match insn.op_count() {
+        1 => 1,
+        2 if insn.op1_kind() == OpKind::Immediate8 => insn.immediate(1),
+        _ => return None,
+    };
+    let count = raw & if dst.size == 8 { 0x3f } else { 0x1f };
+    if count == 0 || count >= u64::from(dst.size) * 8 {
+        return None;
+    }
+    Some(Op::Shift {
+        op,
+        dst,
+        count: count as u8,
+    })
 }
 
 fn alu_op(m: Mnemonic) -> Option<AluOp> {
@@ -848,6 +897,36 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn constant_shifts_are_native_other_counts_use_the_helper() {
+        // shl eax, 3; shr bh, 1 (D0 /5); sar eax, 32 (masked to 0: helper); shl eax, cl; hlt
+        let b = block(
+            Mode::Bits32,
+            &[
+                0xc1, 0xe0, 0x03, 0xd0, 0xef, 0xc1, 0xf8, 0x20, 0xd3, 0xe0, 0xf4,
+            ],
+        );
+        let ir = lower(&b).unwrap();
+        assert!(matches!(
+            ir.ops[0],
+            Op::Shift {
+                op: ShiftOp::Shl,
+                count: 3,
+                ..
+            }
+        ));
+        assert!(matches!(
+            ir.ops[1],
+            Op::Shift {
+                op: ShiftOp::Shr,
+                count: 1,
+                dst: GuestReg { high: true, .. }
+            }
+        ));
+        assert_eq!(ir.ops[2], Op::Helper { index: 2 });
+        assert_eq!(ir.ops[3], Op::Helper { index: 3 });
     }
 
     #[test]

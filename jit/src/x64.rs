@@ -18,7 +18,7 @@ use crate::abi::{
     OFFSET_ENV_HELPER, OFFSET_ENV_LAST_EXIT, OFFSET_ENV_LIMIT, OFFSET_ENV_TLB, OFFSET_GPR,
     OFFSET_JTLB_ADDEND, OFFSET_JTLB_READ, OFFSET_JTLB_WRITE, OFFSET_RFLAGS, OFFSET_RIP, OFFSET_SEG,
 };
-use crate::ir::{AluOp, BlockIr, Cond, Exit, GuestReg, MemRef, Op, Src};
+use crate::ir::{AluOp, BlockIr, Cond, Exit, GuestReg, MemRef, Op, ShiftOp, Src};
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
@@ -151,6 +151,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                     ; jnz =>synced
                 );
             }
+            Op::Shift { op, dst, count } => shift(&mut a, op, dst, count),
             Op::Load {
                 dst,
                 mem,
@@ -568,6 +569,58 @@ fn alu_core(a: &mut Asm, op: AluOp, dst: GuestReg, merge: bool) {
     if merge {
         merge_flags(a, op);
     }
+}
+
+/// A register shift by a constant; flags as `Op::Shift` documents.
+fn shift(a: &mut Asm, op: ShiftOp, dst: GuestReg, count: u8) {
+    let c = count as i8;
+    load(a, 0, dst);
+    macro_rules! sh {
+        ($m:ident) => {
+            match dst.size {
+                8 => dynasm!(a ; .arch x64 ; $m rax, c),
+                4 => dynasm!(a ; .arch x64 ; $m eax, c),
+                2 => dynasm!(a ; .arch x64 ; $m ax, c),
+                _ => dynasm!(a ; .arch x64 ; $m al, c),
+            }
+        };
+    }
+    match op {
+        ShiftOp::Shl => sh!(shl),
+        ShiftOp::Shr => sh!(shr),
+        ShiftOp::Sar => sh!(sar),
+    }
+    // Host CF, PF, ZF, SF are defined for 1 <= count < width and equal the guest's; OF is
+    // defined by the host only for count 1, so it is computed (SHL) or taken only then.
+    let keep_of = op == ShiftOp::Shr && count == 1;
+    let cap = (crate::abi::flags::CF
+        | crate::abi::flags::PF
+        | crate::abi::flags::ZF
+        | crate::abi::flags::SF
+        | if keep_of { crate::abi::flags::OF } else { 0 }) as i32;
+    dynasm!(a ; .arch x64 ; pushfq ; pop rdx);
+    store(a, dst);
+    dynasm!(a ; .arch x64 ; and edx, cap);
+    if op == ShiftOp::Shl {
+        // OF = SF (MSB of the result) XOR CF, placed at bit 11.
+        dynasm!(a
+            ; .arch x64
+            ; mov ecx, edx
+            ; shr ecx, 7
+            ; xor ecx, edx
+            ; and ecx, 1
+            ; shl ecx, 11
+            ; or edx, ecx
+        );
+    }
+    let keep = !(crate::abi::flags::STATUS as i32);
+    dynasm!(a
+        ; .arch x64
+        ; mov rax, QWORD [rbx + RFLAGS]
+        ; and rax, keep
+        ; or rax, rdx
+        ; mov QWORD [rbx + RFLAGS], rax
+    );
 }
 
 /// `rax op= rcx` at `size` bytes (host flags = guest flags afterwards).
