@@ -762,7 +762,7 @@ fn probe_with(
 ) -> DynamicLabel {
     let fill = a.new_dynamic_label();
     let done = a.new_dynamic_label();
-    let shift = 12 - i8::from(JTLB_ENTRY_SHIFT as i8);
+    let shift = 12 - JTLB_ENTRY_SHIFT as i8;
     let mask = ((JTLB_ENTRIES - 1) << JTLB_ENTRY_SHIFT) as i32;
     let last = i32::from(size) - 1;
     let tag_off = if write {
