@@ -146,9 +146,23 @@ fn random_alu(rng: &mut Rng, mode: TestMode, n: usize) -> Vec<u8> {
                 // Jcc rel8 skipping a 2-byte instruction (xor eax, ecx).
                 c.extend_from_slice(&[0x70 | (rng.byte() & 0x0f), 2, 0x31, 0xc8]);
             }
-            _ => {
+            _ if rng.byte() % 2 == 0 => {
                 // Flags reloaded from RFLAGS: CMC / STC / CLC, then SETcc-free ADC.
                 c.push([0xf5, 0xf9, 0xf8][usize::from(rng.byte() % 3)]);
+            }
+            _ => {
+                // SHL / SHR / SAR by an immediate (C0/C1, any count: masked, 0, >= width) or
+                // by 1 (D0/D1).
+                let reg = [4u8, 5, 7][usize::from(rng.byte() % 3)];
+                let op = [0xc0u8, 0xc1, 0xd0, 0xd1][usize::from(rng.byte() % 4)];
+                c.extend_from_slice(&[op, (modrm & 0xc7) | (reg << 3)]);
+                if op < 0xd0 {
+                    c.push(if rng.byte() % 2 == 0 {
+                        rng.byte() % 9
+                    } else {
+                        rng.byte()
+                    });
+                }
             }
         }
     }
@@ -351,4 +365,99 @@ fn machine_lockstep_runs_the_loop_to_the_same_end() {
     assert_eq!(i.run(100_000), StopReason::Halted);
     assert!(t.engine.take_divergence().is_none());
     assert_eq!(t.cpu.s, i.cpu.s);
+}
+
+#[test]
+fn inline_memory_accesses_match_at_page_edges_code_pages_and_faults() {
+    // 64-bit: mov ecx, 100; mov esi, 0x20ffc; L: mov rax, [rsi] (crosses a page: slow path);
+    // add [rsi-8], rax; mov [rsi+4], eax (crosses); push rax; pop rbx; inc qword [rsi-0x100];
+    // cmp dword [rsi-0x100], 5; movzx edx, byte [rsi+1]; movsx rdx, word [rsi+2];
+    // mov [rip+0x40], al (a store into the code page: SMC tracking); dec ecx; jnz L;
+    // mov rax, [0x8000_0000_0000_0000] (non-canonical: #GP, no IDT: triple fault).
+    let mut code = vec![0xb9, 100, 0, 0, 0, 0xbe, 0xfc, 0x0f, 0x02, 0x00];
+    let body: &[u8] = &[
+        0x48, 0x8b, 0x06, 0x48, 0x01, 0x46, 0xf8, 0x89, 0x46, 0x04, 0x50, 0x5b, 0x48, 0xff, 0x86,
+        0x00, 0xff, 0xff, 0xff, 0x83, 0xbe, 0x00, 0xff, 0xff, 0xff, 0x05, 0x0f, 0xb6, 0x56, 0x01,
+        0x48, 0x0f, 0xbf, 0x56, 0x02, 0x88, 0x05, 0x40, 0, 0, 0, 0xff, 0xc9,
+    ];
+    code.extend_from_slice(body);
+    code.extend_from_slice(&[0x75, (-(body.len() as i8) - 2) as u8]);
+    code.extend_from_slice(&[0x48, 0xa1, 0, 0, 0, 0, 0, 0, 0, 0x80, 0xf4]);
+    let (i, j) = both(TestMode::Long64, &code, 100_000);
+    assert_eq!(i.cpu.s.gpr[1], 0, "the loop ran to the end");
+    let mut a = [0u8; 0x110];
+    let mut b = [0u8; 0x110];
+    i.mem.read(0x20ef0, &mut a).unwrap();
+    j.mem.read(0x20ef0, &mut b).unwrap();
+    assert_eq!(a, b, "guest memory written by both engines");
+    assert_ne!(a[0x0c], 0, "inc qword [rsi-0x100] ran");
+    check_lockstep(TestMode::Long64, &code, 100_000);
+
+    // The same loop in 32-bit protected mode (inline segment checks; PUSH / POP through the
+    // helper there): mov ecx, 100; mov esi, 0x20ffc; L: mov eax, [esi]; add [esi-8], eax;
+    // mov [esi+4], ax; inc dword [esi-0x100]; movsx edx, byte [esi+1]; dec ecx; jnz L; hlt.
+    let mut code = vec![0xb9, 100, 0, 0, 0, 0xbe, 0xfc, 0x0f, 0x02, 0x00];
+    let body: &[u8] = &[
+        0x8b, 0x06, 0x01, 0x46, 0xf8, 0x66, 0x89, 0x46, 0x04, 0xff, 0x86, 0x00, 0xff, 0xff, 0xff,
+        0x0f, 0xbe, 0x56, 0x01, 0x49,
+    ];
+    code.extend_from_slice(body);
+    code.extend_from_slice(&[0x75, (-(body.len() as i8) - 2) as u8, 0xf4]);
+    let (i, _) = both(TestMode::Flat32, &code, 100_000);
+    assert_eq!(i.cpu.s.gpr[1], 0);
+    check_lockstep(TestMode::Flat32, &code, 100_000);
+}
+
+/// 64-bit: mov ecx, 3000; L: add eax, ecx; push rax; jmp M; M: pop rdx; xor eax, edx;
+/// dec ecx; jnz L; hlt — a loop over two blocks, which chaining links in generated code.
+const TWO_BLOCK_LOOP64: &[u8] = &[
+    0xb9, 0xb8, 0x0b, 0, 0, 0x01, 0xc8, 0x50, 0xeb, 0x00, 0x5a, 0x31, 0xd0, 0xff, 0xc9, 0x75, 0xf4,
+    0xf4,
+];
+
+#[test]
+fn chained_blocks_keep_budgets_exact_and_run_in_compiled_code() {
+    let (i, mut j) = both(TestMode::Long64, TWO_BLOCK_LOOP64, 1_000_000);
+    assert_eq!(i.cpu.icount, 1 + 7 * 3000 + 1);
+    let rinx::exec::Engine::Jit(jit) = &mut j.engine else {
+        panic!("JIT engine expected on this host")
+    };
+    if jit::HOST_SUPPORTED {
+        assert!(jit.stats.chains >= 2, "{:?}", jit.stats);
+        // Without chaining every iteration would be two dispatcher entries.
+        assert!(jit.stats.entries < 100, "{:?}", jit.stats);
+    }
+    // Budgets that end inside the chained loop, at and around the 4096-instruction limit.
+    for budget in [1, 2, 5, 6, 7, 8, 100, 1001, 4095, 4096, 4097, 9000, 20_003] {
+        let mut i =
+            TestMachine::new(TestMode::Long64, TWO_BLOCK_LOOP64).with_engine(EngineKind::Interp);
+        let mut j =
+            TestMachine::new(TestMode::Long64, TWO_BLOCK_LOOP64).with_engine(EngineKind::Jit);
+        assert_eq!(i.run(budget), StopReason::Budget);
+        // Several slices on the JIT, as the machine runs them (links made in one slice are
+        // followed in the next).
+        let mut left = budget;
+        while left > 0 {
+            let step = left.min(777);
+            assert_eq!(j.run(step), StopReason::Budget);
+            left -= step;
+        }
+        assert_eq!(j.cpu.icount, budget);
+        assert_eq!(i.cpu.s, j.cpu.s, "budget {budget}");
+    }
+    check_lockstep(TestMode::Long64, TWO_BLOCK_LOOP64, 1_000_000);
+}
+
+#[test]
+fn native_call_and_ret_match_including_a_non_canonical_return() {
+    // 64-bit: mov ecx, 300; L: call F; dec ecx; jnz L; mov rax, 1 << 63; push rax; ret
+    // (#GP: non-canonical return address, no IDT: triple fault); F: add eax, ecx; ret.
+    let code = [
+        0xb9, 0x2c, 0x01, 0, 0, 0xe8, 0x10, 0, 0, 0, 0xff, 0xc9, 0x75, 0xf7, 0x48, 0xb8, 0, 0, 0,
+        0, 0, 0, 0, 0x80, 0x50, 0xc3, 0x01, 0xc8, 0xc3,
+    ];
+    let (i, _) = both(TestMode::Long64, &code, 100_000);
+    assert_eq!(i.cpu.s.gpr[0], 1 << 63);
+    assert_eq!(i.cpu.s.rip, CODE_BASE + 25, "faulted at the RET");
+    check_lockstep(TestMode::Long64, &code, 100_000);
 }

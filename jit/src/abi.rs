@@ -386,6 +386,71 @@ pub struct JitEnv {
     pub limit: u64,
     /// Opaque pointer for the helper.
     pub user: *mut core::ffi::c_void,
+    /// Address of the `[JitTlbEntry; JTLB_ENTRIES]` array the inline memory accesses probe.
+    pub tlb: usize,
+    /// Called when an inline probe misses, as `fill(env, la, kind) -> 0` if the entry for
+    /// `la` now hits (the access is retried) or non-zero to execute the whole instruction
+    /// through `helper` (faults, MMIO, page-crossing accesses, code pages). `kind` is
+    /// `size | 0x100` for stores (size in bytes).
+    pub fill: usize,
+    /// Identifier of the block running now (the driver's block number): set by the driver on
+    /// entry and by a chained entry, read by the helper to find its instruction.
+    pub cur: u64,
+    /// Set by an unpatched chainable exit to `block_id << 8 | exit_index` (else left as the
+    /// driver initialised it): tells the driver which jump to patch to the next block.
+    pub last_exit: u64,
+}
+
+/// Byte offset of [`JitEnv::tlb`].
+pub const OFFSET_ENV_TLB: usize = offset_of!(JitEnv, tlb);
+/// Byte offset of [`JitEnv::fill`].
+pub const OFFSET_ENV_FILL: usize = offset_of!(JitEnv, fill);
+/// Byte offset of [`JitEnv::cur`].
+pub const OFFSET_ENV_CUR: usize = offset_of!(JitEnv, cur);
+/// Byte offset of [`JitEnv::last_exit`].
+pub const OFFSET_ENV_LAST_EXIT: usize = offset_of!(JitEnv, last_exit);
+/// Byte offset of [`JitTlbEntry::read_tag`].
+pub const OFFSET_JTLB_READ: usize = offset_of!(JitTlbEntry, read_tag);
+/// Byte offset of [`JitTlbEntry::write_tag`].
+pub const OFFSET_JTLB_WRITE: usize = offset_of!(JitTlbEntry, write_tag);
+/// Byte offset of [`JitTlbEntry::addend`].
+pub const OFFSET_JTLB_ADDEND: usize = offset_of!(JitTlbEntry, addend);
+/// log2 of `size_of::<JitTlbEntry>()` (generated code scales the slot index by it).
+pub const JTLB_ENTRY_SHIFT: u8 = 5;
+/// Number of JIT TLB entries (direct-mapped by linear page number; a power of two).
+pub const JTLB_ENTRIES: usize = 1024;
+
+/// One entry of the JIT's inline TLB probe, read by generated code (offsets `OFFSET_JTLB_*`).
+///
+/// A data access of `size` bytes at linear `la` hits when the tag of its *last* byte's page,
+/// `((la + size - 1) & !0xfff) | user`, equals `read_tag` (loads) or `write_tag` (stores); a
+/// hit means the whole access lies in one page of RAM whose permissions allow it for that
+/// privilege class (user = CPL 3), so the host address is simply `la + addend`. Tags are only
+/// filled when the answer cannot change without a TLB flush: never for MMIO, never for
+/// supervisor accesses whose outcome depends on RFLAGS.AC (SMAP), write tags only for pages
+/// whose PTE is already dirty and that hold no decoded or translated code (stores to those
+/// must go through the interpreter's `DecodeCache::note_write` for SMC detection).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JitTlbEntry {
+    /// Tag for loads (`u64::MAX` = invalid: no page address has all low bits set).
+    pub read_tag: u64,
+    /// Tag for stores (`u64::MAX` = invalid).
+    pub write_tag: u64,
+    /// Host address of the page minus its linear address (wrapping).
+    pub addend: u64,
+    /// Guest physical page (to drop write tags when the page starts holding code).
+    pub pa_page: u64,
+}
+
+impl JitTlbEntry {
+    /// An entry that never hits.
+    pub const INVALID: JitTlbEntry = JitTlbEntry {
+        read_tag: u64::MAX,
+        write_tag: u64::MAX,
+        addend: 0,
+        pa_page: u64::MAX,
+    };
 }
 
 /// Byte offset of [`JitEnv::helper`].
@@ -406,5 +471,6 @@ mod env_tests {
     fn env_offsets_are_stable() {
         assert_eq!(OFFSET_ENV_HELPER, 0);
         assert_eq!(OFFSET_ENV_LIMIT, 8);
+        assert_eq!(core::mem::size_of::<JitTlbEntry>(), 1 << JTLB_ENTRY_SHIFT);
     }
 }

@@ -14,7 +14,7 @@
 
 use crate::abi::{flags as fl, OFFSET_GPR};
 use decoder::{Block, Class, DecodedInsn, Mode};
-use iced_x86::{ConditionCode, Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{Code, ConditionCode, Instruction, Mnemonic, OpKind, Register};
 
 /// A guest general-purpose register operand: GPR index (ModRM order), width in bytes
 /// (1, 2, 4, 8) and whether it is one of AH, CH, DH, BH.
@@ -178,6 +178,31 @@ impl Cond {
     }
 }
 
+/// Shifts with a native form (SDM Vol. 2B "SAL/SAR/SHL/SHR").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShiftOp {
+    Shl,
+    Shr,
+    Sar,
+}
+
+/// A memory operand `seg:[base + index * scale + disp]` of `size` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemRef {
+    /// Segment register index (`abi::sreg`: ES, CS, SS, DS, FS, GS), after overrides.
+    pub seg: u8,
+    /// Base register index, if any (full register read; the sum is masked).
+    pub base: Option<u8>,
+    /// Index register and scale (1, 2, 4, 8), if any.
+    pub index: Option<(u8, u8)>,
+    /// Displacement; for RIP-relative forms the absolute address.
+    pub disp: u64,
+    /// Address size in bytes (2, 4, 8): the offset wraps at this width.
+    pub addr_size: u8,
+    /// Access size in bytes (1, 2, 4, 8).
+    pub size: u8,
+}
+
 /// One guest instruction of a block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -204,6 +229,76 @@ pub enum Op {
         /// Address size in bytes (2, 4, 8).
         addr_size: u8,
     },
+    /// SHL / SHR / SAR of a register by a constant count with `1 <= count < 8 * dst.size`
+    /// (after the architectural masking). Flags follow the interpreter's definitions of the
+    /// bits the SDM leaves undefined: AF = 0; OF = MSB(result) XOR CF for SHL, MSB(source)
+    /// for SHR by 1 and 0 otherwise.
+    Shift {
+        /// Operation.
+        op: ShiftOp,
+        /// Register shifted.
+        dst: GuestReg,
+        /// Count (already masked, non-zero, below the width).
+        count: u8,
+    },
+    /// `dst = [mem]`, zero- or sign-extended from `mem.size` to `dst.size` (MOV, MOVZX,
+    /// MOVSX, MOVSXD); `index` is the guest instruction for the slow path.
+    Load {
+        /// Destination register.
+        dst: GuestReg,
+        /// Source operand.
+        mem: MemRef,
+        /// Sign-extend (MOVSX / MOVSXD).
+        sign: bool,
+        /// Index of the instruction in the block.
+        index: u32,
+    },
+    /// `[mem] = src` (MOV with a register or immediate source of `mem.size` bytes).
+    Store {
+        /// Value stored.
+        src: Src,
+        /// Destination operand.
+        mem: MemRef,
+        /// Index of the instruction in the block.
+        index: u32,
+    },
+    /// `dst = dst op [mem]` (CMP / TEST only compare).
+    AluLoad {
+        /// Operation (not MOV or a unary op).
+        op: AluOp,
+        /// Destination register.
+        dst: GuestReg,
+        /// Source operand.
+        mem: MemRef,
+        /// Index of the instruction in the block.
+        index: u32,
+    },
+    /// `[mem] = [mem] op src` (read-modify-write; CMP / TEST only read).
+    AluStore {
+        /// Operation (not MOV).
+        op: AluOp,
+        /// Destination operand.
+        mem: MemRef,
+        /// Second source (`Src::None` for INC / DEC / NEG / NOT).
+        src: Src,
+        /// Index of the instruction in the block.
+        index: u32,
+    },
+    /// 64-bit mode PUSH of a 64-bit register or sign-extended immediate (`mem` describes
+    /// the stack slot: SS, 8 bytes).
+    Push {
+        /// Value pushed.
+        src: Src,
+        /// Index of the instruction in the block.
+        index: u32,
+    },
+    /// 64-bit mode POP into a 64-bit register.
+    Pop {
+        /// Destination register.
+        dst: GuestReg,
+        /// Index of the instruction in the block.
+        index: u32,
+    },
     /// Guest instruction `index` of the block, executed by the interpreter's semantic function
     /// through the helper. The helper may end the block (fault, mode change, branch, SMC).
     Helper {
@@ -215,6 +310,22 @@ pub enum Op {
 /// How a block ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
+    /// 64-bit mode near CALL rel32 (counted as one guest instruction): pushes `ret` (8 bytes,
+    /// inline store) and continues at `target`; instruction `index` is the slow path.
+    Call {
+        /// Target IP (canonical).
+        target: u64,
+        /// Return address pushed.
+        ret: u64,
+        /// Index of the CALL in the block (for the helper).
+        index: u32,
+    },
+    /// 64-bit mode near RET without an immediate (counted as one guest instruction): pops
+    /// RIP (inline load; a non-canonical target takes the slow path, which raises #GP).
+    Ret {
+        /// Index of the RET in the block (for the helper).
+        index: u32,
+    },
     /// The last op was a helper; if the helper did not end the block, RIP = `next`.
     Fallthrough {
         /// IP after the last instruction.
@@ -241,6 +352,9 @@ pub enum Exit {
 pub struct BlockIr {
     /// IP of the first instruction (a branch back to it is a loop inside the block).
     pub start_ip: u64,
+    /// 64-bit mode: flat segments (only FS / GS have a base, no limit checks), canonical
+    /// addresses; outside it the backend checks segment type and limit inline.
+    pub bits64: bool,
     /// One op per guest instruction except a final direct branch.
     pub ops: Vec<Op>,
     /// The block exit.
@@ -355,6 +469,18 @@ pub fn lower(block: &Block) -> Option<BlockIr> {
         let t = last.insn.near_branch_target();
         max_ip = max_ip.max(t);
         Exit::Jump { target: t }
+    } else if plain
+        && last.mode == Mode::Bits64
+        && last.insn.code() == Code::Call_rel32_64
+        && canonical(last.insn.near_branch_target())
+    {
+        Exit::Call {
+            target: last.insn.near_branch_target(),
+            ret: last.next_ip(),
+            index: li,
+        }
+    } else if plain && last.mode == Mode::Bits64 && last.insn.code() == Code::Retnq {
+        Exit::Ret { index: li }
     } else {
         ops.push(lower_one(last, li));
         Exit::Fallthrough {
@@ -364,6 +490,7 @@ pub fn lower(block: &Block) -> Option<BlockIr> {
     let ninsns = insns.len() as u32;
     Some(BlockIr {
         start_ip: block.start_ip,
+        bits64: last.mode == Mode::Bits64,
         ops,
         exit,
         ninsns,
@@ -376,8 +503,242 @@ fn lower_one(d: &DecodedInsn, index: u32) -> Op {
         return Op::Helper { index };
     }
     lower_alu(&d.insn)
+        .or_else(|| lower_shift(&d.insn))
         .or_else(|| lower_lea(&d.insn))
+        .or_else(|| lower_mem(&d.insn, d.mode, index))
         .unwrap_or(Op::Helper { index })
+}
+
+/// SHL / SAL / SHR / SAR of a register by an immediate (or the implicit 1).
+fn lower_shift(insn: &Instruction) -> Option<Op> {
+    let op = match insn.mnemonic() {
+        Mnemonic::Shl | Mnemonic::Sal => ShiftOp::Shl,
+        Mnemonic::Shr => ShiftOp::Shr,
+        Mnemonic::Sar => ShiftOp::Sar,
+        _ => return None,
+    };
+    if insn.has_lock_prefix() || insn.op0_kind() != OpKind::Register {
+        return None;
+    }
+    let dst = GuestReg::from_iced(insn.op0_register())?;
+    let raw = match insn.op_count() {
+        1 => 1,
+        2 if insn.op1_kind() == OpKind::Immediate8 => insn.immediate(1),
+        _ => return None,
+    };
+    let count = raw & if dst.size == 8 { 0x3f } else { 0x1f };
+    if count == 0 || count >= u64::from(dst.size) * 8 {
+        return None;
+    }
+    Some(Op::Shift {
+        op,
+        dst,
+        count: count as u8,
+    })
+}
+
+fn alu_op(m: Mnemonic) -> Option<AluOp> {
+    use Mnemonic as M;
+    Some(match m {
+        M::Add => AluOp::Add,
+        M::Adc => AluOp::Adc,
+        M::Sub => AluOp::Sub,
+        M::Sbb => AluOp::Sbb,
+        M::Cmp => AluOp::Cmp,
+        M::And => AluOp::And,
+        M::Or => AluOp::Or,
+        M::Xor => AluOp::Xor,
+        M::Test => AluOp::Test,
+        M::Inc => AluOp::Inc,
+        M::Dec => AluOp::Dec,
+        M::Neg => AluOp::Neg,
+        M::Not => AluOp::Not,
+        _ => return None,
+    })
+}
+
+fn is_imm(k: OpKind) -> bool {
+    matches!(
+        k,
+        OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64
+    )
+}
+
+/// The memory operand of `insn` if it is a plain general-register address (no VSIB, no
+/// 16-bit BP/BX forms with odd registers matter: any GPR base / index works), with the
+/// address size the interpreter's `Ctx::addr_size` would use.
+fn mem_ref(insn: &Instruction, mode: Mode) -> Option<MemRef> {
+    let size = insn.memory_size().size();
+    if !matches!(size, 1 | 2 | 4 | 8) {
+        return None;
+    }
+    let seg = (insn.memory_segment() as u32).checked_sub(Register::ES as u32)?;
+    if seg > 5 {
+        return None;
+    }
+    let (base, base_size) = match insn.memory_base() {
+        Register::None => (None, 0),
+        Register::RIP => (None, 8),
+        Register::EIP => (None, 4),
+        r => {
+            let g = GuestReg::from_iced(r)?;
+            if g.size < 2 || g.high {
+                return None;
+            }
+            (Some(g.index), g.size)
+        }
+    };
+    let (index, ix_size) = match insn.memory_index() {
+        Register::None => (None, 0),
+        r => {
+            let g = GuestReg::from_iced(r)?;
+            if g.size < 2 || g.high {
+                return None;
+            }
+            (Some((g.index, insn.memory_index_scale() as u8)), g.size)
+        }
+    };
+    let addr_size = if base_size != 0 {
+        base_size
+    } else if ix_size != 0 {
+        ix_size
+    } else {
+        match insn.memory_displ_size() {
+            2 => 2,
+            4 => 4,
+            8 => 8,
+            _ => match mode {
+                Mode::Real16 | Mode::Bits16 => 2,
+                Mode::Bits32 => 4,
+                Mode::Bits64 => 8,
+            },
+        }
+    };
+    Some(MemRef {
+        seg: seg as u8,
+        base,
+        index,
+        disp: insn.memory_displacement64(),
+        addr_size,
+        size: size as u8,
+    })
+}
+
+/// Instructions with one memory operand that have a native form (see the module docs).
+fn lower_mem(insn: &Instruction, mode: Mode, index: u32) -> Option<Op> {
+    use Mnemonic as M;
+    if insn.has_lock_prefix()
+        || insn.has_rep_prefix()
+        || insn.has_repne_prefix()
+        || insn.has_xacquire_prefix()
+        || insn.has_xrelease_prefix()
+    {
+        return None;
+    }
+    let m = insn.mnemonic();
+    let n = insn.op_count();
+    if mode == Mode::Bits64 && m == M::Push && n == 1 {
+        let src = match insn.op0_kind() {
+            OpKind::Register => {
+                let r = GuestReg::from_iced(insn.op0_register())?;
+                if r.size != 8 {
+                    return None;
+                }
+                Src::Reg(r)
+            }
+            OpKind::Immediate8to64 | OpKind::Immediate32to64 => Src::Imm(insn.immediate(0)),
+            _ => return None,
+        };
+        return Some(Op::Push { src, index });
+    }
+    if mode == Mode::Bits64 && m == M::Pop && n == 1 && insn.op0_kind() == OpKind::Register {
+        let dst = GuestReg::from_iced(insn.op0_register())?;
+        if dst.size != 8 {
+            return None;
+        }
+        return Some(Op::Pop { dst, index });
+    }
+    let k0 = insn.op0_kind();
+    let k1 = if n >= 2 {
+        insn.op1_kind()
+    } else {
+        OpKind::Register
+    };
+    if k0 == OpKind::Register && k1 == OpKind::Memory && n == 2 {
+        let dst = GuestReg::from_iced(insn.op0_register())?;
+        let mem = mem_ref(insn, mode)?;
+        return match m {
+            M::Mov if mem.size == dst.size => Some(Op::Load {
+                dst,
+                mem,
+                sign: false,
+                index,
+            }),
+            M::Movzx | M::Movsx | M::Movsxd if mem.size <= dst.size && !dst.high => {
+                Some(Op::Load {
+                    dst,
+                    mem,
+                    sign: m != M::Movzx,
+                    index,
+                })
+            }
+            _ => {
+                let op = alu_op(m)?;
+                if mem.size != dst.size
+                    || matches!(op, AluOp::Inc | AluOp::Dec | AluOp::Neg | AluOp::Not)
+                {
+                    return None;
+                }
+                Some(Op::AluLoad {
+                    op,
+                    dst,
+                    mem,
+                    index,
+                })
+            }
+        };
+    }
+    if k0 != OpKind::Memory {
+        return None;
+    }
+    let mem = mem_ref(insn, mode)?;
+    let src = if n == 1 {
+        Src::None
+    } else if n == 2 && k1 == OpKind::Register {
+        let r = GuestReg::from_iced(insn.op1_register())?;
+        if r.size != mem.size {
+            return None;
+        }
+        Src::Reg(r)
+    } else if n == 2 && is_imm(k1) {
+        Src::Imm(insn.immediate(1))
+    } else {
+        return None;
+    };
+    if m == M::Mov {
+        if matches!(src, Src::None) {
+            return None;
+        }
+        return Some(Op::Store { src, mem, index });
+    }
+    let op = alu_op(m)?;
+    let unary = matches!(op, AluOp::Inc | AluOp::Dec | AluOp::Neg | AluOp::Not);
+    if unary != matches!(src, Src::None) {
+        return None;
+    }
+    Some(Op::AluStore {
+        op,
+        mem,
+        src,
+        index,
+    })
 }
 
 /// LEA with a register destination and an address whose size its registers fix (a base or
@@ -473,17 +834,33 @@ mod tests {
     }
 
     #[test]
-    fn memory_lock_and_privileged_forms_go_to_the_helper() {
+    fn memory_operands_are_native_but_lock_and_privileged_forms_use_the_helper() {
         // add eax, [ebx]; lock add [ebx], eax; cli
         let b = block(Mode::Bits32, &[0x03, 0x03, 0xf0, 0x01, 0x03, 0xfa]);
         let ir = lower(&b).unwrap();
+        assert!(
+            matches!(
+                ir.ops[0],
+                Op::AluLoad {
+                    op: AluOp::Add,
+                    mem: MemRef {
+                        seg: 3,
+                        base: Some(3),
+                        index: None,
+                        disp: 0,
+                        addr_size: 4,
+                        size: 4
+                    },
+                    index: 0,
+                    ..
+                }
+            ),
+            "{:?}",
+            ir.ops[0]
+        );
         assert_eq!(
-            ir.ops,
-            vec![
-                Op::Helper { index: 0 },
-                Op::Helper { index: 1 },
-                Op::Helper { index: 2 }
-            ]
+            &ir.ops[1..],
+            &[Op::Helper { index: 1 }, Op::Helper { index: 2 }]
         );
         assert_eq!(ir.exit, Exit::Fallthrough { next: 0x1106 });
     }
@@ -520,6 +897,36 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn constant_shifts_are_native_other_counts_use_the_helper() {
+        // shl eax, 3; shr bh, 1 (D0 /5); sar eax, 32 (masked to 0: helper); shl eax, cl; hlt
+        let b = block(
+            Mode::Bits32,
+            &[
+                0xc1, 0xe0, 0x03, 0xd0, 0xef, 0xc1, 0xf8, 0x20, 0xd3, 0xe0, 0xf4,
+            ],
+        );
+        let ir = lower(&b).unwrap();
+        assert!(matches!(
+            ir.ops[0],
+            Op::Shift {
+                op: ShiftOp::Shl,
+                count: 3,
+                ..
+            }
+        ));
+        assert!(matches!(
+            ir.ops[1],
+            Op::Shift {
+                op: ShiftOp::Shr,
+                count: 1,
+                dst: GuestReg { high: true, .. }
+            }
+        ));
+        assert_eq!(ir.ops[2], Op::Helper { index: 2 });
+        assert_eq!(ir.ops[3], Op::Helper { index: 3 });
     }
 
     #[test]

@@ -14,9 +14,11 @@
 //! guest RFLAGS. A Jcc right after such an op branches on the live host flags.
 
 use crate::abi::{
-    JitEnv, EXIT_SYNCED, OFFSET_ENV_HELPER, OFFSET_ENV_LIMIT, OFFSET_RFLAGS, OFFSET_RIP,
+    JitEnv, EXIT_SYNCED, JTLB_ENTRIES, JTLB_ENTRY_SHIFT, OFFSET_ENV_CUR, OFFSET_ENV_FILL,
+    OFFSET_ENV_HELPER, OFFSET_ENV_LAST_EXIT, OFFSET_ENV_LIMIT, OFFSET_ENV_TLB, OFFSET_GPR,
+    OFFSET_JTLB_ADDEND, OFFSET_JTLB_READ, OFFSET_JTLB_WRITE, OFFSET_RFLAGS, OFFSET_RIP, OFFSET_SEG,
 };
-use crate::ir::{AluOp, BlockIr, Cond, Exit, GuestReg, Op, Src};
+use crate::ir::{AluOp, BlockIr, Cond, Exit, GuestReg, MemRef, Op, ShiftOp, Src};
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
@@ -28,6 +30,11 @@ pub type BlockFn =
 /// to continue in the block, anything else to leave it ([`EXIT_SYNCED`]).
 pub type HelperFn = unsafe extern "sysv64" fn(env: *mut JitEnv, index: u64, done: u64) -> u64;
 
+/// Signature of the TLB fill in [`JitEnv::fill`]: `(env, la, size | 0x100 for stores)`;
+/// returns 0 if the inline probe for `la` now hits, anything else to run the instruction
+/// through the helper.
+pub type FillFn = unsafe extern "sysv64" fn(env: *mut JitEnv, la: u64, kind: u64) -> u64;
+
 type Asm = VecAssembler<X64Relocation>;
 
 const RFLAGS: i32 = OFFSET_RFLAGS as i32;
@@ -37,8 +44,66 @@ const LIMIT: i32 = OFFSET_ENV_LIMIT as i32;
 /// Status flags Jcc reads when it must reload them from the guest RFLAGS.
 const STATUS: i32 = crate::abi::flags::STATUS as i32;
 
+const FILL: i32 = OFFSET_ENV_FILL as i32;
+const CUR: i32 = OFFSET_ENV_CUR as i32;
+const LAST_EXIT: i32 = OFFSET_ENV_LAST_EXIT as i32;
+const TLB: i32 = OFFSET_ENV_TLB as i32;
+const RSP: i32 = (OFFSET_GPR + 4 * 8) as i32;
+
+/// Out-of-line slow path of one inline memory access.
+struct Slow {
+    /// Probe missed (la in rax): ask `fill`, then retry at `retry`.
+    fill: DynamicLabel,
+    /// Run the whole instruction through the helper, then continue at `done`.
+    helper: DynamicLabel,
+    retry: DynamicLabel,
+    done: DynamicLabel,
+    kind: u64,
+    index: u32,
+}
+
+/// A jump of a block exit that the driver may patch to go straight to the next block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainExit {
+    /// Offset in the code of the jump's rel32 field (the opcode byte 0xE9 precedes it).
+    pub site: usize,
+    /// Guest IP the exit continues at.
+    pub target: u64,
+}
+
+/// A block's code and what the driver needs for chaining.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emitted {
+    /// The machine code, to be installed at the `base` it was emitted for.
+    pub code: Vec<u8>,
+    /// Offset of the chained entry: jumped to (not called) from another block of the same
+    /// invocation, with `r13` = instructions retired so far; it re-checks `env.limit`, sets
+    /// `env.cur` and runs the body, or leaves with RIP = block start if the block would not
+    /// fit.
+    pub chain_entry: usize,
+    /// Patchable exits (`exit index` = position in this vector).
+    pub exits: Vec<ChainExit>,
+}
+
+/// Emits host code for `ir`, to be placed at host address `base` (see [`emit_block`]).
+pub fn emit(ir: &BlockIr, base: usize, user: bool) -> Vec<u8> {
+    emit_block(ir, base, user, 0, false).code
+}
+
 /// Emits host code for `ir`, to be placed at host address `base`.
-pub fn emit(ir: &BlockIr, base: usize) -> Vec<u8> {
+///
+/// `user` is true when the block runs at CPL 3 (part of the block key): the inline TLB
+/// probe compares tags filled for that privilege class. `id` is the driver's number for the
+/// block (stored in `env.cur` by the chained entry, reported in `env.last_exit`). With
+/// `chain`, exits to other IPs of the block's page are patchable jumps.
+pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -> Emitted {
+    let mut slow: Vec<Slow> = Vec::new();
+    let mut exits: Vec<ChainExit> = Vec::new();
+    let mut cx = ExitCtx {
+        chain,
+        id,
+        exits: &mut exits,
+    };
     let mut a = Asm::new(base);
     let body = a.new_dynamic_label();
     let epilogue = a.new_dynamic_label();
@@ -86,12 +151,159 @@ pub fn emit(ir: &BlockIr, base: usize) -> Vec<u8> {
                     ; jnz =>synced
                 );
             }
+            Op::Shift { op, dst, count } => shift(&mut a, op, dst, count),
+            Op::Load {
+                dst,
+                mem,
+                sign,
+                index,
+            } => {
+                let s = mem_access(&mut a, ir, &mem, false, user, index, &mut slow);
+                load_host(&mut a, mem.size, sign);
+                if dst.size == 4 {
+                    dynasm!(a ; .arch x64 ; mov eax, eax);
+                }
+                store(&mut a, dst);
+                dynasm!(a ; .arch x64 ; =>s);
+            }
+            Op::Store { src, mem, index } => {
+                let s = mem_access(&mut a, ir, &mem, true, user, index, &mut slow);
+                match src {
+                    Src::Reg(r) => load(&mut a, 0, r),
+                    Src::Imm(v) => dynasm!(a ; .arch x64 ; mov rax, QWORD v as i64),
+                    Src::None => unreachable!("store without a source"),
+                }
+                store_host(&mut a, mem.size);
+                dynasm!(a ; .arch x64 ; =>s);
+            }
+            Op::AluLoad {
+                op,
+                dst,
+                mem,
+                index,
+            } => {
+                let s = mem_access(&mut a, ir, &mem, false, user, index, &mut slow);
+                match mem.size {
+                    8 => dynasm!(a ; .arch x64 ; mov rcx, QWORD [rsi]),
+                    4 => dynasm!(a ; .arch x64 ; mov ecx, DWORD [rsi]),
+                    2 => dynasm!(a ; .arch x64 ; movzx ecx, WORD [rsi]),
+                    _ => dynasm!(a ; .arch x64 ; movzx ecx, BYTE [rsi]),
+                }
+                alu_core(&mut a, op, dst, true);
+                dynasm!(a ; .arch x64 ; =>s);
+            }
+            Op::AluStore {
+                op,
+                mem,
+                src,
+                index,
+            } => {
+                let s = mem_access(&mut a, ir, &mem, op.writes_dst(), user, index, &mut slow);
+                load_host(&mut a, mem.size, false);
+                match src {
+                    Src::Reg(r) => load(&mut a, 1, r),
+                    Src::Imm(v) => dynasm!(a ; .arch x64 ; mov rcx, QWORD v as i64),
+                    Src::None => {}
+                }
+                alu_op(&mut a, op, mem.size);
+                if op.captured_flags() != 0 {
+                    dynasm!(a ; .arch x64 ; pushfq ; pop rdx);
+                }
+                if op.writes_dst() {
+                    store_host(&mut a, mem.size);
+                }
+                merge_flags(&mut a, op);
+                dynasm!(a ; .arch x64 ; =>s);
+            }
+            Op::Push { src, index } => {
+                let retry = a.new_dynamic_label();
+                dynasm!(a
+                    ; .arch x64
+                    ; =>retry
+                    ; mov rax, QWORD [rbx + RSP]
+                    ; sub rax, 8
+                );
+                let s = probe(&mut a, 8, true, user, index, retry, &mut slow);
+                match src {
+                    Src::Reg(r) => dynasm!(a ; .arch x64 ; mov rcx, QWORD [rbx + r.offset()]),
+                    Src::Imm(v) => dynasm!(a ; .arch x64 ; mov rcx, QWORD v as i64),
+                    Src::None => unreachable!("push without a source"),
+                }
+                dynasm!(a
+                    ; .arch x64
+                    ; mov QWORD [rsi], rcx
+                    ; sub QWORD [rbx + RSP], 8
+                    ; =>s
+                );
+            }
+            Op::Pop { dst, index } => {
+                let retry = a.new_dynamic_label();
+                dynasm!(a
+                    ; .arch x64
+                    ; =>retry
+                    ; mov rax, QWORD [rbx + RSP]
+                );
+                let s = probe(&mut a, 8, false, user, index, retry, &mut slow);
+                let off = dst.offset();
+                dynasm!(a
+                    ; .arch x64
+                    ; mov rcx, QWORD [rsi]
+                    ; add QWORD [rbx + RSP], 8
+                    ; mov QWORD [rbx + off], rcx
+                    ; =>s
+                );
+            }
         }
     }
     let n = ir.ninsns as i32;
     match ir.exit {
-        Exit::Fallthrough { next } => exit_to(&mut a, ir, next, n, body, epilogue),
-        Exit::Jump { target } => exit_to(&mut a, ir, target, n, body, epilogue),
+        Exit::Fallthrough { next } => exit_to(&mut a, ir, next, n, body, epilogue, &mut cx),
+        Exit::Jump { target } => exit_to(&mut a, ir, target, n, body, epilogue, &mut cx),
+        Exit::Call { target, ret, index } => {
+            let retry = a.new_dynamic_label();
+            dynasm!(a
+                ; .arch x64
+                ; =>retry
+                ; mov rax, QWORD [rbx + RSP]
+                ; sub rax, 8
+            );
+            let s = probe(&mut a, 8, true, user, index, retry, &mut slow);
+            dynasm!(a
+                ; .arch x64
+                ; mov rcx, QWORD ret as i64
+                ; mov QWORD [rsi], rcx
+                ; sub QWORD [rbx + RSP], 8
+            );
+            exit_to(&mut a, ir, target, n, body, epilogue, &mut cx);
+            // The slow path's helper ran the CALL and left the block (RIP changed).
+            dynasm!(a ; .arch x64 ; =>s ; jmp =>synced);
+        }
+        Exit::Ret { index } => {
+            let retry = a.new_dynamic_label();
+            let helper = a.new_dynamic_label();
+            dynasm!(a
+                ; .arch x64
+                ; =>retry
+                ; mov rax, QWORD [rbx + RSP]
+            );
+            let s = probe_with(&mut a, 8, false, user, index, retry, helper, &mut slow);
+            // SDM Vol. 2B "RET": a non-canonical return address is #GP(0) (helper).
+            dynasm!(a
+                ; .arch x64
+                ; mov rcx, QWORD [rsi]
+                ; mov rdx, rcx
+                ; shl rdx, 16
+                ; sar rdx, 16
+                ; cmp rdx, rcx
+                ; jne =>helper
+                ; add QWORD [rbx + RSP], 8
+                ; mov QWORD [rbx + RIP], rcx
+                ; lea rax, [r13 + n]
+                ; jmp =>epilogue
+                ; =>s
+                ; jmp =>synced
+            );
+        }
         Exit::Branch {
             cond,
             taken,
@@ -116,13 +328,33 @@ pub fn emit(ir: &BlockIr, base: usize) -> Vec<u8> {
             if let Some(op) = last_alu {
                 merge_flags(&mut a, op);
             }
-            exit_to(&mut a, ir, not_taken, n, body, epilogue);
+            exit_to(&mut a, ir, not_taken, n, body, epilogue, &mut cx);
             dynasm!(a ; .arch x64 ; =>taken_l);
             if let Some(op) = last_alu {
                 merge_flags(&mut a, op);
             }
-            exit_to(&mut a, ir, taken, n, body, epilogue);
+            exit_to(&mut a, ir, taken, n, body, epilogue, &mut cx);
         }
+    }
+    for sl in &slow {
+        dynasm!(a
+            ; .arch x64
+            ; =>sl.fill
+            ; mov rdi, r12
+            ; mov rsi, rax
+            ; mov edx, sl.kind as i32
+            ; call QWORD [r12 + FILL]
+            ; test rax, rax
+            ; jz =>sl.retry
+            ; =>sl.helper
+            ; mov rdi, r12
+            ; mov esi, sl.index as i32
+            ; mov rdx, r13
+            ; call QWORD [r12 + HELPER]
+            ; test rax, rax
+            ; jnz =>synced
+            ; jmp =>sl.done
+        );
     }
     dynasm!(a
         ; .arch x64
@@ -134,11 +366,46 @@ pub fn emit(ir: &BlockIr, base: usize) -> Vec<u8> {
         ; pop rbx
         ; ret
     );
-    a.finalize().expect("labels of a generated block resolve")
+    let chain_entry = a.offset().0;
+    let n = ir.ninsns as i32;
+    let start = ir.start_ip;
+    dynasm!(a
+        ; .arch x64
+        ; lea rax, [r13 + n]
+        ; cmp rax, QWORD [r12 + LIMIT]
+        ; ja >bail
+        ; mov QWORD [r12 + CUR], id as i32
+        ; jmp =>body
+        ; bail:
+        ; mov rax, QWORD start as i64
+        ; mov QWORD [rbx + RIP], rax
+        ; mov rax, r13
+        ; jmp =>epilogue
+    );
+    let code = a.finalize().expect("labels of a generated block resolve");
+    // Keep only exits whose jump really is `E9 rel32`.
+    exits.retain(|e| e.site >= 1 && code.get(e.site - 1) == Some(&0xe9));
+    Emitted {
+        code,
+        chain_entry,
+        exits,
+    }
+}
+
+/// Chaining context of [`exit_to`].
+struct ExitCtx<'e> {
+    chain: bool,
+    id: u32,
+    exits: &'e mut Vec<ChainExit>,
 }
 
 /// Leaves the block towards guest IP `target` after `n` instructions of this iteration; a
 /// branch back to the block start loops while the next iteration fits in `env.limit`.
+///
+/// A chainable exit (another IP in the block's page, 64-bit mode) adds the instructions to
+/// `r13` and jumps through a patchable `jmp rel32`, which first targets a stub that reports
+/// the exit in `env.last_exit` and returns to the driver; once patched it goes to the next
+/// block's chained entry.
 fn exit_to(
     a: &mut Asm,
     ir: &BlockIr,
@@ -146,7 +413,37 @@ fn exit_to(
     n: i32,
     body: DynamicLabel,
     epilogue: DynamicLabel,
+    cx: &mut ExitCtx<'_>,
 ) {
+    if cx.chain
+        && ir.bits64
+        && target != ir.start_ip
+        && target & !0xfff == ir.start_ip & !0xfff
+        && cx.exits.len() < 255
+    {
+        let stub = a.new_dynamic_label();
+        let k = cx.exits.len() as i32;
+        let tag = (cx.id as i32) << 8 | k;
+        dynasm!(a
+            ; .arch x64
+            ; add r13, n
+            ; jmp =>stub
+        );
+        cx.exits.push(ChainExit {
+            site: a.offset().0 - 4,
+            target,
+        });
+        dynasm!(a
+            ; .arch x64
+            ; =>stub
+            ; mov QWORD [r12 + LAST_EXIT], tag
+            ; mov rax, QWORD target as i64
+            ; mov QWORD [rbx + RIP], rax
+            ; mov rax, r13
+            ; jmp =>epilogue
+        );
+        return;
+    }
     if target == ir.start_ip {
         dynasm!(a
             ; .arch x64
@@ -242,12 +539,17 @@ macro_rules! unop {
 /// One native ALU op. With `merge`, the captured flags are merged into the guest RFLAGS;
 /// without, they are left in rdx and the host flags stay live (for a fused Jcc).
 fn alu(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, merge: bool) {
-    let size = dst.size;
     match src {
         Src::Reg(s) => load(a, 1, s),
         Src::Imm(v) => dynasm!(a ; .arch x64 ; mov rcx, QWORD v as i64),
         Src::None => {}
     }
+    alu_core(a, op, dst, merge);
+}
+
+/// `dst op= rcx` (the source already in rcx; unused by unary ops).
+fn alu_core(a: &mut Asm, op: AluOp, dst: GuestReg, merge: bool) {
+    let size = dst.size;
     if op == AluOp::Mov {
         dynasm!(a ; .arch x64 ; mov rax, rcx);
         if size == 4 {
@@ -257,6 +559,72 @@ fn alu(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, merge: bool) {
         return;
     }
     load(a, 0, dst);
+    alu_op(a, op, size);
+    if op.captured_flags() != 0 {
+        dynasm!(a ; .arch x64 ; pushfq ; pop rdx);
+    }
+    if op.writes_dst() {
+        store(a, dst);
+    }
+    if merge {
+        merge_flags(a, op);
+    }
+}
+
+/// A register shift by a constant; flags as `Op::Shift` documents.
+fn shift(a: &mut Asm, op: ShiftOp, dst: GuestReg, count: u8) {
+    let c = count as i8;
+    load(a, 0, dst);
+    macro_rules! sh {
+        ($m:ident) => {
+            match dst.size {
+                8 => dynasm!(a ; .arch x64 ; $m rax, c),
+                4 => dynasm!(a ; .arch x64 ; $m eax, c),
+                2 => dynasm!(a ; .arch x64 ; $m ax, c),
+                _ => dynasm!(a ; .arch x64 ; $m al, c),
+            }
+        };
+    }
+    match op {
+        ShiftOp::Shl => sh!(shl),
+        ShiftOp::Shr => sh!(shr),
+        ShiftOp::Sar => sh!(sar),
+    }
+    // Host CF, PF, ZF, SF are defined for 1 <= count < width and equal the guest's; OF is
+    // defined by the host only for count 1, so it is computed (SHL) or taken only then.
+    let keep_of = op == ShiftOp::Shr && count == 1;
+    let cap = (crate::abi::flags::CF
+        | crate::abi::flags::PF
+        | crate::abi::flags::ZF
+        | crate::abi::flags::SF
+        | if keep_of { crate::abi::flags::OF } else { 0 }) as i32;
+    dynasm!(a ; .arch x64 ; pushfq ; pop rdx);
+    store(a, dst);
+    dynasm!(a ; .arch x64 ; and edx, cap);
+    if op == ShiftOp::Shl {
+        // OF = SF (MSB of the result) XOR CF, placed at bit 11.
+        dynasm!(a
+            ; .arch x64
+            ; mov ecx, edx
+            ; shr ecx, 7
+            ; xor ecx, edx
+            ; and ecx, 1
+            ; shl ecx, 11
+            ; or edx, ecx
+        );
+    }
+    let keep = !(crate::abi::flags::STATUS as i32);
+    dynasm!(a
+        ; .arch x64
+        ; mov rax, QWORD [rbx + RFLAGS]
+        ; and rax, keep
+        ; or rax, rdx
+        ; mov QWORD [rbx + RFLAGS], rax
+    );
+}
+
+/// `rax op= rcx` at `size` bytes (host flags = guest flags afterwards).
+fn alu_op(a: &mut Asm, op: AluOp, size: u8) {
     match op {
         AluOp::Add => binop!(a, size, add),
         AluOp::Sub | AluOp::Cmp => binop!(a, size, sub),
@@ -275,17 +643,164 @@ fn alu(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, merge: bool) {
         AluOp::Dec => unop!(a, size, dec),
         AluOp::Neg => unop!(a, size, neg),
         AluOp::Not => unop!(a, size, not),
-        AluOp::Mov => unreachable!(),
+        AluOp::Mov => dynasm!(a ; .arch x64 ; mov rax, rcx),
     }
-    if op.captured_flags() != 0 {
-        dynasm!(a ; .arch x64 ; pushfq ; pop rdx);
+}
+
+/// Loads `size` bytes at host address rsi into rax, zero- or sign-extended to 64 bits.
+fn load_host(a: &mut Asm, size: u8, sign: bool) {
+    match (size, sign) {
+        (8, _) => dynasm!(a ; .arch x64 ; mov rax, QWORD [rsi]),
+        (4, false) => dynasm!(a ; .arch x64 ; mov eax, DWORD [rsi]),
+        (4, true) => dynasm!(a ; .arch x64 ; movsxd rax, DWORD [rsi]),
+        (2, false) => dynasm!(a ; .arch x64 ; movzx eax, WORD [rsi]),
+        (2, true) => dynasm!(a ; .arch x64 ; movsx rax, WORD [rsi]),
+        (_, false) => dynasm!(a ; .arch x64 ; movzx eax, BYTE [rsi]),
+        (_, true) => dynasm!(a ; .arch x64 ; movsx rax, BYTE [rsi]),
     }
-    if op.writes_dst() {
-        store(a, dst);
+}
+
+/// Stores the low `size` bytes of rax at host address rsi.
+fn store_host(a: &mut Asm, size: u8) {
+    match size {
+        8 => dynasm!(a ; .arch x64 ; mov QWORD [rsi], rax),
+        4 => dynasm!(a ; .arch x64 ; mov DWORD [rsi], eax),
+        2 => dynasm!(a ; .arch x64 ; mov WORD [rsi], ax),
+        _ => dynasm!(a ; .arch x64 ; mov BYTE [rsi], al),
     }
-    if merge {
-        merge_flags(a, op);
+}
+
+/// Computes the linear address of `mem` into rax (segment checks inline outside 64-bit
+/// mode), probes the JIT TLB and leaves the host address in rsi. Returns the label that
+/// follows the access, which the caller binds after emitting it; misses and failed checks go
+/// to an out-of-line slow path (fill and retry, or the helper for the whole instruction).
+fn mem_access(
+    a: &mut Asm,
+    ir: &BlockIr,
+    mem: &MemRef,
+    write: bool,
+    user: bool,
+    index: u32,
+    slow: &mut Vec<Slow>,
+) -> DynamicLabel {
+    let retry = a.new_dynamic_label();
+    let helper = a.new_dynamic_label();
+    dynasm!(a ; .arch x64 ; =>retry);
+    let gpr = |i: u8| (OFFSET_GPR + usize::from(i) * 8) as i32;
+    dynasm!(a ; .arch x64 ; mov rax, QWORD mem.disp as i64);
+    if let Some(b) = mem.base {
+        dynasm!(a ; .arch x64 ; add rax, QWORD [rbx + gpr(b)]);
     }
+    if let Some((i, scale)) = mem.index {
+        dynasm!(a ; .arch x64 ; mov rcx, QWORD [rbx + gpr(i)]);
+        match scale {
+            2 => dynasm!(a ; .arch x64 ; shl rcx, 1),
+            4 => dynasm!(a ; .arch x64 ; shl rcx, 2),
+            8 => dynasm!(a ; .arch x64 ; shl rcx, 3),
+            _ => {}
+        }
+        dynasm!(a ; .arch x64 ; add rax, rcx);
+    }
+    match mem.addr_size {
+        2 => dynasm!(a ; .arch x64 ; movzx eax, ax),
+        4 => dynasm!(a ; .arch x64 ; mov eax, eax),
+        _ => {}
+    }
+    let seg = (OFFSET_SEG + usize::from(mem.seg) * 16) as i32;
+    if ir.bits64 {
+        // SDM Vol. 3A §3.2.4: only FS and GS have a base in 64-bit mode; canonical checks
+        // come from the tag compare (non-canonical pages are never filled).
+        if mem.seg == 4 || mem.seg == 5 {
+            dynasm!(a ; .arch x64 ; add rax, QWORD [rbx + seg]);
+        }
+    } else {
+        // Present, expand-up, writable data segment (attr bits P, S, type 0x2 with bits 3
+        // and 2 clear) and the access within the limit; anything else (read-only, code,
+        // expand-down, unusable, limit violation) is left to the helper.
+        let size = i32::from(mem.size) - 1;
+        dynasm!(a
+            ; .arch x64
+            ; movzx edx, WORD [rbx + seg + 14]
+            ; and edx, 0x9e
+            ; cmp edx, 0x92
+            ; jne =>helper
+            ; mov edx, DWORD [rbx + seg + 8]
+            ; lea rcx, [rax + size]
+            ; cmp rcx, rdx
+            ; ja =>helper
+            ; add rax, QWORD [rbx + seg]
+            ; mov eax, eax
+        );
+    }
+    probe_with(a, mem.size, write, user, index, retry, helper, slow)
+}
+
+/// Probes the JIT TLB for an access of `size` bytes at linear rax (see [`mem_access`]).
+fn probe(
+    a: &mut Asm,
+    size: u8,
+    write: bool,
+    user: bool,
+    index: u32,
+    retry: DynamicLabel,
+    slow: &mut Vec<Slow>,
+) -> DynamicLabel {
+    let helper = a.new_dynamic_label();
+    probe_with(a, size, write, user, index, retry, helper, slow)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn probe_with(
+    a: &mut Asm,
+    size: u8,
+    write: bool,
+    user: bool,
+    index: u32,
+    retry: DynamicLabel,
+    helper: DynamicLabel,
+    slow: &mut Vec<Slow>,
+) -> DynamicLabel {
+    let fill = a.new_dynamic_label();
+    let done = a.new_dynamic_label();
+    let shift = 12 - JTLB_ENTRY_SHIFT as i8;
+    let mask = ((JTLB_ENTRIES - 1) << JTLB_ENTRY_SHIFT) as i32;
+    let last = i32::from(size) - 1;
+    let tag_off = if write {
+        OFFSET_JTLB_WRITE
+    } else {
+        OFFSET_JTLB_READ
+    } as i32;
+    let addend = OFFSET_JTLB_ADDEND as i32;
+    // Slot of the first byte's page; tag of the last byte's page (an access crossing a page
+    // never matches the entry of its first page).
+    dynasm!(a
+        ; .arch x64
+        ; mov rcx, rax
+        ; shr rcx, shift
+        ; and ecx, mask
+        ; add rcx, QWORD [r12 + TLB]
+        ; lea rdx, [rax + last]
+        ; and rdx, -4096
+    );
+    if user {
+        dynasm!(a ; .arch x64 ; or rdx, 1);
+    }
+    dynasm!(a
+        ; .arch x64
+        ; cmp rdx, QWORD [rcx + tag_off]
+        ; jne =>fill
+        ; mov rsi, rax
+        ; add rsi, QWORD [rcx + addend]
+    );
+    slow.push(Slow {
+        fill,
+        helper,
+        retry,
+        done,
+        kind: u64::from(size) | if write { 0x100 } else { 0 },
+        index,
+    });
+    done
 }
 
 /// LEA: the address sum in rax, masked to the address size, stored at the destination width.
@@ -359,7 +874,7 @@ mod tests {
             Ok(n)
         };
         let b = scan_block(mode, 0, 0x1000, &mut fetch, 64).unwrap();
-        let code = emit(&lower(&b).unwrap(), 0x10_0000);
+        let code = emit(&lower(&b).unwrap(), 0x10_0000, false);
         let mut d = Decoder::with_ip(64, &code, 0x10_0000, DecoderOptions::NONE);
         let mut f = IntelFormatter::new();
         d.iter()
@@ -398,10 +913,20 @@ mod tests {
     }
 
     #[test]
-    fn golden_memory_operand_calls_the_helper() {
-        // Guest: mov eax, [ebx]; hlt — both through the helper (call [r12]).
+    fn golden_memory_load_probes_the_tlb_inline() {
+        // Guest: mov eax, [ebx]; hlt — the load is a segment check + TLB probe + host load,
+        // with the fill and the helper out of line; HLT calls the helper.
         let h = host_asm(Mode::Bits32, &[0x8b, 0x03, 0xf4]);
-        let calls = h.iter().filter(|l| *l == "call qword ptr [r12]").count();
-        assert_eq!(calls, 2, "{}", h.join("\n"));
+        let text = h.join("\n");
+        let helper = h.iter().filter(|l| *l == "call qword ptr [r12]").count();
+        assert_eq!(helper, 2, "slow path + hlt\n{text}");
+        let fill = format!("call qword ptr [r12+{:X}h]", OFFSET_ENV_FILL);
+        assert_eq!(h.iter().filter(|l| **l == fill).count(), 1, "{text}");
+        assert!(
+            h.iter().any(|l| l == "cmp edx,92h"),
+            "segment type check\n{text}"
+        );
+        assert!(h.iter().any(|l| l == "cmp rdx,[rcx]"), "read tag\n{text}");
+        assert!(h.iter().any(|l| l == "mov eax,[rsi]"), "host load\n{text}");
     }
 }

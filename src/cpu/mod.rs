@@ -308,7 +308,12 @@ impl<'a, P: Platform + ?Sized> Ctx<'a, P> {
             return Ok((insn, len, fam, pa));
         }
         let d = self.fetch_decode()?;
+        let was_code = self.cpu.dcache.is_code_page(pa);
         self.cpu.dcache.insert(pa, rip, key, &d.insn, d.len);
+        if !was_code && self.cpu.dcache.is_code_page(pa) {
+            // The JIT's inline stores bypass `note_write`: they must stop for this page.
+            self.cpu.tlb.jit_protect(pa & !0xfff);
+        }
         Ok((d.insn, d.len, dispatch::Family::Unknown, pa))
     }
 

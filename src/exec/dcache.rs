@@ -188,6 +188,16 @@ impl DecodeCache {
         self.page_gen[page]
     }
 
+    /// True if physical page `pa_page` holds decoded or translated code (stores to it must go
+    /// through [`DecodeCache::note_write`]).
+    #[inline]
+    pub fn is_code_page(&self, pa_page: u64) -> bool {
+        let page = (pa_page >> 12) as usize;
+        self.code_bits
+            .get(page / 64)
+            .is_some_and(|w| w & (1u64 << (page % 64)) != 0)
+    }
+
     /// Current generation of physical page `pa_page` (`None` if never tracked).
     #[inline]
     pub fn page_gen(&self, pa_page: u64) -> Option<u32> {

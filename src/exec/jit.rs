@@ -58,6 +58,8 @@ pub struct JitStats {
     pub run_ns: u64,
     /// Host nanoseconds of the dispatcher's interpreter steps.
     pub interp_ns: u64,
+    /// Block exits patched to jump straight to the next block (chaining).
+    pub chains: u64,
 }
 
 /// Why a compiled block returned to the dispatcher (`--stats`: "exits by reason").
@@ -169,6 +171,14 @@ struct Insn {
 #[derive(Debug)]
 struct Block {
     entry: usize,
+    /// Host address of the chained entry (see `jit::x64::Emitted::chain_entry`).
+    chain_entry: usize,
+    /// Patchable exits: host address of the rel32 field, target IP, already patched.
+    exits: Vec<(usize, u64, Cell<bool>)>,
+    /// Number in `JitEngine::arena` (what generated code stores in `JitEnv::cur`).
+    id: u32,
+    /// Mode bits of the block key.
+    mode: u32,
     /// Code-cache epoch the entry belongs to.
     epoch: u64,
     pa_page: u64,
@@ -184,6 +194,11 @@ pub struct JitEngine {
     #[cfg(target_arch = "x86_64")]
     cache: jit::cache::CodeCache,
     blocks: BlockMap,
+    /// Every block translated in the current code-cache epoch, by id: chained code and the
+    /// helper refer to blocks by id, so none is freed before the flush that frees its code.
+    arena: Vec<Rc<Block>>,
+    /// The patchable exit (block id, exit index) the last block invocation left through.
+    pending_chain: Option<(u32, u8)>,
     /// Counters.
     pub stats: JitStats,
     /// Largest block translated (instructions); `1` makes every block a single instruction
@@ -196,7 +211,8 @@ pub struct JitEngine {
 /// What the helper needs, behind `JitEnv::user`.
 struct HelperCtx<'c, 'a, P: Platform + ?Sized> {
     ctx: &'c mut Ctx<'a, P>,
-    block: *const Block,
+    /// `JitEngine::arena`; the running block is `arena[env.cur]`.
+    arena: *const Vec<Rc<Block>>,
     entry_icount: u64,
     shutdown: bool,
     /// Why the helper made the block exit (when it did).
@@ -210,6 +226,8 @@ impl JitEngine {
             #[cfg(target_arch = "x86_64")]
             cache: jit::cache::CodeCache::new(code_bytes)?,
             blocks: BlockMap::default(),
+            arena: Vec::new(),
+            pending_chain: None,
             stats: JitStats::default(),
             max_block_insns: MAX_BLOCK_INSNS,
             cpu_id: 0,
@@ -229,6 +247,8 @@ impl JitEngine {
     /// Drops every translation.
     pub fn flush(&mut self) {
         self.blocks.clear();
+        self.arena.clear();
+        self.pending_chain = None;
         #[cfg(target_arch = "x86_64")]
         self.cache.flush();
         self.stats.flushes += 1;
@@ -372,32 +392,35 @@ impl JitEngine {
                     self.stats.invalidations += 1;
                 }
                 let t0 = std::time::Instant::now();
-                let Some(b) = self.translate(ctx, mode, la, p.pa_page) else {
+                let Some(b) = self.translate(ctx, mode, la, p.pa_page, key.mode) else {
                     // Not translatable (e.g. its first instruction straddles a page): it is
                     // interpreted, and the attempt is made again next time.
                     self.stats.failed_translations += 1;
                     self.stats.translate_ns += t0.elapsed().as_nanos() as u64;
                     return None;
                 };
-                let b = Rc::new(b);
                 self.blocks.insert(key, b.clone());
                 b
             }
         };
+        let link = self.pending_chain.take();
         if block.ninsns > remaining
             || (mode != decoder::Mode::Bits64 && block.max_ip > u64::from(cs.limit))
         {
             return None;
         }
         // Tracing: the `block` record, and one pass per entry so each iteration of a loop
-        // inside the block gets its own (compiled blocks must not chain to one another while
-        // the trace slot is on, for the same reason).
+        // inside the block gets its own; compiled blocks are not chained to one another while
+        // the trace slot is on, for the same reason.
         let limit = if ctx.cpu.trace.is_on() {
             let mut insns = block.insns.iter().map(|i| (i.insn, i.len));
             crate::trace::hooks::jit_block(
                 ctx.cpu, ctx.mem, la, pa, block.gen, &mut insns, remaining,
             )
         } else {
+            if let Some((from, k)) = link {
+                self.chain(from, k, &block);
+            }
             remaining
         };
         Some(self.enter(ctx, &block, limit))
@@ -418,7 +441,8 @@ impl JitEngine {
         _mode: decoder::Mode,
         _la: u64,
         _pa_page: u64,
-    ) -> Option<Block> {
+        _key_mode: u32,
+    ) -> Option<Rc<Block>> {
         None
     }
 
@@ -429,7 +453,8 @@ impl JitEngine {
         mode: decoder::Mode,
         la: u64,
         pa_page: u64,
-    ) -> Option<Block> {
+        key_mode: u32,
+    ) -> Option<Rc<Block>> {
         let t0 = std::time::Instant::now();
         let cs_base = ctx.cpu.s.seg[sreg::CS].base;
         let page_la = la & !0xfff;
@@ -463,28 +488,83 @@ impl JitEngine {
                 family: Cell::new(Family::Unknown),
             })
             .collect();
-        let mut code = jit::x64::emit(&ir, self.cache.next_addr());
-        let entry = match self.cache.install(&code).ok()? {
-            Some(e) => e,
-            None => {
-                self.flush();
-                code = jit::x64::emit(&ir, self.cache.next_addr());
-                self.cache.install(&code).ok()??
+        let user = ctx.cpu.s.cpl == 3;
+        // At most: the current chunk, the next one, and a fresh cache after a flush.
+        let mut done = None;
+        for attempt in 0..3 {
+            // The id is the block's future index in the arena (a flush empties it).
+            let id = self.arena.len() as u32;
+            let chain = self.max_block_insns > 1 && id < 1 << 23;
+            let e = jit::x64::emit_block(&ir, self.cache.next_addr(), user, id, chain);
+            if let Some(entry) = self.cache.install(&e.code).ok()? {
+                done = Some((entry, e, id));
+                break;
             }
-        };
+            if attempt == 1 {
+                self.flush();
+            }
+        }
+        let (entry, e, id) = done?;
+        if !ctx.cpu.dcache.is_code_page(pa_page) {
+            // Inline stores bypass `note_write`: they must not reach this page any more.
+            ctx.cpu.tlb.jit_protect(pa_page);
+        }
         let gen = ctx.cpu.dcache.track_page(pa_page);
         self.stats.translations += 1;
         self.stats.translate_ns += t0.elapsed().as_nanos() as u64;
-        Some(Block {
+        let b = Rc::new(Block {
             entry,
+            chain_entry: entry + e.chain_entry,
+            exits: e
+                .exits
+                .iter()
+                .map(|x| (entry + x.site, x.target, Cell::new(false)))
+                .collect(),
+            id,
+            mode: key_mode,
             epoch: self.cache.flushes,
             pa_page,
             gen,
             ninsns: u64::from(ir.ninsns),
             max_ip: ir.max_ip,
             insns,
-        })
+        });
+        self.arena.push(b.clone());
+        Some(b)
     }
+
+    /// Patches exit `k` of block `from` to jump to `to`'s chained entry, if both belong to
+    /// the same code-cache epoch, physical page, page generation and mode, and the exit
+    /// targets `to`'s IP. Both blocks become stale together (same page), so the link never
+    /// outlives its target; a flush drops both.
+    #[cfg(target_arch = "x86_64")]
+    fn chain(&mut self, from: u32, k: u8, to: &Block) {
+        let Some(a) = self.arena.get(from as usize) else {
+            return;
+        };
+        let Some((site, target, patched)) = a.exits.get(usize::from(k)) else {
+            return;
+        };
+        if patched.get()
+            || a.epoch != to.epoch
+            || a.pa_page != to.pa_page
+            || a.gen != to.gen
+            || a.mode != to.mode
+            || *target != to.insns[0].insn.ip()
+        {
+            return;
+        }
+        let Ok(rel) = i32::try_from(to.chain_entry as i64 - (*site as i64 + 4)) else {
+            return;
+        };
+        if self.cache.patch(*site, &rel.to_le_bytes()).is_ok() {
+            patched.set(true);
+            self.stats.chains += 1;
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn chain(&mut self, _from: u32, _k: u8, _to: &Block) {}
 
     #[cfg(not(target_arch = "x86_64"))]
     fn enter<P: Platform + ?Sized>(
@@ -504,10 +584,17 @@ impl JitEngine {
         remaining: u64,
     ) -> Result<(), interrupt::Shutdown> {
         let entry_icount = ctx.cpu.icount;
+        let ident = ctx.mem.host_ident();
+        if ctx.cpu.tlb.jit_mem != ident {
+            // Host addresses of another guest memory (a cloned CPU): never use them.
+            ctx.cpu.tlb.jit_flush();
+            ctx.cpu.tlb.jit_mem = ident;
+        }
+        let tlb = ctx.cpu.tlb.jit.as_ptr() as usize;
         let state: *mut jit::abi::CpuState = &mut ctx.cpu.s;
         let mut h = HelperCtx {
             ctx,
-            block,
+            arena: &self.arena,
             entry_icount,
             shutdown: false,
             exit: ExitReason::End,
@@ -516,17 +603,29 @@ impl JitEngine {
             helper: helper::<P> as jit::x64::HelperFn as usize,
             limit: remaining.min(MAX_INSNS_PER_ENTRY),
             user: (&mut h as *mut HelperCtx<'_, '_, P>).cast(),
+            tlb,
+            fill: fill::<P> as jit::x64::FillFn as usize,
+            cur: u64::from(block.id),
+            last_exit: u64::MAX,
         };
         // SAFETY: `block.entry` is the address of code emitted by `jit::x64::emit` into the
         // executable code cache in the current epoch (checked by `valid`; the cache is only
         // flushed between blocks), following the `BlockFn` convention. `state` points to the
         // live `CpuState` and `env` to a `JitEnv` whose `user` is the `HelperCtx` above; both
-        // outlive the call, and Rust code touches them during the call only through the helper.
+        // outlive the call, and Rust code touches them during the call only through the helper
+        // and the fill. Chained entries jump to blocks of `self.arena` (kept alive, with
+        // their code, until the next flush); `h.arena` is not modified during the call.
+        // `tlb` is the boxed JIT TLB array of this CPU (never reallocated); its
+        // entries hold host addresses of pages of `ctx.mem` (checked through `jit_mem` above),
+        // each valid for the 4096 bytes of a RAM page, which is all generated code touches.
         let r = unsafe {
             let f: jit::x64::BlockFn = std::mem::transmute(block.entry);
             f(state, &mut env)
         };
         self.stats.entries += 1;
+        if env.last_exit != u64::MAX {
+            self.pending_chain = Some(((env.last_exit >> 8) as u32, env.last_exit as u8));
+        }
         let ctx = h.ctx;
         if r != jit::abi::EXIT_SYNCED {
             ctx.cpu.icount = entry_icount + r;
@@ -550,6 +649,61 @@ impl JitEngine {
     }
 }
 
+/// The TLB fill compiled code calls when its inline probe misses for an access of
+/// `kind & 0xff` bytes at linear `la` (a store if `kind & 0x100`): translates `la` exactly as
+/// the interpreter would (page walk, A/D bits) and, when the result may be cached for inline
+/// use (see `mmu::tlb::JitTlbEntry`), fills the JIT entry and returns 0 so that the access is
+/// retried. Anything else (fault, MMIO, page crossing, a code page, SMAP) returns 1: the
+/// instruction then runs through [`helper`], which delivers a fault with its exact error code.
+///
+/// # Safety
+/// `env` must be the `JitEnv` set up by `JitEngine::enter` for the running block.
+#[cfg(target_arch = "x86_64")]
+unsafe extern "sysv64" fn fill<P: Platform + ?Sized>(
+    env: *mut jit::abi::JitEnv,
+    la: u64,
+    kind: u64,
+) -> u64 {
+    // SAFETY: as in `helper`: `user` points to the live `HelperCtx` of `enter`.
+    let h = unsafe { &mut *((*env).user as *mut HelperCtx<'_, '_, P>) };
+    let ctx = &mut *h.ctx;
+    let size = kind & 0xff;
+    let write = kind & 0x100 != 0;
+    // Non-canonical addresses fault (#GP / #SS) in the helper; the page walk would ignore
+    // bits 63:48, so they must never be filled (SDM Vol. 1 §3.3.7.1).
+    if (la & 0xfff) + size > 4096 || !mem::canonical(la) {
+        return 1;
+    }
+    // While tracing, every access goes through the helper so that `walk` records are those of
+    // the interpreter: a fill's walk that faults would be repeated by the helper (two records
+    // for one access), and a filled entry would hide later walks the interpreter makes.
+    if ctx.cpu.trace.is_on() {
+        return 1;
+    }
+    let access = if write { Access::Write } else { Access::Read };
+    let Ok(p) = ctx.translate(la, access, false) else {
+        return 1;
+    };
+    let Some(hp) = p.host else {
+        return 1;
+    };
+    if write && ctx.cpu.dcache.is_code_page(p.pa_page) {
+        return 1;
+    }
+    let user = ctx.cpu.s.cpl == 3;
+    let Some(e) = ctx.cpu.tlb.lookup(la) else {
+        return 1;
+    };
+    // A supervisor access to a user page under SMAP depends on RFLAGS.AC, which the tag
+    // does not capture (SDM Vol. 3A §4.6.1).
+    if !user && e.t.user && ctx.cpu.s.cr4 & cr::CR4_SMAP != 0 {
+        return 1;
+    }
+    let host = ctx.mem.host_page_addr(hp);
+    ctx.cpu.tlb.jit_fill(la, p.pa_page, host, user, write);
+    0
+}
+
 /// The helper compiled code calls for guest instruction `index` of the running block: it
 /// executes the instruction with the interpreter's own step functions ([`interp::begin_step`],
 /// [`interp::execute_fetched`], [`interp::retire`]), so both engines share one source of
@@ -564,10 +718,11 @@ unsafe extern "sysv64" fn helper<P: Platform + ?Sized>(
     done: u64,
 ) -> u64 {
     // SAFETY: per the contract above, `user` points to the live `HelperCtx` of `enter`, which
-    // is not otherwise accessed while the block runs, and `block` to the running block.
+    // is not otherwise accessed while the block runs, and `arena` to the engine's block list,
+    // which holds the running block at index `cur` (set by `enter` or a chained entry).
     let (h, block) = unsafe {
         let h = &mut *((*env).user as *mut HelperCtx<'_, '_, P>);
-        let b = &*h.block;
+        let b: &Block = &(&*h.arena)[(*env).cur as usize];
         (h, b)
     };
     let i = index as usize;

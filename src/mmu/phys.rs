@@ -97,6 +97,18 @@ impl GuestMemory {
         })
     }
 
+    /// Host address of one RAM page (for the JIT's inline TLB; dereferenced only by generated
+    /// code, which stays within the 4096 bytes). Stable for the life of `self`: regions are
+    /// never remapped.
+    pub fn host_page_addr(&self, hp: HostPage) -> usize {
+        self.regions[hp.region as usize].map.as_ptr() as usize + hp.offset as usize
+    }
+
+    /// An identity of this memory for caches of host addresses (the first region's address).
+    pub fn host_ident(&self) -> usize {
+        self.regions.first().map_or(0, |r| r.map.as_ptr() as usize)
+    }
+
     /// The bytes of one RAM page.
     pub fn page_slice(&self, hp: HostPage) -> &[u8] {
         let o = hp.offset as usize;

@@ -7,9 +7,10 @@
 
 use super::phys::HostPage;
 use super::walk::Translation;
+pub use jit::abi::JitTlbEntry;
 
 /// Number of entries (direct-mapped by linear page number).
-pub const TLB_ENTRIES: usize = 1024;
+pub const TLB_ENTRIES: usize = jit::abi::JTLB_ENTRIES;
 
 /// One cached translation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,12 @@ pub struct TlbStats {
 #[derive(Debug, Clone)]
 pub struct Tlb {
     entries: Box<[TlbEntry; TLB_ENTRIES]>,
+    /// The JIT's view of the same translations with raw host addresses (see [`JitTlbEntry`]).
+    /// Every flush below drops it too, so it never outlives the entry it was derived from.
+    pub jit: Box<[JitTlbEntry; TLB_ENTRIES]>,
+    /// Host address of the guest RAM the `jit` entries point into (0 = none filled yet): a
+    /// CPU moved to other guest memory (a clone) must not use them.
+    pub jit_mem: usize,
     /// Set when an entry from a large page was inserted (INVLPG must then search).
     has_large: bool,
     pub stats: TlbStats,
@@ -61,6 +68,8 @@ impl Default for Tlb {
     fn default() -> Self {
         Tlb {
             entries: Box::new([TlbEntry::INVALID; TLB_ENTRIES]),
+            jit: Box::new([JitTlbEntry::INVALID; TLB_ENTRIES]),
+            jit_mem: 0,
             has_large: false,
             stats: TlbStats::default(),
         }
@@ -92,15 +101,56 @@ impl Tlb {
         };
     }
 
+    /// Index of the entry for linear address `la` (generated code computes the same).
+    #[inline]
+    pub fn jit_slot(la: u64) -> usize {
+        slot(la)
+    }
+
+    /// Fills the JIT entry for the page of `la` (see [`JitTlbEntry`] for when a caller may).
+    /// `host_page` is the host address of the 4 KiB page; `write` also allows stores.
+    pub fn jit_fill(&mut self, la: u64, pa_page: u64, host_page: usize, user: bool, write: bool) {
+        let page = la & !0xfff;
+        let tag = page | u64::from(user);
+        let e = &mut self.jit[slot(la)];
+        if e.read_tag != tag || e.pa_page != pa_page {
+            *e = JitTlbEntry::INVALID;
+        }
+        e.read_tag = tag;
+        if write {
+            e.write_tag = tag;
+        }
+        e.addend = (host_page as u64).wrapping_sub(page);
+        e.pa_page = pa_page;
+    }
+
+    /// Drops every JIT entry.
+    pub fn jit_flush(&mut self) {
+        self.jit.fill(JitTlbEntry::INVALID);
+    }
+
+    /// Drops the write tags of entries that map guest physical page `pa_page` (it now holds
+    /// code: stores to it must be seen by the SMC tracking).
+    pub fn jit_protect(&mut self, pa_page: u64) {
+        for e in self.jit.iter_mut() {
+            if e.pa_page == pa_page {
+                e.write_tag = u64::MAX;
+            }
+        }
+    }
+
     /// Drops every entry (CR0/CR4/EFER paging-mode changes, or CR3 writes with CR4.PGE = 0).
     pub fn flush_all(&mut self) {
         self.entries.fill(TlbEntry::INVALID);
+        self.jit_flush();
         self.has_large = false;
         self.stats.flushes += 1;
     }
 
     /// Drops every non-global entry (MOV to CR3, task switch).
     pub fn flush_non_global(&mut self) {
+        // The JIT entries do not record G: dropping all of them is always correct.
+        self.jit_flush();
         for e in self.entries.iter_mut() {
             if !e.t.global {
                 *e = TlbEntry::INVALID;
@@ -116,7 +166,9 @@ impl Tlb {
         if self.entries[s].tag == (la >> 12) + 1 {
             self.entries[s] = TlbEntry::INVALID;
         }
+        self.jit[s] = JitTlbEntry::INVALID;
         if self.has_large {
+            self.jit_flush();
             for e in self.entries.iter_mut() {
                 if e.tag != 0 && e.t.page_size > 4096 {
                     let mask = !(e.t.page_size - 1);
@@ -131,6 +183,11 @@ impl Tlb {
     /// Drops entries whose guest physical page is `pa_page` (write-tracking of page tables or
     /// code pages may use this).
     pub fn flush_phys(&mut self, pa_page: u64) {
+        for e in self.jit.iter_mut() {
+            if e.pa_page == pa_page {
+                *e = JitTlbEntry::INVALID;
+            }
+        }
         for e in self.entries.iter_mut() {
             if e.tag != 0 && e.pa_page == pa_page {
                 *e = TlbEntry::INVALID;

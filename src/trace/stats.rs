@@ -123,6 +123,11 @@ pub fn jit_report(j: &crate::exec::jit::JitStats) -> String {
         j.block_insns,
         j.block_insns as f64 / j.entries.max(1) as f64
     );
+    let _ = writeln!(
+        s,
+        "  jit: chained exits      {} (exits patched to jump straight to the next block)",
+        j.chains
+    );
     let exits: Vec<String> = ExitReason::ALL
         .iter()
         .filter(|r| j.exits[**r as usize] > 0)
