@@ -179,7 +179,7 @@ fn main() -> ExitCode {
         .format_timestamp(None)
         .init();
     let r = match cli.command {
-        Command::Run(a) => run(a),
+        Command::Run(a) => run(*a),
         Command::Switch(a) => switch(a),
     };
     match r {

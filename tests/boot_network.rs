@@ -107,7 +107,21 @@ fn script_cpio() -> Vec<u8> {
     let script = SCRIPT.replace("SIZE_MIB", &SIZE_MIB.to_string());
     let mut out = Vec::new();
     let mut entry = |ino: u32, name: &str, mode: u32, data: &[u8]| {
-        let fields = [ino, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+        let fields = [
+            ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name.len() as u32 + 1,
+            0,
+        ];
         out.extend_from_slice(b"070701");
         for f in fields {
             out.extend_from_slice(format!("{f:08X}").as_bytes());
@@ -162,13 +176,18 @@ fn start_guest(role: u32, initrd: &PathBuf, sw_e: &str, sw_v: &str) -> (Child, P
     let _ = std::fs::remove_file(&log_path);
     // pci=noacpi: the firmware's DSDT has no PCI root bridge yet, so Linux scans bus 0 itself
     // and takes each NIC's IRQ from its interrupt line register.
-    let append = format!("console=ttyS0 panic=-1 pci=noacpi rinx.role={role} rinx.script=/net-test.sh");
+    let append =
+        format!("console=ttyS0 panic=-1 pci=noacpi rinx.role={role} rinx.script=/net-test.sh");
     let child = Command::new(env!("CARGO_BIN_EXE_rinx"))
         .args(["run", "--memory", "512M", "--engine", &engine()])
         .arg("--nic")
-        .arg(format!("model=e1000,net=switch:{sw_e},mac=52:54:00:00:01:0{role}"))
+        .arg(format!(
+            "model=e1000,net=switch:{sw_e},mac=52:54:00:00:01:0{role}"
+        ))
         .arg("--nic")
-        .arg(format!("model=virtio,net=switch:{sw_v},mac=52:54:00:00:02:0{role}"))
+        .arg(format!(
+            "model=virtio,net=switch:{sw_v},mac=52:54:00:00:02:0{role}"
+        ))
         .arg("--kernel")
         .arg(cache.join("vmlinuz"))
         .arg("--initrd")
@@ -195,8 +214,8 @@ fn finish(mut child: Child, log_path: &PathBuf, start: Instant) -> Boot {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    let log = String::from_utf8_lossy(&std::fs::read(log_path).unwrap_or_default())
-        .replace("\r\n", "\n");
+    let log =
+        String::from_utf8_lossy(&std::fs::read(log_path).unwrap_or_default()).replace("\r\n", "\n");
     let _ = std::fs::remove_file(log_path);
     Boot {
         status,

@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Boot a guest: a Linux bzImage with --kernel, or the built-in demo guest without it.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run a learning Ethernet switch that connects the NICs of several rinx machines on this
     /// host (`--nic model=...,net=switch:ADDR`). Frames travel as UDP datagrams on loopback.
     Switch(SwitchArgs),

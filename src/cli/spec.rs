@@ -239,7 +239,9 @@ pub fn parse_mac(s: &str) -> Result<devices::net::MacAddr, String> {
         *m = u8::from_str_radix(p, 16).map_err(|_| bad())?;
     }
     if mac[0] & 1 != 0 {
-        return Err(format!("{s} is a multicast address; a NIC needs a unicast one"));
+        return Err(format!(
+            "{s} is a multicast address; a NIC needs a unicast one"
+        ));
     }
     Ok(mac)
 }
@@ -250,7 +252,9 @@ pub fn parse_hostfwd(s: &str) -> Result<devices::net::user::HostForward, String>
     use devices::net::user::{HostForward, Proto};
     use std::net::{IpAddr, Ipv4Addr};
     let usage = || {
-        format!("hostfwd '{s}': use tcp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT, e.g. tcp::2222-:22")
+        format!(
+            "hostfwd '{s}': use tcp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT, e.g. tcp::2222-:22"
+        )
     };
     let (proto, rest) = match s.split_once(':') {
         Some(("tcp", r)) => (Proto::Tcp, r),
@@ -288,7 +292,9 @@ pub fn parse_nic(s: &str) -> Result<NicSpec, String> {
     let mut fwds = Vec::new();
     for part in s.split(',') {
         let Some((k, v)) = part.split_once('=') else {
-            return Err(format!("'{part}' in --nic is not key=value (e.g. model=e1000)"));
+            return Err(format!(
+                "'{part}' in --nic is not key=value (e.g. model=e1000)"
+            ));
         };
         match (k, v) {
             ("model", "e1000") => model = Some(NicModel::E1000),
@@ -377,10 +383,15 @@ mod tests {
         use devices::net::user::Proto;
         let n = parse_nic("model=e1000,net=switch:127.0.0.1:5555,mac=52:54:00:aa:bb:cc").unwrap();
         assert_eq!(n.model, NicModel::E1000);
-        assert_eq!(n.net, NetBackendSpec::Switch("127.0.0.1:5555".parse().unwrap()));
+        assert_eq!(
+            n.net,
+            NetBackendSpec::Switch("127.0.0.1:5555".parse().unwrap())
+        );
         assert_eq!(n.mac, Some([0x52, 0x54, 0, 0xaa, 0xbb, 0xcc]));
-        let n = parse_nic("model=virtio,net=user,hostfwd=tcp::2222-:22,hostfwd=udp:127.0.0.1:53-10.0.2.15:5353")
-            .unwrap();
+        let n = parse_nic(
+            "model=virtio,net=user,hostfwd=tcp::2222-:22,hostfwd=udp:127.0.0.1:53-10.0.2.15:5353",
+        )
+        .unwrap();
         let NetBackendSpec::User(u) = n.net else {
             panic!("not user")
         };
@@ -389,7 +400,10 @@ mod tests {
         assert_eq!(u.host_forwards[0].host, "127.0.0.1:2222".parse().unwrap());
         assert_eq!(u.host_forwards[0].guest_addr, None);
         assert_eq!(u.host_forwards[0].guest_port, 22);
-        assert_eq!(u.host_forwards[1].guest_addr, Some("10.0.2.15".parse().unwrap()));
+        assert_eq!(
+            u.host_forwards[1].guest_addr,
+            Some("10.0.2.15".parse().unwrap())
+        );
         assert_eq!(
             parse_nic("model=e1000,net=tap:tap0").unwrap().net,
             NetBackendSpec::Tap("tap0".into())

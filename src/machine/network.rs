@@ -69,8 +69,9 @@ fn user_backend(cfg: &UserConfig) -> Result<NetPort, String> {
 fn open_backend(spec: &NetBackendSpec) -> Result<NetPort, String> {
     match spec {
         NetBackendSpec::User(cfg) => user_backend(cfg),
-        NetBackendSpec::Switch(addr) => devices::net::switch::connect(*addr)
-            .map_err(|e| format!("net=switch:{addr}: {e}")),
+        NetBackendSpec::Switch(addr) => {
+            devices::net::switch::connect(*addr).map_err(|e| format!("net=switch:{addr}: {e}"))
+        }
         NetBackendSpec::Tap(name) => {
             devices::net::tap::open(name).map_err(|e| format!("net=tap:{name}: {e}"))
         }
@@ -81,7 +82,14 @@ fn open_backend(spec: &NetBackendSpec) -> Result<NetPort, String> {
 /// the process ID in it so two machines on one switch do not collide.
 pub fn default_mac(index: usize) -> MacAddr {
     let pid = std::process::id();
-    [0x02, 0x52, (pid >> 16) as u8, (pid >> 8) as u8, pid as u8, index as u8]
+    [
+        0x02,
+        0x52,
+        (pid >> 16) as u8,
+        (pid >> 8) as u8,
+        pid as u8,
+        index as u8,
+    ]
 }
 
 impl Network {
@@ -276,7 +284,10 @@ mod tests {
         assert!(!net.is_empty());
         assert_eq!(cfg(&mut bus, 16, 0), 0x100e_8086);
         assert_eq!(cfg(&mut bus, 16, 0x10), NIC_MMIO_BASE as u32);
-        assert_eq!(cfg(&mut bus, 16, 0x3c) & 0xffff, 0x0100 | u32::from(NIC_IRQS[0]));
+        assert_eq!(
+            cfg(&mut bus, 16, 0x3c) & 0xffff,
+            0x0100 | u32::from(NIC_IRQS[0])
+        );
         assert_eq!(cfg(&mut bus, 17, 0), 0x1041_1af4);
         assert_eq!(cfg(&mut bus, 17, 0x3c) & 0xff, u32::from(NIC_IRQS[1]));
         // e1000 RAL0 holds the MAC's first four bytes.
@@ -295,8 +306,8 @@ mod tests {
     fn user_networking_is_a_clear_error_until_the_backend_lands() {
         let spec = crate::cli::spec::parse_nic("model=e1000,net=user").unwrap();
         let (mut bus, pci) = board();
-        let e = Network::build(&[spec], &mut bus, pci, &IrqLines::new(), &ApicBus::new())
-            .unwrap_err();
+        let e =
+            Network::build(&[spec], &mut bus, pci, &IrqLines::new(), &ApicBus::new()).unwrap_err();
         assert!(e.contains("user networking not available"), "{e}");
     }
 }

@@ -322,7 +322,8 @@ fn put_be16(pkt: &mut [u8], at: usize, v: u16) {
 }
 
 fn get_be16(pkt: &[u8], at: usize) -> Option<u16> {
-    pkt.get(at..at + 2).map(|s| u16::from_be_bytes([s[0], s[1]]))
+    pkt.get(at..at + 2)
+        .map(|s| u16::from_be_bytes([s[0], s[1]]))
 }
 
 impl E1000 {
@@ -405,7 +406,10 @@ impl E1000 {
         self.set(regs::EECD, EECD_PRES);
         self.set(regs::VET, 0x8100);
         self.set(regs::ITR, 0);
-        self.set(regs::RAL0, u32::from_le_bytes([self.mac[0], self.mac[1], self.mac[2], self.mac[3]]));
+        self.set(
+            regs::RAL0,
+            u32::from_le_bytes([self.mac[0], self.mac[1], self.mac[2], self.mac[3]]),
+        );
         self.set(
             regs::RAH0,
             u32::from(u16::from_le_bytes([self.mac[4], self.mac[5]])) | (1 << 31),
@@ -901,7 +905,11 @@ impl E1000 {
                 put_be16(&mut seg, c.ipcss + 2, total.saturating_sub(c.ipcss) as u16);
                 put_be16(&mut seg, c.ipcss + 4, ip_id.wrapping_add(i as u16));
             } else {
-                put_be16(&mut seg, c.ipcss + 4, total.saturating_sub(c.ipcss + 40) as u16);
+                put_be16(
+                    &mut seg,
+                    c.ipcss + 4,
+                    total.saturating_sub(c.ipcss + 40) as u16,
+                );
             }
             if tcp {
                 let s = seq.wrapping_add((i * c.mss) as u32);
@@ -1068,7 +1076,10 @@ impl E1000 {
         let mut data = frame.clone();
         let mut vlan = None;
         let vet = self.get(regs::VET) as u16;
-        if self.get(regs::CTRL) & CTRL_VME != 0 && get_be16(&data, 12) == Some(vet) && data.len() >= 18 {
+        if self.get(regs::CTRL) & CTRL_VME != 0
+            && get_be16(&data, 12) == Some(vet)
+            && data.len() >= 18
+        {
             vlan = get_be16(&data, 14);
             data.drain(12..16);
         }
@@ -1180,5 +1191,448 @@ impl crate::net::nic::BarFunction for E1000 {
     }
     fn bar_write(&mut self, offset: u64, size: u8, value: u64) {
         self.mmio_write(offset, size, value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::irq::IrqLines;
+    use crate::virtio::FlatMemory;
+
+    const MAC: MacAddr = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+    const IRQ: u8 = 10;
+    const TX_RING: u64 = 0x1000;
+    const RX_RING: u64 = 0x2000;
+    const TX_BUF: u64 = 0x10000;
+    const RX_BUF: u64 = 0x40000;
+
+    struct Rig {
+        nic: E1000,
+        wire: NetPort,
+        lines: IrqLines,
+        mem: FlatMemory,
+    }
+
+    fn rig() -> Rig {
+        let (guest, wire) = NetPort::pair();
+        let lines = IrqLines::new();
+        let mut nic = E1000::new(MAC, guest, lines.line(IRQ));
+        nic.assign_bar0(0xe200_0000);
+        Rig {
+            nic,
+            wire,
+            lines,
+            mem: FlatMemory(vec![0; 1 << 20]),
+        }
+    }
+
+    impl Rig {
+        fn w(&mut self, r: u32, v: u32) {
+            self.nic.mmio_write(u64::from(r), 4, u64::from(v));
+        }
+        fn r(&mut self, r: u32) -> u32 {
+            self.nic.mmio_read(u64::from(r), 4) as u32
+        }
+        fn irq(&self) -> bool {
+            self.lines.levels() & (1 << IRQ) != 0
+        }
+        /// The bring-up Linux's e1000_open performs (rings, RCTL/TCTL, IMS).
+        fn up(&mut self, rx_bufs: u32) {
+            self.w(regs::TDBAL, TX_RING as u32);
+            self.w(regs::TDBAH, 0);
+            self.w(regs::TDLEN, 16 * 16);
+            self.w(regs::TDH, 0);
+            self.w(regs::TDT, 0);
+            self.w(regs::TCTL, TCTL_EN | (1 << 3));
+            self.w(regs::RDBAL, RX_RING as u32);
+            self.w(regs::RDBAH, 0);
+            self.w(regs::RDLEN, 16 * 16);
+            self.w(regs::RDH, 0);
+            for i in 0..16u64 {
+                self.mem
+                    .write(RX_RING + 16 * i, &(RX_BUF + 0x800 * i).to_le_bytes())
+                    .unwrap();
+            }
+            self.w(regs::RDT, rx_bufs);
+            self.w(regs::RCTL, RCTL_EN | RCTL_BAM);
+            self.w(regs::IMS, icr::RXT0 | icr::TXDW | icr::LSC);
+        }
+        fn process(&mut self) {
+            self.nic.process(&mut self.mem);
+        }
+        /// Write transmit descriptor `i` (raw 16 bytes).
+        fn txd(&mut self, i: u64, d: [u8; 16]) {
+            self.mem.write(TX_RING + 16 * i, &d).unwrap();
+        }
+    }
+
+    fn legacy(addr: u64, len: u16, cmd: u8) -> [u8; 16] {
+        let mut d = [0u8; 16];
+        d[0..8].copy_from_slice(&addr.to_le_bytes());
+        d[8..10].copy_from_slice(&len.to_le_bytes());
+        d[11] = cmd;
+        d
+    }
+
+    /// The bit-banged Microwire read of Linux's e1000_read_eeprom (82540: no EERD use).
+    fn ee_read(r: &mut Rig, addr: u16) -> u16 {
+        let mut eecd = r.r(regs::EECD);
+        eecd |= EECD_REQ;
+        r.w(regs::EECD, eecd);
+        assert!(r.r(regs::EECD) & EECD_GNT != 0);
+        eecd &= !(EECD_DI | EECD_SK);
+        r.w(regs::EECD, eecd);
+        eecd |= EECD_CS;
+        r.w(regs::EECD, eecd);
+        let mut shift_out = |r: &mut Rig, data: u16, count: u32| {
+            for i in (0..count).rev() {
+                eecd &= !EECD_DI;
+                if data & (1 << i) != 0 {
+                    eecd |= EECD_DI;
+                }
+                r.w(regs::EECD, eecd);
+                r.w(regs::EECD, eecd | EECD_SK);
+                r.w(regs::EECD, eecd);
+            }
+        };
+        shift_out(r, 0b110, 3);
+        shift_out(r, addr, 6);
+        let mut v = 0u16;
+        eecd &= !(EECD_DO | EECD_DI);
+        for _ in 0..16 {
+            v <<= 1;
+            r.w(regs::EECD, eecd | EECD_SK);
+            if r.r(regs::EECD) & EECD_DO != 0 {
+                v |= 1;
+            }
+            r.w(regs::EECD, eecd);
+        }
+        // Standby / release: CS low.
+        r.w(regs::EECD, eecd & !(EECD_CS | EECD_SK | EECD_REQ));
+        v
+    }
+
+    #[test]
+    fn eeprom_bit_banged_and_eerd_reads_hold_mac_and_checksum() {
+        let mut r = rig();
+        let words: Vec<u16> = (0..64).map(|a| ee_read(&mut r, a)).collect();
+        let sum = words.iter().fold(0u16, |a, &w| a.wrapping_add(w));
+        assert_eq!(sum, 0xbaba);
+        assert_eq!(words[0], 0x5452);
+        assert_eq!(words[1], 0x1200);
+        assert_eq!(words[2], 0x5634);
+        r.w(regs::EERD, EERD_START | (2 << 8));
+        let v = r.r(regs::EERD);
+        assert!(v & EERD_DONE != 0);
+        assert_eq!(v >> 16, 0x5634);
+    }
+
+    #[test]
+    fn phy_reports_link_and_bad_phy_addresses_fail() {
+        let mut r = rig();
+        let mdic = |r: &mut Rig, op: u32, phy: u32, reg: u32, data: u32| {
+            r.w(regs::MDIC, (op << 26) | (phy << 21) | (reg << 16) | data);
+            r.r(regs::MDIC)
+        };
+        let v = mdic(&mut r, 2, 1, 2, 0);
+        assert!(v & MDIC_READY != 0 && v & MDIC_ERROR == 0);
+        assert_eq!(v & 0xffff, 0x0141);
+        assert_eq!(mdic(&mut r, 2, 1, 3, 0) & 0xfff0, 0x0c20);
+        // BMSR: link status and auto-negotiation complete.
+        assert_eq!(mdic(&mut r, 2, 1, 1, 0) & 0x24, 0x24);
+        // PHY reset + restart auto-negotiation self-clear.
+        mdic(&mut r, 1, 1, 0, 0x9340);
+        assert_eq!(mdic(&mut r, 2, 1, 0, 0) & 0x8200, 0);
+        assert!(mdic(&mut r, 2, 2, 1, 0) & MDIC_ERROR != 0);
+        let st = r.r(regs::STATUS);
+        assert_eq!(st & 0x3, 0x3, "FD and LU");
+        assert_eq!((st >> 6) & 3, 0b10, "1000 Mb/s");
+        // CTRL.RST reloads RAL/RAH from the EEPROM and clears the mask.
+        r.w(regs::IMS, 0xff);
+        r.w(regs::RAL0, 0);
+        r.w(regs::CTRL, CTRL_RST);
+        assert_eq!(r.r(regs::IMS), 0);
+        assert_eq!(r.r(regs::RAL0), 0x1200_5452);
+        assert_eq!(r.r(regs::RAH0), 0x8000_5634);
+    }
+
+    #[test]
+    fn legacy_transmit_and_receive_with_interrupts() {
+        let mut r = rig();
+        r.up(8);
+        // LSC from ICS, as e1000_open fires it.
+        r.w(regs::ICS, icr::LSC);
+        assert!(r.irq());
+        assert_eq!(r.r(regs::ICR), icr::LSC);
+        assert!(!r.irq());
+        // Transmit a 60-byte frame split over two legacy descriptors.
+        let frame: Vec<u8> = (0..60u8).collect();
+        r.mem.write(TX_BUF, &frame[..20]).unwrap();
+        r.mem.write(TX_BUF + 0x100, &frame[20..]).unwrap();
+        r.txd(0, legacy(TX_BUF, 20, 0));
+        r.txd(1, legacy(TX_BUF + 0x100, 40, TXD_EOP | 0x02 | TXD_RS));
+        r.w(regs::TDT, 2);
+        assert!(r.nic.has_work());
+        r.process();
+        assert_eq!(r.wire.try_recv(), Some(frame));
+        assert_eq!(r.r(regs::TDH), 2);
+        let mut st = [0u8; 1];
+        r.mem.read(TX_RING + 16 + 12, &mut st).unwrap();
+        assert_eq!(st[0] & 1, 1, "DD written back on the RS descriptor");
+        assert!(r.irq());
+        assert_eq!(
+            r.r(regs::ICR) & (icr::TXDW | icr::TXQE),
+            icr::TXDW | icr::TXQE
+        );
+
+        // Receive: one frame for us, one for someone else, one broadcast.
+        let mut ours = MAC.to_vec();
+        ours.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+        ours.extend(std::iter::repeat(0xab).take(100));
+        let mut other = ours.clone();
+        other[5] ^= 1;
+        let mut bcast = ours.clone();
+        bcast[..6].fill(0xff);
+        for f in [&ours, &other, &bcast] {
+            assert!(r.wire.send(f.clone()));
+        }
+        assert!(r.nic.can_receive());
+        r.process();
+        assert_eq!(r.r(regs::RDH), 2);
+        let mut d = [0u8; 16];
+        r.mem.read(RX_RING, &mut d).unwrap();
+        let len = usize::from(u16::from_le_bytes([d[8], d[9]]));
+        assert_eq!(len, ours.len() + 4, "FCS appended");
+        assert_eq!(d[12] & (RXD_DD | RXD_EOP), RXD_DD | RXD_EOP);
+        let mut got = vec![0u8; len];
+        r.mem.read(RX_BUF, &mut got).unwrap();
+        assert_eq!(&got[..ours.len()], &ours[..]);
+        assert_eq!(
+            u32::from_le_bytes(got[ours.len()..].try_into().unwrap()),
+            ethernet_fcs(&ours)
+        );
+        let mut b = vec![0u8; 6];
+        r.mem.read(RX_BUF + 0x800, &mut b).unwrap();
+        assert_eq!(b, [0xff; 6]);
+        assert!(r.irq());
+        assert!(r.r(regs::ICR) & icr::RXT0 != 0);
+        assert_eq!(r.nic.counters.rx_frames, 2);
+        // Statistics clear on read.
+        assert_eq!(r.r(regs::GPRC), 2);
+        assert_eq!(r.r(regs::GPRC), 0);
+    }
+
+    #[test]
+    fn full_receive_ring_holds_the_frame_until_the_driver_refills() {
+        let mut r = rig();
+        r.up(1);
+        let mut f = MAC.to_vec();
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+        f.extend(std::iter::repeat(1).take(50));
+        assert!(r.wire.send(f.clone()));
+        let mut g = f.clone();
+        g[20] = 2;
+        assert!(r.wire.send(g.clone()));
+        r.process();
+        assert_eq!(r.r(regs::RDH), 1);
+        assert!(!r.nic.can_receive());
+        assert!(!r.nic.has_work());
+        r.w(regs::RDT, 2);
+        assert!(r.nic.has_work());
+        r.process();
+        assert_eq!(r.r(regs::RDH), 2);
+        let mut b = [0u8; 1];
+        r.mem.read(RX_BUF + 0x800 + 20, &mut b).unwrap();
+        assert_eq!(b[0], 2);
+    }
+
+    fn ipv4_tcp(payload: usize) -> Vec<u8> {
+        let mut p = vec![
+            2, 0, 0, 0, 0, 2, 0x52, 0x54, 0, 0x12, 0x34, 0x56, 0x08, 0x00,
+        ];
+        let total = 20 + 20 + payload;
+        p.extend_from_slice(&[
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0x12,
+            0x34,
+            0x40,
+            0,
+            64,
+            6,
+            0,
+            0,
+        ]);
+        p.extend_from_slice(&[10, 0, 1, 2, 10, 0, 1, 1]);
+        // TCP: ports, seq 1000, ack, data offset 5, flags PSH|ACK|FIN, window.
+        p.extend_from_slice(&[
+            0x13, 0x89, 0x00, 0x50, 0, 0, 0x03, 0xe8, 0, 0, 0, 1, 0x50, 0x19, 0xff, 0xff, 0, 0, 0,
+            0,
+        ]);
+        p.extend((0..payload).map(|i| (i * 7) as u8));
+        p
+    }
+
+    fn tcp_checksum_ok(seg: &[u8]) -> bool {
+        let ihl = usize::from(seg[14] & 0xf) * 4;
+        let l4 = &seg[14 + ihl..];
+        let mut sum = csum_add(0, &seg[14 + 12..14 + 20]);
+        sum += 6 + l4.len() as u64;
+        csum_fold(csum_add(sum, l4)) == 0xffff
+    }
+
+    #[test]
+    fn tso_segments_with_fixed_up_headers_and_checksums() {
+        let mut r = rig();
+        r.up(0);
+        let pkt = ipv4_tcp(2500);
+        // What Linux's e1000_tso leaves in the header: IP checksum 0, TCP checksum seeded
+        // with the pseudo-header sum without the length.
+        let mut pkt = pkt;
+        let seed = csum_fold(csum_add(6, &pkt[26..34]));
+        pkt[50..52].copy_from_slice(&seed.to_be_bytes());
+        r.mem.write(TX_BUF, &pkt).unwrap();
+        let hdrlen = 54u8;
+        let mss = 1000u16;
+        let mut ctx = [0u8; 16];
+        ctx[0] = 14; // IPCSS
+        ctx[1] = 14 + 10; // IPCSO
+        ctx[2..4].copy_from_slice(&33u16.to_le_bytes()); // IPCSE
+        ctx[4] = 34; // TUCSS
+        ctx[5] = 34 + 16; // TUCSO
+        let paylen = (pkt.len() - usize::from(hdrlen)) as u32;
+        let dw = paylen | (u32::from(TXD_DEXT | TXD_TSE | TUCMD_IP | TUCMD_TCP) << 24);
+        ctx[8..12].copy_from_slice(&dw.to_le_bytes());
+        ctx[13] = hdrlen;
+        ctx[14..16].copy_from_slice(&mss.to_le_bytes());
+        r.txd(0, ctx);
+        // Two data descriptors: header + part of the payload, then the rest.
+        let data = |addr: u64, len: u32, cmd: u8| {
+            let mut d = [0u8; 16];
+            d[0..8].copy_from_slice(&addr.to_le_bytes());
+            let dw = len | (1 << 20) | (u32::from(cmd | TXD_DEXT | TXD_TSE) << 24);
+            d[8..12].copy_from_slice(&dw.to_le_bytes());
+            d[13] = POPTS_IXSM | POPTS_TXSM;
+            d
+        };
+        r.txd(1, data(TX_BUF, 600, 0));
+        r.txd(
+            2,
+            data(TX_BUF + 600, (pkt.len() - 600) as u32, TXD_EOP | TXD_RS),
+        );
+        r.w(regs::TDT, 3);
+        r.process();
+        let segs: Vec<Vec<u8>> = std::iter::from_fn(|| r.wire.try_recv()).collect();
+        assert_eq!(segs.len(), 3);
+        let mut payload = Vec::new();
+        for (i, s) in segs.iter().enumerate() {
+            let plen = if i < 2 { 1000 } else { 500 };
+            assert_eq!(s.len(), 54 + plen);
+            assert_eq!(usize::from(u16::from_be_bytes([s[16], s[17]])), 40 + plen);
+            assert_eq!(u16::from_be_bytes([s[18], s[19]]), 0x1234 + i as u16);
+            assert_eq!(
+                csum_fold(csum_add(0, &s[14..34])),
+                0xffff,
+                "IP checksum {i}"
+            );
+            let seq = u32::from_be_bytes(s[38..42].try_into().unwrap());
+            assert_eq!(seq, 1000 + 1000 * i as u32);
+            let flags = s[47];
+            assert_eq!(
+                flags & 0x09 != 0,
+                i == 2,
+                "FIN/PSH only on the last segment"
+            );
+            assert!(tcp_checksum_ok(s), "TCP checksum {i}");
+            payload.extend_from_slice(&s[54..]);
+        }
+        assert_eq!(payload, pkt[54..]);
+    }
+
+    #[test]
+    fn checksum_offload_without_tso() {
+        let mut r = rig();
+        r.up(0);
+        let mut pkt = ipv4_tcp(100);
+        // CHECKSUM_PARTIAL: the field holds the pseudo-header sum including the length.
+        let seed = csum_fold(csum_add(6 + 120, &pkt[26..34]));
+        pkt[50..52].copy_from_slice(&seed.to_be_bytes());
+        r.mem.write(TX_BUF, &pkt).unwrap();
+        let mut ctx = [0u8; 16];
+        ctx[4] = 34;
+        ctx[5] = 50;
+        ctx[8..12].copy_from_slice(&(u32::from(TXD_DEXT | TUCMD_TCP) << 24).to_le_bytes());
+        r.txd(0, ctx);
+        let mut d = [0u8; 16];
+        d[0..8].copy_from_slice(&TX_BUF.to_le_bytes());
+        let dw = pkt.len() as u32 | (1 << 20) | (u32::from(TXD_EOP | TXD_RS | TXD_DEXT) << 24);
+        d[8..12].copy_from_slice(&dw.to_le_bytes());
+        d[13] = POPTS_TXSM;
+        r.txd(1, d);
+        r.w(regs::TDT, 2);
+        r.process();
+        let s = r.wire.try_recv().unwrap();
+        assert!(tcp_checksum_ok(&s));
+    }
+
+    #[test]
+    fn bad_rings_stop_without_touching_memory() {
+        let mut r = rig();
+        r.up(4);
+        let before = r.mem.0.clone();
+        // Transmit ring beyond guest RAM.
+        r.w(regs::TDBAL, 0xfff0_0000);
+        r.w(regs::TDT, 3);
+        r.process();
+        // Tail beyond the ring.
+        r.w(regs::TDBAL, TX_RING as u32);
+        r.w(regs::TDT, 100);
+        r.process();
+        // Descriptor pointing outside RAM.
+        r.txd(0, legacy(0xffff_ffff_0000, 100, TXD_EOP | TXD_RS));
+        r.w(regs::TDH, 0);
+        r.w(regs::TDT, 1);
+        r.process();
+        assert_eq!(r.wire.try_recv(), None);
+        // Receive ring with a huge length and a buffer outside RAM.
+        r.mem
+            .write(RX_RING, &0xffff_ffff_0000u64.to_le_bytes())
+            .unwrap();
+        let mut f = MAC.to_vec();
+        f.extend_from_slice(&[0; 60]);
+        assert!(r.wire.send(f));
+        r.process();
+        assert_eq!(r.r(regs::RDH), 0);
+        r.w(regs::RDLEN, 0xf_ff80);
+        r.process();
+        let mut after = r.mem.0.clone();
+        // Only the descriptors this test wrote differ.
+        after[TX_RING as usize..TX_RING as usize + 16]
+            .copy_from_slice(&before[TX_RING as usize..TX_RING as usize + 16]);
+        after[RX_RING as usize..RX_RING as usize + 8]
+            .copy_from_slice(&before[RX_RING as usize..RX_RING as usize + 8]);
+        assert!(after == before);
+    }
+
+    #[test]
+    fn multicast_hash_filter() {
+        let mut r = rig();
+        r.up(8);
+        let group = [0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb];
+        // MO = 0: hash = dst[4] >> 4 | dst[5] << 4.
+        let hash = (u32::from(group[4]) >> 4) | (u32::from(group[5]) << 4);
+        let mut f = group.to_vec();
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+        f.extend_from_slice(&[0; 50]);
+        assert!(r.wire.send(f.clone()));
+        r.process();
+        assert_eq!(r.r(regs::RDH), 0, "not in the MTA: dropped");
+        r.w(regs::MTA + 4 * (hash >> 5), 1 << (hash & 31));
+        assert!(r.wire.send(f));
+        r.process();
+        assert_eq!(r.r(regs::RDH), 1);
     }
 }

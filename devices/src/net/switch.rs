@@ -59,7 +59,10 @@ impl Switch {
         if !addr.ip().is_loopback() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("the switch listens on loopback only; {} is not a loopback address", addr.ip()),
+                format!(
+                    "the switch listens on loopback only; {} is not a loopback address",
+                    addr.ip()
+                ),
             ));
         }
         let socket = UdpSocket::bind(addr)?;
@@ -85,7 +88,10 @@ impl Switch {
             match self.socket.recv_from(&mut buf) {
                 Ok((n, from)) => self.handle(&buf[..n], from),
                 Err(e)
-                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
                 // Windows reports an earlier send to a vanished peer as ConnectionReset on the
                 // next receive; a dead peer is not the switch's problem.
                 Err(e) => log::debug!(target: "devices::switch", "recv: {e}"),
@@ -100,7 +106,8 @@ impl Switch {
     fn expire(&mut self) {
         let now = Instant::now();
         let before = self.ports.len();
-        self.ports.retain(|_, seen| now.duration_since(*seen) < PORT_TIMEOUT);
+        self.ports
+            .retain(|_, seen| now.duration_since(*seen) < PORT_TIMEOUT);
         if self.ports.len() != before {
             let ports = &self.ports;
             self.table.retain(|_, p| ports.contains_key(p));
@@ -161,7 +168,10 @@ pub fn connect(addr: SocketAddr) -> io::Result<NetPort> {
     if !addr.ip().is_loopback() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("switch address must be a loopback address (got {})", addr.ip()),
+            format!(
+                "switch address must be a loopback address (got {})",
+                addr.ip()
+            ),
         ));
     }
     let local: SocketAddr = if addr.is_ipv4() {
@@ -248,7 +258,11 @@ mod tests {
             sw.run(&s2);
             sw.stats
         });
-        let (a, b, c) = (connect(addr).unwrap(), connect(addr).unwrap(), connect(addr).unwrap());
+        let (a, b, c) = (
+            connect(addr).unwrap(),
+            connect(addr).unwrap(),
+            connect(addr).unwrap(),
+        );
         // Let the hellos arrive.
         std::thread::sleep(Duration::from_millis(300));
         let (ma, mb) = ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb]);
