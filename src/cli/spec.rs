@@ -268,7 +268,11 @@ pub fn parse_hostfwd(s: &str) -> Result<devices::net::user::HostForward, String>
     let hip: IpAddr = if haddr.is_empty() {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
     } else {
-        haddr.parse().map_err(|_| usage())?
+        haddr
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| usage())?
     };
     let guest_addr = if gaddr.is_empty() {
         None

@@ -1635,4 +1635,77 @@ mod tests {
         r.process();
         assert_eq!(r.r(regs::RDH), 1);
     }
+
+    /// Deterministic stress in the spirit of the `e1000_rings` fuzz target: random writes to
+    /// the ring, control and offload registers, random descriptors in RAM and random frames;
+    /// nothing may panic and every DMA stays inside the 256 KiB of RAM.
+    #[test]
+    fn random_register_and_ring_stress_never_panics() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let interesting = [
+            regs::CTRL,
+            regs::EECD,
+            regs::EERD,
+            regs::MDIC,
+            regs::ICR,
+            regs::ICS,
+            regs::IMS,
+            regs::IMC,
+            regs::RCTL,
+            regs::TCTL,
+            regs::RDBAL,
+            regs::RDBAH,
+            regs::RDLEN,
+            regs::RDH,
+            regs::RDT,
+            regs::TDBAL,
+            regs::TDBAH,
+            regs::TDLEN,
+            regs::TDH,
+            regs::TDT,
+            regs::MTA,
+            regs::RAL0,
+            regs::RAH0,
+            regs::VET,
+        ];
+        for round in 0..20 {
+            let mut r = rig();
+            r.mem = FlatMemory((0..256 << 10).map(|_| next() as u8).collect());
+            r.up(round % 16);
+            for _ in 0..400 {
+                let v = next();
+                match v % 5 {
+                    0 | 1 => {
+                        let reg = interesting[(v >> 8) as usize % interesting.len()];
+                        // Mostly small values so rings land inside RAM.
+                        let val = if v & 0x100_0000 != 0 {
+                            (v >> 32) as u32
+                        } else {
+                            (v >> 32) as u32 & 0x3_ffff
+                        };
+                        r.w(reg, val);
+                    }
+                    2 => {
+                        let len = (v >> 16) as usize % 2000;
+                        let at = (v >> 40) as usize % (200 << 10);
+                        let f = r.mem.0[at..at + len].to_vec();
+                        let _ = r.wire.send(f);
+                    }
+                    3 => {
+                        let at = (v >> 20) as usize % ((256 << 10) - 16);
+                        let d = next().to_le_bytes();
+                        r.mem.0[at..at + 8].copy_from_slice(&d);
+                    }
+                    _ => r.process(),
+                }
+                while r.wire.try_recv().is_some() {}
+            }
+        }
+    }
 }
