@@ -102,6 +102,7 @@ else
   waitsize /tmp/ack 100
   echo "=== ack"; cat /tmp/ack
 fi
+echo "=== stats"; grep Tcp: /proc/net/snmp; grep -iE "eth|virtio|e1000" /proc/interrupts
 echo "=== dmesg"; dmesg | grep -iE "e1000|virtio|eth|irq|link" | tail -n 30
 echo "=== end"
 "#;
