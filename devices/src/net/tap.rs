@@ -134,3 +134,64 @@ mod imp {
         ))
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::process::Command;
+    use std::time::Duration;
+
+    /// Frames cross a real TAP: the host's ARP request for a guest address arrives on the
+    /// NetPort, and the ARP reply sent into the port makes the host kernel learn the
+    /// neighbour. Needs CAP_NET_ADMIN and iproute2.
+    #[test]
+    #[ignore = "needs CAP_NET_ADMIN (creates a TAP interface) and iproute2"]
+    fn arp_crosses_a_real_tap() {
+        let name = format!("rxt{}", std::process::id() % 100_000);
+        let port = super::open(&name).expect("open tap");
+        let ip = |args: &[&str]| {
+            let st = Command::new("ip").args(args).status().expect("ip");
+            assert!(st.success(), "ip {args:?}");
+        };
+        ip(&["addr", "add", "10.213.7.1/24", "dev", &name]);
+        ip(&["link", "set", &name, "up"]);
+        // The host sends a datagram to a "guest" address: first an ARP request leaves
+        // through the TAP.
+        let sock = std::net::UdpSocket::bind("10.213.7.1:0").expect("bind");
+        let _ = sock.send_to(b"rinx", "10.213.7.2:9");
+        let req = loop {
+            let f = port
+                .rx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("no frame from the TAP");
+            if f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[38..42] == [10, 213, 7, 2] {
+                break f;
+            }
+        };
+        let host_mac = &req[6..12];
+        let guest_mac = [0x02, 0, 0, 0, 0, 0x42];
+        let mut reply = host_mac.to_vec();
+        reply.extend_from_slice(&guest_mac);
+        reply.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2]);
+        reply.extend_from_slice(&guest_mac);
+        reply.extend_from_slice(&[10, 213, 7, 2]);
+        reply.extend_from_slice(host_mac);
+        reply.extend_from_slice(&[10, 213, 7, 1]);
+        assert!(port.send(reply));
+        let mut learned = false;
+        for _ in 0..50 {
+            let out = Command::new("ip")
+                .args(["neigh", "show", "10.213.7.2", "dev", &name])
+                .output()
+                .expect("ip neigh");
+            if String::from_utf8_lossy(&out.stdout).contains("02:00:00:00:00:42") {
+                learned = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            learned,
+            "the host did not learn the neighbour from the reply"
+        );
+    }
+}
