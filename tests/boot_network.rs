@@ -418,6 +418,12 @@ fn two_guests_e1000_and_virtio_net_over_switches() {
             eprintln!("boot_network: guest-to-guest TCP over {m}: {t:.2} MB/s ({SIZE_MIB} MiB)");
         }
     }
+    // TCP counters (retransmissions) and interrupt counts, for looking into throughput.
+    for (n, g) in [("A", &a), ("B", &b)] {
+        if let Some(s) = section(&g.log, "stats") {
+            eprintln!("boot_network: guest {n} stats:\n{}", s.trim_end());
+        }
+    }
     if let Err(e) = checks(&a, &b) {
         panic!(
             "{e}\n--- guest A ---\n{}\n--- guest B ---\n{}",
