@@ -10,6 +10,9 @@
 #                      cpio newc archive to append to initrd.img: the kernel modules (from the same
 #                      kernel package) that virtio-scsi disks with ext4 need, in /lib/modules/*.ko,
 #                      with /lib/modules/order listing them in dependency order for insmod
+#   amd64/net-modules.cpio
+#                      the same for the NIC drivers: e1000 and virtio_net (with virtio_pci and
+#                      virtio_net's failover dependencies)
 #   */VERSION          package names and versions used
 #
 # /init mounts proc, sysfs and devtmpfs, then runs the script named on the kernel command line as
@@ -30,7 +33,7 @@ FORCE=0
 log() { printf 'guest-images: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-outputs=("$CACHE/amd64/vmlinuz" "$CACHE/amd64/initrd.img" "$CACHE/amd64/storage-modules.cpio" "$CACHE/i386/vmlinuz" "$CACHE/i386/initrd.img")
+outputs=("$CACHE/amd64/vmlinuz" "$CACHE/amd64/initrd.img" "$CACHE/amd64/storage-modules.cpio" "$CACHE/amd64/net-modules.cpio" "$CACHE/i386/vmlinuz" "$CACHE/i386/initrd.img")
 if [ "$FORCE" = 0 ]; then
     all=1
     for f in "${outputs[@]}"; do [ -s "$f" ] || all=0; done
@@ -193,10 +196,14 @@ PY
 # Modules for virtio-scsi disks holding ext4 (plus everything they depend on, resolved from each
 # module's .modinfo "depends=" field; crc32c_generic is ext4's and jbd2's crypto soft dependency).
 STORAGE_MODULES="virtio_pci virtio_scsi sd_mod ext4 crc32c_generic"
+# NIC drivers for the network boot test (tests/boot_network.rs).
+NET_MODULES="virtio_pci virtio_net e1000"
 
-# make_modules_cpio <extracted kernel package dir> <output>
+# make_modules_cpio <extracted kernel package dir> <output> <module>...
 make_modules_cpio() {
-    python3 - "$1" "$2.tmp" $STORAGE_MODULES <<'PY'
+    local root="$1" out="$2"
+    shift 2
+    python3 - "$root" "$out.tmp" "$@" <<'PY'
 import os, sys
 
 root, out_path, wanted = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -252,9 +259,9 @@ out += header(0, "TRAILER!!!", 0, 0, 1) + b"TRAILER!!!\0"
 out += pad(out)
 out += b"\0" * ((512 - len(out) % 512) % 512)
 open(out_path, "wb").write(out)
-print("guest-images: storage modules (insmod order): " + " ".join(order), file=sys.stderr)
+print("guest-images: %s modules (insmod order): " % os.path.basename(out_path) + " ".join(order), file=sys.stderr)
 PY
-    mv "$2.tmp" "$2"
+    mv "$out.tmp" "$out"
 }
 
 # build <arch dir> <kernel meta package> <busybox package>
@@ -272,7 +279,7 @@ build() {
     local want_modules=0
     [ "$arch" = amd64 ] && want_modules=1
     if [ "$FORCE" = 1 ] || [ ! -s "$dest/vmlinuz" ] || ! grep -q "^kernel ${kpkg}_" "$dest/VERSION.kernel" 2>/dev/null \
-        || { [ "$want_modules" = 1 ] && [ ! -s "$dest/storage-modules.cpio" ]; }; then
+        || { [ "$want_modules" = 1 ] && { [ ! -s "$dest/storage-modules.cpio" ] || [ ! -s "$dest/net-modules.cpio" ]; }; }; then
         local deb x
         deb="$(download "$kpkg$suffix")"
         x="$WORK/x-kernel-$arch"
@@ -283,7 +290,8 @@ build() {
         [ -f "$vmlinuz" ] || die "$deb holds no /boot/vmlinuz-*"
         cp "$vmlinuz" "$dest/vmlinuz.tmp" && mv "$dest/vmlinuz.tmp" "$dest/vmlinuz"
         if [ "$want_modules" = 1 ]; then
-            make_modules_cpio "$x" "$dest/storage-modules.cpio"
+            make_modules_cpio "$x" "$dest/storage-modules.cpio" $STORAGE_MODULES
+            make_modules_cpio "$x" "$dest/net-modules.cpio" $NET_MODULES
         fi
         echo "kernel $(basename "$deb")" > "$dest/VERSION.kernel"
         rm -rf "$x"

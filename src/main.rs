@@ -22,6 +22,22 @@ fn read_file(what: &str, p: &std::path::Path, max: u64) -> Result<Vec<u8>> {
     std::fs::read(p).with_context(|| format!("reading {what} {}", p.display()))
 }
 
+/// `rinx switch`: forward frames until killed.
+fn switch(args: rinx::cli::SwitchArgs) -> Result<i32> {
+    let mut sw = devices::net::switch::Switch::bind(args.listen)
+        .with_context(|| format!("switch on {}", args.listen))?;
+    let addr = sw.local_addr()?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "rinx switch: listening on {addr}")?;
+        out.flush()?;
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    sw.run(&stop);
+    Ok(0)
+}
+
 fn run(args: RunArgs) -> Result<i32> {
     let kernel = match &args.kernel {
         Some(p) => Some(read_file("kernel", p, args.memory)?),
@@ -39,6 +55,7 @@ fn run(args: RunArgs) -> Result<i32> {
         serial: args.serial.clone(),
         icount: args.icount,
         drives: args.drives.clone(),
+        nics: args.nics.clone(),
     };
     let mut m = Machine::new(&cfg)?;
     m.set_engine(args.engine.into())?;
@@ -166,7 +183,8 @@ fn main() -> ExitCode {
         .format_timestamp(None)
         .init();
     let r = match cli.command {
-        Command::Run(a) => run(a),
+        Command::Run(a) => run(*a),
+        Command::Switch(a) => switch(a),
     };
     match r {
         Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),

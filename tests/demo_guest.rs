@@ -54,6 +54,7 @@ fn boot_on(name: &str, icount: Option<u8>, engine: EngineKind) -> (Outcome, Stri
         serial: SerialSpec::File(path.clone()),
         icount,
         drives: Vec::new(),
+        nics: Vec::new(),
     };
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

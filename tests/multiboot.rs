@@ -57,6 +57,7 @@ fn multiboot_kernel_gets_magic_and_memory_info() {
         serial: SerialSpec::Null,
         icount: Some(0),
         drives: Vec::new(),
+        nics: Vec::new(),
     };
     let mut m = Machine::new(&cfg).unwrap();
     assert_eq!(m.run(), Outcome::Exit((0x10 << 1) | 1));

@@ -20,7 +20,19 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Boot a guest: a Linux bzImage with --kernel, or the built-in demo guest without it.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Run a learning Ethernet switch that connects the NICs of several rinx machines on this
+    /// host (`--nic model=...,net=switch:ADDR`). Frames travel as UDP datagrams on loopback.
+    Switch(SwitchArgs),
+}
+
+/// `rinx switch` options.
+#[derive(Debug, Args)]
+pub struct SwitchArgs {
+    /// Loopback UDP address to listen on, e.g. 127.0.0.1:5555 (port 0 picks a free port; the
+    /// address is printed on stdout as "rinx switch: listening on ADDR").
+    #[arg(long, value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
 }
 
 /// Execution engine.
@@ -122,6 +134,14 @@ pub struct RunArgs {
     /// line.
     #[arg(long = "drive", value_name = "SPEC", value_parser = spec::parse_drive)]
     pub drives: Vec<spec::DriveSpec>,
+    /// Attach a NIC (repeatable): model=e1000|virtio,net=user|switch:ADDR|tap:NAME
+    /// [,hostfwd=tcp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT (repeatable, net=user)]
+    /// [,mac=XX:XX:XX:XX:XX:XX]. e1000 is an Intel 82540EM, virtio a virtio-net device; NICs
+    /// sit at 00:10.0, 00:11.0, ... net=switch connects to `rinx switch --listen ADDR` (a
+    /// loopback address), net=tap to a Linux TAP interface, net=user to user-mode NAT. Without
+    /// mac= the NIC gets 02:52:PID:INDEX. Like --drive, the guest needs `pci=noacpi` for now.
+    #[arg(long = "nic", value_name = "SPEC", value_parser = spec::parse_nic)]
+    pub nics: Vec<spec::NicSpec>,
     /// Print execution statistics to stderr at exit.
     #[arg(long)]
     pub stats: bool,

@@ -193,6 +193,163 @@ pub fn parse_drive(s: &str) -> Result<DriveSpec, String> {
     })
 }
 
+/// NIC model of a `--nic`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NicModel {
+    /// Intel 82540EM (PCI 8086:100E), driven by Linux's `e1000`.
+    E1000,
+    /// virtio-net, modern PCI (1AF4:1041), driven by Linux's `virtio_net`.
+    Virtio,
+}
+
+/// Where a NIC's frames go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetBackendSpec {
+    /// User-mode NAT (like QEMU's `-netdev user`) with its port forwards.
+    User(devices::net::user::UserConfig),
+    /// The `rinx switch` listening on this loopback UDP address.
+    Switch(SocketAddr),
+    /// A host TAP interface (Linux).
+    Tap(String),
+}
+
+/// A `--nic` option: `model=e1000|virtio,net=user|switch:ADDR|tap:NAME[,hostfwd=...][,mac=...]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicSpec {
+    /// Device model.
+    pub model: NicModel,
+    /// Back-end.
+    pub net: NetBackendSpec,
+    /// Station address; `None` picks a locally administered one (02:...).
+    pub mac: Option<devices::net::MacAddr>,
+}
+
+/// Parses `XX:XX:XX:XX:XX:XX` (hex, `:` or `-` separated); multicast addresses are refused.
+pub fn parse_mac(s: &str) -> Result<devices::net::MacAddr, String> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    let bad = || format!("'{s}' is not a MAC address (e.g. 52:54:00:12:34:56)");
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(&parts) {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        *m = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if mac[0] & 1 != 0 {
+        return Err(format!(
+            "{s} is a multicast address; a NIC needs a unicast one"
+        ));
+    }
+    Ok(mac)
+}
+
+/// Parses `tcp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT` (or `udp:`), QEMU's hostfwd syntax.
+/// An empty host address means 127.0.0.1; an empty guest address the DHCP address.
+pub fn parse_hostfwd(s: &str) -> Result<devices::net::user::HostForward, String> {
+    use devices::net::user::{HostForward, Proto};
+    use std::net::{IpAddr, Ipv4Addr};
+    let usage = || {
+        format!(
+            "hostfwd '{s}': use tcp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT, e.g. tcp::2222-:22"
+        )
+    };
+    let (proto, rest) = match s.split_once(':') {
+        Some(("tcp", r)) => (Proto::Tcp, r),
+        Some(("udp", r)) => (Proto::Udp, r),
+        _ => return Err(usage()),
+    };
+    let (host, guest) = rest.split_once('-').ok_or_else(usage)?;
+    let (haddr, hport) = host.rsplit_once(':').ok_or_else(usage)?;
+    let (gaddr, gport) = guest.rsplit_once(':').ok_or_else(usage)?;
+    let port = |p: &str| p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(usage);
+    let hip: IpAddr = if haddr.is_empty() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        haddr
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| usage())?
+    };
+    let guest_addr = if gaddr.is_empty() {
+        None
+    } else {
+        Some(gaddr.parse::<Ipv4Addr>().map_err(|_| usage())?)
+    };
+    Ok(HostForward {
+        proto,
+        host: SocketAddr::new(hip, port(hport)?),
+        guest_addr,
+        guest_port: port(gport)?,
+    })
+}
+
+/// Parses a `--nic` value (see [`NicSpec`]). `hostfwd=` is repeatable and only valid with
+/// `net=user`.
+pub fn parse_nic(s: &str) -> Result<NicSpec, String> {
+    let mut model = None;
+    let mut net: Option<&str> = None;
+    let mut mac = None;
+    let mut fwds = Vec::new();
+    for part in s.split(',') {
+        let Some((k, v)) = part.split_once('=') else {
+            return Err(format!(
+                "'{part}' in --nic is not key=value (e.g. model=e1000)"
+            ));
+        };
+        match (k, v) {
+            ("model", "e1000") => model = Some(NicModel::E1000),
+            ("model", "virtio" | "virtio-net") => model = Some(NicModel::Virtio),
+            ("model", m) => return Err(format!("unknown NIC model '{m}': use e1000 or virtio")),
+            ("net", n) => net = Some(n),
+            ("mac", m) => mac = Some(parse_mac(m)?),
+            ("hostfwd", f) => fwds.push(parse_hostfwd(f)?),
+            (k, _) => {
+                return Err(format!(
+                    "unknown --nic key '{k}': use model, net, hostfwd, mac"
+                ))
+            }
+        }
+    }
+    let model = model.ok_or("--nic needs model=e1000 or model=virtio")?;
+    let net = match net.ok_or("--nic needs net=user, net=switch:ADDR or net=tap:NAME")? {
+        "user" => NetBackendSpec::User(devices::net::user::UserConfig {
+            host_forwards: std::mem::take(&mut fwds),
+            ..Default::default()
+        }),
+        n => {
+            if let Some(a) = n.strip_prefix("switch:") {
+                let addr: SocketAddr = a.parse().map_err(|_| {
+                    format!("'{a}' is not an address:port, e.g. switch:127.0.0.1:5555")
+                })?;
+                if !addr.ip().is_loopback() {
+                    return Err(format!(
+                        "the switch runs on loopback only; '{}' is not a loopback address",
+                        addr.ip()
+                    ));
+                }
+                NetBackendSpec::Switch(addr)
+            } else if let Some(t) = n.strip_prefix("tap:") {
+                if t.is_empty() || t.len() > 15 {
+                    return Err(format!("tap:{t}: interface names are 1-15 bytes"));
+                }
+                NetBackendSpec::Tap(t.to_string())
+            } else {
+                return Err(format!(
+                    "unknown network back-end '{n}': use user, switch:127.0.0.1:PORT or tap:NAME"
+                ));
+            }
+        }
+    };
+    if !fwds.is_empty() {
+        return Err("hostfwd= only applies to net=user".into());
+    }
+    Ok(NicSpec { model, net, mac })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +380,58 @@ mod tests {
         assert!(parse_serial("tcp:8.8.8.8:53").is_err());
         assert!(parse_serial("pty").is_err());
         assert!(parse_serial("file:").is_err());
+    }
+
+    #[test]
+    fn nic_specs() {
+        use devices::net::user::Proto;
+        let n = parse_nic("model=e1000,net=switch:127.0.0.1:5555,mac=52:54:00:aa:bb:cc").unwrap();
+        assert_eq!(n.model, NicModel::E1000);
+        assert_eq!(
+            n.net,
+            NetBackendSpec::Switch("127.0.0.1:5555".parse().unwrap())
+        );
+        assert_eq!(n.mac, Some([0x52, 0x54, 0, 0xaa, 0xbb, 0xcc]));
+        let n = parse_nic(
+            "model=virtio,net=user,hostfwd=tcp::2222-:22,hostfwd=udp:127.0.0.1:53-10.0.2.15:5353",
+        )
+        .unwrap();
+        let NetBackendSpec::User(u) = n.net else {
+            panic!("not user")
+        };
+        assert_eq!(u.host_forwards.len(), 2);
+        assert_eq!(u.host_forwards[0].proto, Proto::Tcp);
+        assert_eq!(u.host_forwards[0].host, "127.0.0.1:2222".parse().unwrap());
+        assert_eq!(u.host_forwards[0].guest_addr, None);
+        assert_eq!(u.host_forwards[0].guest_port, 22);
+        assert_eq!(
+            u.host_forwards[1].guest_addr,
+            Some("10.0.2.15".parse().unwrap())
+        );
+        assert_eq!(
+            parse_nic("model=e1000,net=tap:tap0").unwrap().net,
+            NetBackendSpec::Tap("tap0".into())
+        );
+        for bad in [
+            "",
+            "model=e1000",
+            "net=user",
+            "model=rtl8139,net=user",
+            "model=e1000,net=switch:10.0.0.1:5",
+            "model=e1000,net=switch:nowhere",
+            "model=e1000,net=tap:",
+            "model=e1000,net=vde",
+            "model=e1000,net=switch:127.0.0.1:5,hostfwd=tcp::1-:2",
+            "model=e1000,net=user,hostfwd=tcp::0-:22",
+            "model=e1000,net=user,hostfwd=sctp::1-:2",
+            "model=e1000,net=user,hostfwd=tcp:1-2",
+            "model=e1000,net=user,mac=01:00:00:00:00:01",
+            "model=e1000,net=user,mac=52:54:00:12:34",
+            "model=e1000,net=user,mac=zz:54:00:12:34:56",
+            "model=e1000,net=user,speed=10",
+        ] {
+            assert!(parse_nic(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -285,6 +285,7 @@ mod tests {
             serial: crate::cli::spec::SerialSpec::Null,
             icount: Some(0),
             drives: Vec::new(),
+            nics: Vec::new(),
         };
         let mut m = Machine::new(&cfg).expect("demo machine");
         // Into the demo's long mode, paging on.

@@ -4,6 +4,7 @@
 
 pub mod boot;
 pub mod demo;
+pub mod network;
 pub mod serial;
 pub mod storage;
 
@@ -61,6 +62,8 @@ pub struct MachineConfig {
     pub icount: Option<u8>,
     /// Disks (`--drive`).
     pub drives: Vec<crate::cli::spec::DriveSpec>,
+    /// NICs (`--nic`).
+    pub nics: Vec<crate::cli::spec::NicSpec>,
 }
 
 /// How a run ended.
@@ -108,6 +111,8 @@ pub struct Board {
     pub ioapic: DeviceId,
     /// Disks.
     pub storage: storage::Storage,
+    /// NICs.
+    pub network: network::Network,
     /// Cached INTR state, recomputed after every device access and tick.
     intr: bool,
     /// A device asked for power-off/reset/exit during the current slice.
@@ -270,6 +275,8 @@ impl Machine {
         .map_err(mmio)?;
         let storage = storage::Storage::build(&cfg.drives, &mut bus, pc.pci, &lines, &apic_bus)
             .map_err(MachineError::Devices)?;
+        let network = network::Network::build(&cfg.nics, &mut bus, pc.pci, &lines, &apic_bus)
+            .map_err(MachineError::Devices)?;
         if let Some(rtc) = bus.pio_device_mut::<devices::rtc::Rtc>(pc.rtc) {
             rtc.set_memory_layout(layout.low_ram_end, layout.high_ram_size);
         }
@@ -298,6 +305,7 @@ impl Machine {
                 lapic,
                 ioapic,
                 storage,
+                network,
                 intr: false,
                 stop: None,
                 icount_shift: cfg.icount,
@@ -379,6 +387,9 @@ impl Machine {
         self.board
             .storage
             .process(&mut self.mem, &mut self.cpu.dcache);
+        self.board
+            .network
+            .process(&mut self.mem, &mut self.cpu.dcache);
         self.board.refresh_intr();
         if let Some(ev) = self.board.stop.take() {
             let _ = self.board.storage.power_off();
@@ -407,7 +418,8 @@ impl Machine {
         Slice::Running
     }
 
-    /// HLT: sleep (or, with --icount, warp virtual time) until the next device deadline.
+    /// HLT: sleep (or, with --icount, warp virtual time) until the next device deadline, or
+    /// until a frame arrives for a NIC that can receive it.
     fn wait_halted(&mut self, now: u64) {
         let deadline = self.board.bus.next_deadline();
         if self.board.clock.is_manual() {
@@ -423,7 +435,12 @@ impl Machine {
                 .min(MAX_HALT_SLEEP_NS);
             if wait > 0 {
                 let t = std::time::Instant::now();
-                std::thread::sleep(std::time::Duration::from_nanos(wait));
+                let d = std::time::Duration::from_nanos(wait);
+                if self.board.network.is_empty() {
+                    std::thread::sleep(d);
+                } else {
+                    self.board.network.wait(d);
+                }
                 self.halted_time += t.elapsed();
             }
         }

@@ -5,7 +5,12 @@
 //! Frames are whole Ethernet II frames as they appear on the wire without preamble and FCS:
 //! destination MAC, source MAC, EtherType, payload; 14 to [`MAX_FRAME`] bytes.
 
+pub mod e1000;
+pub mod nic;
+pub mod switch;
+pub mod tap;
 pub mod user;
+pub mod virtio_net;
 
 use crossbeam::channel::{bounded, Receiver, Sender};
 

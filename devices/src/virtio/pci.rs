@@ -565,6 +565,16 @@ impl<D: VirtioDevice> VirtioPci<D> {
         }
     }
 
+    /// Mark queue `index` for processing as if the driver had notified it: a device whose
+    /// work starts outside the guest (frames arriving from a network back-end) uses this to
+    /// get its receive queue walked by the next [`Self::process`]. Out-of-range indices are
+    /// ignored.
+    pub fn kick(&mut self, index: u16) {
+        if let Some(p) = self.pending_notify.get_mut(usize::from(index)) {
+            *p = true;
+        }
+    }
+
     /// Whether a notification is waiting for [`Self::process`].
     pub fn has_work(&self) -> bool {
         self.pending_notify.iter().any(|&p| p)
