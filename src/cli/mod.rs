@@ -109,9 +109,8 @@ pub struct RunArgs {
     /// persistent writes go to the image; nonpersistent writes go to a temporary overlay
     /// dropped at exit; undoable writes go to an overlay committed to the image at exit with
     /// undo=keep, dropped with undo=discard. Each drive is a virtio-scsi PCI function (00:03.0,
-    /// 00:04.0, ...) with the disk at target 0, LUN 0; the guest finds it with MSI-X and,
-    /// until the firmware describes the PCI root in ACPI, needs `pci=noacpi` on its command
-    /// line.
+    /// 00:04.0, ...) with the disk at target 0, LUN 0; the guest finds it through the ACPI
+    /// PCI root bridge and uses MSI-X, or INTx routed as the DSDT's _PRT says.
     #[arg(long = "drive", value_name = "SPEC", value_parser = spec::parse_drive)]
     pub drives: Vec<spec::DriveSpec>,
     /// Print execution statistics to stderr at exit.
