@@ -214,7 +214,11 @@ mod tests {
         assert_eq!(lines.levels(), 0);
         lines.take_edges();
         pirqc.raise();
-        assert_eq!(lines.take_edges(), 1 << 18 | 1 << 11, "edge on the routed IRQ too");
+        assert_eq!(
+            lines.take_edges(),
+            1 << 18 | 1 << 11,
+            "edge on the routed IRQ too"
+        );
         // Reserved IRQs and the disable bit route nowhere.
         lines.set_pirq_route(2, 0x80 | 11);
         assert_eq!(lines.levels(), 1 << 18);

@@ -369,7 +369,10 @@ pub fn dsdt_aml(cfg: &AcpiConfig) -> Vec<u8> {
         "IQST",
         1,
         &[
-            if_(&and(&arg(0), &int(0x80), &NULL_TARGET), &[return_(&int(0x09))]),
+            if_(
+                &and(&arg(0), &int(0x80), &NULL_TARGET),
+                &[return_(&int(0x09))],
+            ),
             return_(&int(0x0B)),
         ],
     );
@@ -382,7 +385,11 @@ pub fn dsdt_aml(cfg: &AcpiConfig) -> Vec<u8> {
             create_word_field(&name("BUF0"), &int(1), "IRQW"),
             if_(
                 &lless(&arg(0), &int(0x80)),
-                &[shift_left(&int(1), &and(&arg(0), &int(0x0F), &NULL_TARGET), &name("IRQW"))],
+                &[shift_left(
+                    &int(1),
+                    &and(&arg(0), &int(0x0F), &NULL_TARGET),
+                    &name("IRQW"),
+                )],
             ),
             return_(&name("BUF0")),
         ],

@@ -76,7 +76,10 @@ pub fn device(path: &str, terms: &[Vec<u8>]) -> Vec<u8> {
 
 /// `Method(path, args, NotSerialized) { terms }` (DefMethod).
 pub fn method(path: &str, args: u8, terms: &[Vec<u8>]) -> Vec<u8> {
-    with_pkg(&[0x14], &concat(&[name(path), vec![args & 7], terms.concat()]))
+    with_pkg(
+        &[0x14],
+        &concat(&[name(path), vec![args & 7], terms.concat()]),
+    )
 }
 
 /// `Method(path, args, Serialized) { terms }`: for methods that create named objects, so

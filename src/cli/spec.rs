@@ -98,6 +98,17 @@ pub fn parse_serial(s: &str) -> Result<SerialSpec, String> {
 pub enum DriveFormat {
     /// Raw image: the disk is the file's bytes.
     Raw,
+    /// qcow2 (version 2 or 3) image.
+    Qcow2,
+}
+
+impl From<DriveFormat> for devices::block::ImageFormat {
+    fn from(f: DriveFormat) -> Self {
+        match f {
+            DriveFormat::Raw => Self::Raw,
+            DriveFormat::Qcow2 => Self::Qcow2,
+        }
+    }
 }
 
 /// Controller a `--drive` is attached to.
@@ -107,7 +118,7 @@ pub enum DriveInterface {
     VirtioScsi,
 }
 
-/// A `--drive` option: `file=PATH[,format=raw][,if=virtio-scsi][,mode=...][,undo=...][,readonly=on]`.
+/// A `--drive` option: `file=PATH[,format=raw|qcow2][,if=virtio-scsi][,mode=...][,undo=...][,readonly=on]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DriveSpec {
     /// Host image.
@@ -142,12 +153,8 @@ pub fn parse_drive(s: &str) -> Result<DriveSpec, String> {
             ("file", "") => return Err("file= needs a path".into()),
             ("file", p) => file = Some(PathBuf::from(p)),
             ("format", "raw") => format = DriveFormat::Raw,
-            ("format", "qcow2") => {
-                return Err("format=qcow2 is not supported yet; convert with \
-                    `qemu-img convert -O raw IN.qcow2 OUT.img`"
-                    .into())
-            }
-            ("format", f) => return Err(format!("unknown drive format '{f}': use raw")),
+            ("format", "qcow2") => format = DriveFormat::Qcow2,
+            ("format", f) => return Err(format!("unknown drive format '{f}': use raw or qcow2")),
             ("if", "virtio-scsi") => interface = DriveInterface::VirtioScsi,
             ("if", i) => return Err(format!("unknown drive interface '{i}': use virtio-scsi")),
             ("mode", "persistent") => mode = Some(DiskMode::Persistent),
@@ -239,13 +246,16 @@ mod tests {
             DiskMode::Undoable { keep: true }
         );
         assert!(parse_drive("file=a,readonly=on").unwrap().read_only);
+        assert_eq!(
+            parse_drive("file=a,format=qcow2").unwrap().format,
+            DriveFormat::Qcow2
+        );
         for bad in [
             "",
             "a.img",
             "format=raw",
             "file=",
             "file=a,format=vmdk",
-            "file=a,format=qcow2",
             "file=a,if=ide",
             "file=a,mode=sometimes",
             "file=a,mode=undoable",

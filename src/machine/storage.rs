@@ -102,7 +102,8 @@ impl Storage {
         let mut out = Vec::new();
         for (i, d) in drives.iter().enumerate() {
             let backend: Box<dyn BlockBackend> =
-                devices::block::open(&d.file, d.mode, d.read_only).map_err(|e| e.to_string())?;
+                devices::block::open(&d.file, d.format.into(), d.mode, d.read_only)
+                    .map_err(|e| e.to_string())?;
             let serial = format!("RINX-DISK-{i}");
             let disk = ScsiDisk::new(backend, &serial);
             let slot = FIRST_DRIVE_SLOT + i as u8;
