@@ -104,7 +104,7 @@ pub struct RunArgs {
     /// Trace format: text lines, or JSON lines (one object per record).
     #[arg(long, value_enum, default_value_t = TraceFormat::Text)]
     pub trace_format: TraceFormat,
-    /// Attach a disk (repeatable): file=PATH[,format=raw][,if=virtio-scsi]
+    /// Attach a disk (repeatable): file=PATH[,format=raw|qcow2][,if=virtio-scsi|cdrom]
     /// [,mode=persistent|nonpersistent|undoable][,undo=keep|discard][,readonly=on].
     /// persistent writes go to the image; nonpersistent writes go to a temporary overlay
     /// dropped at exit; undoable writes go to an overlay committed to the image at exit with

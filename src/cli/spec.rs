@@ -114,8 +114,11 @@ impl From<DriveFormat> for devices::block::ImageFormat {
 /// Controller a `--drive` is attached to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DriveInterface {
-    /// virtio-scsi host (PCI), target 0 LUN 0.
+    /// virtio-scsi host (PCI), disk at target 0 LUN 0.
     VirtioScsi,
+    /// virtio-scsi host (PCI) with a CD-ROM drive (MMC, 2048-byte blocks, read-only) at
+    /// target 0 LUN 0 holding the image (an ISO 9660 file).
+    Cdrom,
 }
 
 /// A `--drive` option: `file=PATH[,format=raw|qcow2][,if=virtio-scsi][,mode=...][,undo=...][,readonly=on]`.
@@ -156,7 +159,12 @@ pub fn parse_drive(s: &str) -> Result<DriveSpec, String> {
             ("format", "qcow2") => format = DriveFormat::Qcow2,
             ("format", f) => return Err(format!("unknown drive format '{f}': use raw or qcow2")),
             ("if", "virtio-scsi") => interface = DriveInterface::VirtioScsi,
-            ("if", i) => return Err(format!("unknown drive interface '{i}': use virtio-scsi")),
+            ("if", "cdrom") => interface = DriveInterface::Cdrom,
+            ("if", i) => {
+                return Err(format!(
+                    "unknown drive interface '{i}': use virtio-scsi or cdrom"
+                ))
+            }
             ("mode", "persistent") => mode = Some(DiskMode::Persistent),
             ("mode", "nonpersistent") => mode = Some(DiskMode::Nonpersistent),
             ("mode", "undoable") => mode = Some(DiskMode::Undoable { keep: false }),
@@ -191,6 +199,11 @@ pub fn parse_drive(s: &str) -> Result<DriveSpec, String> {
         (_, Some(_)) => return Err("undo= only applies to mode=undoable".into()),
         (m, None) => m,
     };
+    if interface == DriveInterface::Cdrom && mode != DiskMode::Persistent {
+        return Err("if=cdrom is read-only: mode= does not apply".into());
+    }
+    // A CD-ROM medium is never written.
+    let read_only = read_only || interface == DriveInterface::Cdrom;
     Ok(DriveSpec {
         file,
         format,
@@ -250,6 +263,10 @@ mod tests {
             parse_drive("file=a,format=qcow2").unwrap().format,
             DriveFormat::Qcow2
         );
+        let cd = parse_drive("file=x.iso,if=cdrom").unwrap();
+        assert_eq!(cd.interface, DriveInterface::Cdrom);
+        assert!(cd.read_only);
+        assert!(parse_drive("file=x.iso,if=cdrom,mode=nonpersistent").is_err());
         for bad in [
             "",
             "a.img",

@@ -11,12 +11,12 @@ use devices::apic::ApicBus;
 use devices::block::BlockBackend;
 use devices::bus::{Bus, DeviceId};
 use devices::pci::{devfn, firmware_interrupt_line, intx_line, PciRoot};
-use devices::scsi::ScsiDisk;
+use devices::scsi::{ScsiCdrom, ScsiDisk};
 use devices::virtio::pci::{layout, PciHandle, PciMmioWindow, SharedVirtioPci};
 use devices::virtio::{DmaError, VirtioPci, VirtioScsi};
 use devices::IrqLines;
 
-use crate::cli::spec::DriveSpec;
+use crate::cli::spec::{DriveInterface, DriveSpec};
 use crate::exec::dcache::DecodeCache;
 use crate::mmu::GuestMemory;
 
@@ -104,11 +104,17 @@ impl Storage {
             let backend: Box<dyn BlockBackend> =
                 devices::block::open(&d.file, d.format.into(), d.mode, d.read_only)
                     .map_err(|e| e.to_string())?;
-            let serial = format!("RINX-DISK-{i}");
-            let disk = ScsiDisk::new(backend, &serial);
             let slot = FIRST_DRIVE_SLOT + i as u8;
+            let scsi = match d.interface {
+                DriveInterface::VirtioScsi => {
+                    VirtioScsi::new(ScsiDisk::new(backend, &format!("RINX-DISK-{i}")))
+                }
+                DriveInterface::Cdrom => {
+                    VirtioScsi::new(ScsiCdrom::new(backend, &format!("RINX-CD-{i}")))
+                }
+            };
             let mut dev = VirtioPci::new(
-                VirtioScsi::new(disk),
+                scsi,
                 intx_line(lines, slot, VIRTIO_INTX_PIN),
                 Box::new(apic.clone()),
             );
