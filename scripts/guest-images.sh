@@ -33,12 +33,21 @@ FORCE=0
 log() { printf 'guest-images: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# Modules for virtio-scsi disks holding ext4 and CD-ROMs holding ISO 9660 (plus everything they
+# depend on, resolved from each module's .modinfo "depends=" field; crc32c_generic is ext4's and
+# jbd2's crypto soft dependency). amd64/storage-modules.list records the list the cpio was made
+# from: a different list rebuilds it.
+STORAGE_MODULES="virtio_pci virtio_scsi sd_mod ext4 crc32c_generic sr_mod cdrom isofs"
+# NIC drivers for the network boot test (tests/boot_network.rs).
+NET_MODULES="virtio_pci virtio_net e1000"
+
 outputs=("$CACHE/amd64/vmlinuz" "$CACHE/amd64/initrd.img" "$CACHE/amd64/storage-modules.cpio" "$CACHE/amd64/net-modules.cpio" "$CACHE/i386/vmlinuz" "$CACHE/i386/initrd.img")
 if [ "$FORCE" = 0 ]; then
     all=1
     for f in "${outputs[@]}"; do [ -s "$f" ] || all=0; done
     # A cache written by an older script may hold the amd64 busybox in the i386 initramfs.
     for a in amd64 i386; do grep -q "_${a}\.deb\$" "$CACHE/$a/VERSION.busybox" 2>/dev/null || all=0; done
+    [ "$(cat "$CACHE/amd64/storage-modules.list" 2>/dev/null)" = "$STORAGE_MODULES" ] || all=0
     if [ "$all" = 1 ]; then
         log "all images present in $CACHE (nothing to do; --force rebuilds)"
         exit 0
@@ -193,11 +202,6 @@ PY
     mv "$out.tmp" "$out"
 }
 
-# Modules for virtio-scsi disks holding ext4 (plus everything they depend on, resolved from each
-# module's .modinfo "depends=" field; crc32c_generic is ext4's and jbd2's crypto soft dependency).
-STORAGE_MODULES="virtio_pci virtio_scsi sd_mod ext4 crc32c_generic"
-# NIC drivers for the network boot test (tests/boot_network.rs).
-NET_MODULES="virtio_pci virtio_net e1000"
 
 # make_modules_cpio <extracted kernel package dir> <output> <module>...
 make_modules_cpio() {
@@ -279,7 +283,8 @@ build() {
     local want_modules=0
     [ "$arch" = amd64 ] && want_modules=1
     if [ "$FORCE" = 1 ] || [ ! -s "$dest/vmlinuz" ] || ! grep -q "^kernel ${kpkg}_" "$dest/VERSION.kernel" 2>/dev/null \
-        || { [ "$want_modules" = 1 ] && { [ ! -s "$dest/storage-modules.cpio" ] || [ ! -s "$dest/net-modules.cpio" ]; }; }; then
+        || { [ "$want_modules" = 1 ] && { [ ! -s "$dest/storage-modules.cpio" ] || [ ! -s "$dest/net-modules.cpio" ]; }; } \
+        || { [ "$want_modules" = 1 ] && [ "$(cat "$dest/storage-modules.list" 2>/dev/null)" != "$STORAGE_MODULES" ]; }; then
         local deb x
         deb="$(download "$kpkg$suffix")"
         x="$WORK/x-kernel-$arch"
@@ -291,6 +296,7 @@ build() {
         cp "$vmlinuz" "$dest/vmlinuz.tmp" && mv "$dest/vmlinuz.tmp" "$dest/vmlinuz"
         if [ "$want_modules" = 1 ]; then
             make_modules_cpio "$x" "$dest/storage-modules.cpio" $STORAGE_MODULES
+            echo "$STORAGE_MODULES" > "$dest/storage-modules.list"
             make_modules_cpio "$x" "$dest/net-modules.cpio" $NET_MODULES
         fi
         echo "kernel $(basename "$deb")" > "$dest/VERSION.kernel"

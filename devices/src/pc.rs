@@ -101,7 +101,9 @@ pub fn build_pc(
         )),
         &ACPI_PM_WINDOWS,
     )?;
-    let pci = bus.add_pio_at(Box::new(PciRoot::new(events.clone())), &PCI_WINDOWS)?;
+    let mut root = PciRoot::new(events.clone());
+    root.connect_irqs(lines);
+    let pci = bus.add_pio_at(Box::new(root), &PCI_WINDOWS)?;
     Ok(PcDevices {
         pic,
         pit,

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bus::{AsAny, PioDevice};
 use crate::events::{EventSender, MachineEvent};
+use crate::irq::{IrqLine, IrqLines, PIRQ_LINE_BASE};
 
 /// Port windows `(base, len, device offset)`: 0xCF8-0xCFF -> offsets 0-7.
 pub const PCI_WINDOWS: [(u16, u16, u16); 1] = [(0xcf8, 8, 0)];
@@ -188,11 +189,40 @@ impl PciDevice for I440fx {
 }
 
 /// Intel 82371SB (PIIX3) function 0: PCI-to-ISA bridge (8086:7000), with the PIRQ route
-/// control registers PIRQRC A-D at 0x60-0x63 (82371SB datasheet §4.1.8).
+/// control registers PIRQRC A-D at 0x60-0x63 (82371SB datasheet §4.1.8). Writes to them steer
+/// the PIRQ lines of the connected [`IrqLines`] (see [`intx_line`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Piix3 {
     /// Configuration space.
     pub config: PciConfigSpace,
+    /// The interrupt lines whose PIRQ routing follows the route registers.
+    #[serde(skip)]
+    lines: Option<IrqLines>,
+}
+
+/// PIIX3 PIRQ (0 = PIRQA# .. 3 = PIRQD#) that INTx pin `pin` (1 = INTA# .. 4 = INTD#, the
+/// Interrupt Pin register's encoding) of the device in `slot` drives on the rinx PC: the
+/// rotation `(slot - 1 + pin - 1) mod 4` of the i440FX board, so slot 1 INTA# is PIRQA#.
+/// The firmware's ACPI `_PRT` describes the same wiring (`firmware::acpi::prt_pirq`).
+pub fn pirq_of(slot: u8, pin: u8) -> u8 {
+    slot.wrapping_sub(1).wrapping_add(pin.wrapping_sub(1)) & 3
+}
+
+/// The interrupt line a PCI device in `slot` asserts for its INTx pin `pin` (1 = INTA# ..
+/// 4 = INTD#): its PIRQ, which reaches I/O APIC input `16 + pirq` and, through the PIIX3 route
+/// register, an ISA IRQ of the 8259 pair. Every PCI device model takes its INTx line from here.
+pub fn intx_line(lines: &IrqLines, slot: u8, pin: u8) -> IrqLine {
+    lines.line(PIRQ_LINE_BASE + pirq_of(slot, pin))
+}
+
+/// ISA IRQs the firmware programs into PIRQRC A-D at power-on (as a PC BIOS does before the
+/// OS starts; ACPI OSes may reprogram them through the link devices' `_SRS`).
+pub const FIRMWARE_PIRQ_ROUTES: [u8; 4] = [10, 10, 11, 11];
+
+/// The Interrupt Line register value firmware writes for (`slot`, `pin`): the ISA IRQ its
+/// PIRQ is routed to at power-on.
+pub fn firmware_interrupt_line(slot: u8, pin: u8) -> u8 {
+    FIRMWARE_PIRQ_ROUTES[usize::from(pirq_of(slot, pin))]
 }
 
 impl Default for Piix3 {
@@ -203,7 +233,10 @@ impl Default for Piix3 {
         for o in 0x60..=0x63 {
             config.set_byte(o, 0x80, 0x8f); // routing disabled
         }
-        Self { config }
+        Self {
+            config,
+            lines: None,
+        }
     }
 }
 
@@ -213,6 +246,15 @@ impl Piix3 {
         let v = self.config.read(0x60 + (n & 3), 1) as u8;
         (v & 0x80 == 0 && v & 0x0f >= 3).then_some(v & 0x0f)
     }
+
+    /// Steer the PIRQ lines of `lines` by the route registers from now on (also after a
+    /// snapshot restore, which does not carry the connection).
+    pub fn connect(&mut self, lines: IrqLines) {
+        for n in 0..4 {
+            lines.set_pirq_route(n, self.config.read(0x60 + n, 1) as u8);
+        }
+        self.lines = Some(lines);
+    }
 }
 
 impl PciDevice for Piix3 {
@@ -221,6 +263,14 @@ impl PciDevice for Piix3 {
     }
     fn config_write(&mut self, offset: u8, size: u8, value: u32) {
         self.config.write(offset, size, value);
+        let end = u16::from(offset) + u16::from(size);
+        if let Some(lines) = &self.lines {
+            if u16::from(offset) < 0x64 && end > 0x60 {
+                for n in 0..4 {
+                    lines.set_pirq_route(n, self.config.read(0x60 + n, 1) as u8);
+                }
+            }
+        }
     }
 }
 
@@ -269,6 +319,17 @@ impl PciRoot {
         root.insert(devfn(0, 0), Box::new(I440fx::default()));
         root.insert(devfn(1, 0), Box::new(Piix3::default()));
         root
+    }
+
+    /// Wire the PIIX3's PIRQ routing to `lines` and program the route registers with
+    /// [`FIRMWARE_PIRQ_ROUTES`], as firmware does at power-on.
+    pub fn connect_irqs(&mut self, lines: &IrqLines) {
+        if let Some(piix) = self.device_mut::<Piix3>(devfn(1, 0)) {
+            for (n, irq) in FIRMWARE_PIRQ_ROUTES.iter().enumerate() {
+                piix.config.write(0x60 + n as u8, 1, u32::from(*irq));
+            }
+            piix.connect(lines.clone());
+        }
     }
 
     /// Save the host interface registers.
@@ -406,6 +467,37 @@ mod tests {
         let piix = root.device_mut::<Piix3>(devfn(1, 0)).unwrap();
         assert_eq!(piix.pirq_route(1), Some(11));
         assert_eq!(piix.pirq_route(0), None);
+    }
+
+    #[test]
+    fn intx_follows_the_guest_programmed_pirq_route() {
+        let (mut bus, id, _) = setup();
+        let lines = IrqLines::new();
+        bus.pio_device_mut::<PciRoot>(id)
+            .unwrap()
+            .connect_irqs(&lines);
+        // Firmware defaults: PIRQA/B -> 10, PIRQC/D -> 11.
+        assert_eq!(read(&mut bus, 1, 0, 0x60, 4), 0x0b0b_0a0a);
+        // Slot 3 INTA# is PIRQC#: I/O APIC input 18 and ISA IRQ 11.
+        assert_eq!(pirq_of(3, 1), 2);
+        assert_eq!(firmware_interrupt_line(3, 1), 11);
+        let l = intx_line(&lines, 3, 1);
+        l.raise();
+        assert_eq!(lines.levels(), 1 << 18 | 1 << 11);
+        // The guest (an ACPI _SRS) moves PIRQC to IRQ 5.
+        bus.pio_write(Port(0xcf8), 4, cfg_addr(1, 0, 0x60));
+        bus.pio_write(Port(0xcfe), 1, 0x05);
+        assert_eq!(lines.levels(), 1 << 18 | 1 << 5);
+        // ... and disables it (_DIS).
+        bus.pio_write(Port(0xcfe), 1, 0x85);
+        assert_eq!(lines.levels(), 1 << 18);
+        l.lower();
+        assert_eq!(lines.levels(), 0);
+        for slot in 0..32 {
+            for pin in 1..=4 {
+                assert_eq!(pirq_of(slot, pin), (slot + 31 + pin - 1) % 4);
+            }
+        }
     }
 
     struct Nic(PciConfigSpace);

@@ -255,8 +255,186 @@ pub fn aml_s5() -> Vec<u8> {
     o
 }
 
-fn dsdt() -> Vec<u8> {
-    let aml = aml_s5();
+/// PCI interrupt routing of the rinx PC (PCI Local Bus 3.0 §2.2.6 and the i440FX/PIIX3 wiring
+/// QEMU also uses): INTx pin `pin` (0 = INTA# .. 3 = INTD#) of the device in `slot` drives PIIX3
+/// PIRQ `(slot - 1 + pin) mod 4` (0 = PIRQA#). The devices crate's `pci::pirq_of` must agree
+/// (a test in the machine checks it).
+pub fn prt_pirq(slot: u8, pin: u8) -> u8 {
+    (slot.wrapping_sub(1).wrapping_add(pin)) & 3
+}
+
+/// GSI of PIRQ A in APIC mode: PIRQA#-PIRQD# also reach I/O APIC inputs 16-19.
+pub const PIRQ_GSI_BASE: u32 = 16;
+/// ISA IRQs the PIRQ link devices offer in PIC mode (`_PRS`): 5, 10 and 11 are free on the
+/// rinx PC (0 PIT, 1/12 i8042, 3/4 UARTs, 8 RTC, 9 SCI).
+pub const PIRQ_ISA_CHOICES: [u8; 3] = [5, 10, 11];
+
+/// Small IRQ descriptor (ACPI 6.5 §6.4.2.1), level-triggered, active-low, shared, with the
+/// IRQs in `mask` (bit n = IRQ n).
+fn irq_descriptor(mask: u16) -> Vec<u8> {
+    let m = mask.to_le_bytes();
+    vec![0x23, m[0], m[1], 0x18]
+}
+
+/// The PCI root bridge's current resources (ACPI 6.5 §6.4.3.5 address space descriptors):
+/// bus 0-255, the configuration ports 0xCF8-0xCFF, the rest of I/O space, and the MMIO hole
+/// from [`crate::layout::PCI_HOLE_START`] up to the I/O APIC.
+fn pci0_crs(cfg: &AcpiConfig) -> Vec<u8> {
+    use crate::aml::resource_template;
+    // Word Address Space Descriptor: type 0x88, length 13, resource type, general flags
+    // (MinFixed | MaxFixed, producer, positive decode), type flags, _GRA _MIN _MAX _TRA _LEN.
+    let word = |rtype: u8, tflags: u8, min: u16, max: u16| {
+        let mut d = vec![0x88, 0x0D, 0x00, rtype, 0x0C, tflags];
+        for v in [0, min, max, 0, max - min + 1] {
+            d.extend_from_slice(&v.to_le_bytes());
+        }
+        d
+    };
+    let bus = word(2, 0, 0, 0xFF);
+    // IO descriptor (decode 16), 0xCF8 length 8: consumed by the bridge itself.
+    let cfg_io = vec![0x47, 0x01, 0xF8, 0x0C, 0xF8, 0x0C, 0x01, 0x08];
+    let io_lo = word(1, 0x03, 0x0000, 0x0CF7);
+    let io_hi = word(1, 0x03, 0x0D00, 0xFFFF);
+    // DWord Memory descriptor: type 0x87, length 23, read/write, non-cacheable.
+    let min = crate::layout::PCI_HOLE_START as u32;
+    let max = cfg.ioapic_addr - 1;
+    let mut mem = vec![0x87, 0x17, 0x00, 0x00, 0x0C, 0x01];
+    for v in [0, min, max, 0, max - min + 1] {
+        mem.extend_from_slice(&v.to_le_bytes());
+    }
+    resource_template(&[bus, cfg_io, io_lo, io_hi, mem])
+}
+
+/// The DSDT's AML: `\_S5_`, `\_PIC`, the PCI root bridge `\_SB.PCI0` (PNP0A03) with `_CRS`
+/// and `_PRT`, and the PIIX3 PIRQ link devices `\_SB.LNKA`-`LNKD` (PNP0C0F).
+///
+/// `_PRT` (ACPI 6.5 §6.2.13) has an entry for INTA#-INTD# of slots 1-31; in PIC mode (`\_PIC(0)`,
+/// the default) each names its link device, whose `_CRS`/`_SRS`/`_DIS` read and write the
+/// PIIX3 PIRQ route control register (82371SB §4.1.8, config 0x60-0x63) through a PCI_Config
+/// operation region; in APIC mode (`\_PIC(1)`) each gives GSI `PIRQ_GSI_BASE + pirq` directly
+/// (source 0: level-triggered, active-low, shareable).
+pub fn dsdt_aml(cfg: &AcpiConfig) -> Vec<u8> {
+    use crate::aml::*;
+    let links = ["LNKA", "LNKB", "LNKC", "LNKD"];
+    let regs = ["PRQA", "PRQB", "PRQC", "PRQD"];
+    let prt = |apic: bool| {
+        let mut entries = Vec::new();
+        for slot in 1..32u8 {
+            for pin in 0..4u8 {
+                let pirq = prt_pirq(slot, pin);
+                let addr = int((u64::from(slot) << 16) | 0xFFFF);
+                let (source, index) = if apic {
+                    (int(0), int(u64::from(PIRQ_GSI_BASE + u32::from(pirq))))
+                } else {
+                    (name(&format!("\\_SB.{}", links[usize::from(pirq)])), int(0))
+                };
+                entries.push(package(&[addr, int(u64::from(pin)), source, index]));
+            }
+        }
+        package(&entries)
+    };
+    let isa = device(
+        "ISA",
+        &[
+            def_name("_ADR", &int(0x0001_0000)),
+            op_region("PIRQ", SPACE_PCI_CONFIG, 0x60, 4),
+            field_bytes(
+                "PIRQ",
+                &[(regs[0], 8), (regs[1], 8), (regs[2], 8), (regs[3], 8)],
+            ),
+        ],
+    );
+    let pci0 = device(
+        "PCI0",
+        &[
+            def_name("_HID", &eisa_id("PNP0A03")),
+            def_name("_UID", &int(0)),
+            def_name("_CRS", &pci0_crs(cfg)),
+            def_name("PRTP", &prt(false)),
+            def_name("PRTA", &prt(true)),
+            method(
+                "_PRT",
+                0,
+                &[
+                    if_(&lequal(&name("\\PICM"), &int(0)), &[return_(&name("PRTP"))]),
+                    return_(&name("PRTA")),
+                ],
+            ),
+            isa,
+        ],
+    );
+    let choices = PIRQ_ISA_CHOICES.iter().fold(0u16, |m, &i| m | 1 << i);
+    // IQST(route): _STA of a link: present, enabled, functioning; disabled when bit 7 is set.
+    let iqst = method(
+        "IQST",
+        1,
+        &[
+            if_(
+                &and(&arg(0), &int(0x80), &NULL_TARGET),
+                &[return_(&int(0x09))],
+            ),
+            return_(&int(0x0B)),
+        ],
+    );
+    // IQCR(route): the IRQ descriptor of the routed IRQ, or an empty mask when disabled.
+    let iqcr = method_serialized(
+        "IQCR",
+        1,
+        &[
+            def_name("BUF0", &resource_template(&[irq_descriptor(0)])),
+            create_word_field(&name("BUF0"), &int(1), "IRQW"),
+            if_(
+                &lless(&arg(0), &int(0x80)),
+                &[shift_left(
+                    &int(1),
+                    &and(&arg(0), &int(0x0F), &NULL_TARGET),
+                    &name("IRQW"),
+                )],
+            ),
+            return_(&name("BUF0")),
+        ],
+    );
+    let mut sb = vec![pci0, iqst, iqcr];
+    for (i, (link, reg)) in links.iter().zip(regs).enumerate() {
+        let r = name(&format!("\\_SB.PCI0.ISA.{reg}"));
+        sb.push(device(
+            link,
+            &[
+                def_name("_HID", &eisa_id("PNP0C0F")),
+                def_name("_UID", &int(i as u64 + 1)),
+                def_name("_PRS", &resource_template(&[irq_descriptor(choices)])),
+                method("_STA", 0, &[return_(&concat_call("IQST", &r))]),
+                method("_DIS", 0, &[or(&r, &int(0x80), &r)]),
+                method("_CRS", 0, &[return_(&concat_call("IQCR", &r))]),
+                method_serialized(
+                    "_SRS",
+                    1,
+                    &[
+                        create_word_field(&arg(0), &int(1), "IRQW"),
+                        find_set_right_bit(&name("IRQW"), &local(0)),
+                        subtract(&local(0), &int(1), &local(0)),
+                        store(&local(0), &r),
+                    ],
+                ),
+            ],
+        ));
+    }
+    let mut aml = aml_s5();
+    aml.extend(def_name("PICM", &int(0)));
+    aml.extend(method("_PIC", 1, &[store(&arg(0), &name("\\PICM"))]));
+    aml.extend(scope("\\_SB", &sb));
+    aml
+}
+
+/// A method call `NAME(arg)`: the method's NameString followed by its argument.
+fn concat_call(method: &str, arg: &[u8]) -> Vec<u8> {
+    let mut o = crate::aml::name(method);
+    o.extend_from_slice(arg);
+    o
+}
+
+fn dsdt(cfg: &AcpiConfig) -> Vec<u8> {
+    let aml = dsdt_aml(cfg);
     let mut t = table(b"DSDT", 2, aml.len());
     t[HEADER_LEN..].copy_from_slice(&aml);
     finish(t)
@@ -425,7 +603,7 @@ pub fn write_acpi_tables(
         at
     };
     let facs_at = place(facs(), *b"FACS", 64);
-    let dsdt_at = place(dsdt(), *b"DSDT", 16);
+    let dsdt_at = place(dsdt(cfg), *b"DSDT", 16);
     let fadt_at = place(fadt(cfg, facs_at, dsdt_at), *b"FACP", 16);
     let madt_at = place(madt(cfg), *b"APIC", 16);
     let hpet_at = cfg.hpet_addr.map(|a| place(hpet(cfg, a), *b"HPET", 16));
@@ -530,10 +708,8 @@ mod tests {
         assert_eq!(x_dsdt, t.dsdt);
         let dsdt = read_table(&mem, x_dsdt, b"DSDT");
         // Name(_S5_, Package(4) {Zero, Zero, Zero, Zero})
-        assert_eq!(
-            &dsdt[HEADER_LEN..],
-            &[0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x04, 0, 0, 0, 0]
-        );
+        assert!(dsdt[HEADER_LEN..]
+            .starts_with(&[0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x04, 0, 0, 0, 0]));
         let facs_at = u64::from(u32::from_le_bytes(fadt[36..40].try_into().unwrap()));
         assert_eq!(facs_at % 64, 0);
         assert_eq!(mem.read(facs_at, 4).unwrap(), b"FACS");
@@ -682,6 +858,20 @@ mod tests {
     }
 
     #[test]
+    fn prt_swizzle() {
+        // Slot 1 INTA# is PIRQA#; each slot rotates by one, each pin by one.
+        assert_eq!(prt_pirq(1, 0), 0);
+        assert_eq!(prt_pirq(3, 0), 2);
+        assert_eq!(prt_pirq(3, 1), 3);
+        assert_eq!(prt_pirq(4, 0), 3);
+        assert_eq!(prt_pirq(5, 3), 3);
+        assert_eq!(prt_pirq(0, 0), 3);
+        if let Ok(p) = std::env::var("RINX_DUMP_DSDT") {
+            std::fs::write(p, dsdt(&AcpiConfig::default())).unwrap();
+        }
+    }
+
+    #[test]
     fn aml_encodings() {
         assert_eq!(aml_integer(0), [0x00]);
         assert_eq!(aml_integer(1), [0x01]);
@@ -770,6 +960,19 @@ mod tests {
             "Address : 00000000FED00000",
             "Signature : \"XSDT\"",
             "Signature : \"RSDT\"",
+            "Device (PCI0)",
+            "Name (_HID, EisaId (\"PNP0A03\")",
+            "WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode,",
+            "0xFEBFFFFF, // Range Maximum",
+            "Method (_PRT, 0, NotSerialized)",
+            "Method (_PIC, 1, NotSerialized)",
+            "OperationRegion (PIRQ, PCI_Config, 0x60, 0x04)",
+            "Device (LNKD)",
+            "Name (_HID, EisaId (\"PNP0C0F\")",
+            "IRQ (Level, ActiveLow, Shared, )",
+            "{5,10,11}",
+            "Method (_SRS, 1, Serialized)",
+            "\\_SB.PCI0.ISA.PRQC = Local0",
         ] {
             assert!(
                 texts.contains(needle),

@@ -39,6 +39,7 @@
 #![warn(missing_docs)]
 
 pub mod acpi;
+pub mod aml;
 pub mod demo;
 pub mod e820;
 pub mod layout;

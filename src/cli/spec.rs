@@ -98,16 +98,30 @@ pub fn parse_serial(s: &str) -> Result<SerialSpec, String> {
 pub enum DriveFormat {
     /// Raw image: the disk is the file's bytes.
     Raw,
+    /// qcow2 (version 2 or 3) image.
+    Qcow2,
+}
+
+impl From<DriveFormat> for devices::block::ImageFormat {
+    fn from(f: DriveFormat) -> Self {
+        match f {
+            DriveFormat::Raw => Self::Raw,
+            DriveFormat::Qcow2 => Self::Qcow2,
+        }
+    }
 }
 
 /// Controller a `--drive` is attached to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DriveInterface {
-    /// virtio-scsi host (PCI), target 0 LUN 0.
+    /// virtio-scsi host (PCI), disk at target 0 LUN 0.
     VirtioScsi,
+    /// virtio-scsi host (PCI) with a CD-ROM drive (MMC, 2048-byte blocks, read-only) at
+    /// target 0 LUN 0 holding the image (an ISO 9660 file).
+    Cdrom,
 }
 
-/// A `--drive` option: `file=PATH[,format=raw][,if=virtio-scsi][,mode=...][,undo=...][,readonly=on]`.
+/// A `--drive` option: `file=PATH[,format=raw|qcow2][,if=virtio-scsi][,mode=...][,undo=...][,readonly=on]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DriveSpec {
     /// Host image.
@@ -142,14 +156,15 @@ pub fn parse_drive(s: &str) -> Result<DriveSpec, String> {
             ("file", "") => return Err("file= needs a path".into()),
             ("file", p) => file = Some(PathBuf::from(p)),
             ("format", "raw") => format = DriveFormat::Raw,
-            ("format", "qcow2") => {
-                return Err("format=qcow2 is not supported yet; convert with \
-                    `qemu-img convert -O raw IN.qcow2 OUT.img`"
-                    .into())
-            }
-            ("format", f) => return Err(format!("unknown drive format '{f}': use raw")),
+            ("format", "qcow2") => format = DriveFormat::Qcow2,
+            ("format", f) => return Err(format!("unknown drive format '{f}': use raw or qcow2")),
             ("if", "virtio-scsi") => interface = DriveInterface::VirtioScsi,
-            ("if", i) => return Err(format!("unknown drive interface '{i}': use virtio-scsi")),
+            ("if", "cdrom") => interface = DriveInterface::Cdrom,
+            ("if", i) => {
+                return Err(format!(
+                    "unknown drive interface '{i}': use virtio-scsi or cdrom"
+                ))
+            }
             ("mode", "persistent") => mode = Some(DiskMode::Persistent),
             ("mode", "nonpersistent") => mode = Some(DiskMode::Nonpersistent),
             ("mode", "undoable") => mode = Some(DiskMode::Undoable { keep: false }),
@@ -184,6 +199,11 @@ pub fn parse_drive(s: &str) -> Result<DriveSpec, String> {
         (_, Some(_)) => return Err("undo= only applies to mode=undoable".into()),
         (m, None) => m,
     };
+    if interface == DriveInterface::Cdrom && mode != DiskMode::Persistent {
+        return Err("if=cdrom is read-only: mode= does not apply".into());
+    }
+    // A CD-ROM medium is never written.
+    let read_only = read_only || interface == DriveInterface::Cdrom;
     Ok(DriveSpec {
         file,
         format,
@@ -448,13 +468,20 @@ mod tests {
             DiskMode::Undoable { keep: true }
         );
         assert!(parse_drive("file=a,readonly=on").unwrap().read_only);
+        assert_eq!(
+            parse_drive("file=a,format=qcow2").unwrap().format,
+            DriveFormat::Qcow2
+        );
+        let cd = parse_drive("file=x.iso,if=cdrom").unwrap();
+        assert_eq!(cd.interface, DriveInterface::Cdrom);
+        assert!(cd.read_only);
+        assert!(parse_drive("file=x.iso,if=cdrom,mode=nonpersistent").is_err());
         for bad in [
             "",
             "a.img",
             "format=raw",
             "file=",
             "file=a,format=vmdk",
-            "file=a,format=qcow2",
             "file=a,if=ide",
             "file=a,mode=sometimes",
             "file=a,mode=undoable",

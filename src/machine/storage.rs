@@ -1,7 +1,8 @@
 //! Disks: each `--drive` becomes a virtio-scsi PCI function (00:03.0, 00:04.0, ...) whose BAR 0
 //! is assigned in the PCI MMIO window at [`PCI_MMIO_BASE`], firmware style, and whose
-//! interrupts are MSI-X messages to the local APIC (INTx on [`VIRTIO_INTX_IRQ`] when the guest
-//! does not enable MSI-X). Queue work is done on the vCPU thread after each slice, with DMA
+//! interrupts are MSI-X messages to the local APIC, or INTA# when the guest does not enable
+//! MSI-X, routed like every PCI device's INTx by [`devices::pci::intx_line`] (PIIX3 PIRQ ->
+//! I/O APIC input 16-19 or the ISA IRQ of the PIRQ route register; the DSDT's `_PRT` says so). Queue work is done on the vCPU thread after each slice, with DMA
 //! through [`DmaMemory`], which keeps the decoded-instruction cache coherent.
 
 use std::sync::{Arc, Mutex};
@@ -9,13 +10,13 @@ use std::sync::{Arc, Mutex};
 use devices::apic::ApicBus;
 use devices::block::BlockBackend;
 use devices::bus::{Bus, DeviceId};
-use devices::pci::{devfn, PciRoot};
-use devices::scsi::ScsiDisk;
+use devices::pci::{devfn, firmware_interrupt_line, intx_line, PciRoot};
+use devices::scsi::{ScsiCdrom, ScsiDisk};
 use devices::virtio::pci::{layout, PciHandle, PciMmioWindow, SharedVirtioPci};
 use devices::virtio::{DmaError, VirtioPci, VirtioScsi};
 use devices::IrqLines;
 
-use crate::cli::spec::DriveSpec;
+use crate::cli::spec::{DriveInterface, DriveSpec};
 use crate::exec::dcache::DecodeCache;
 use crate::mmu::GuestMemory;
 
@@ -29,8 +30,8 @@ pub const PCI_MMIO_BASE: u64 = 0xe000_0000;
 pub const PCI_MMIO_SIZE: u64 = 0x0100_0000;
 /// First PCI device number used for drives.
 pub const FIRST_DRIVE_SLOT: u8 = 3;
-/// ISA IRQ of INTx (also written to the interrupt line register).
-pub const VIRTIO_INTX_IRQ: u8 = 11;
+/// Interrupt pin of the virtio-scsi functions: INTA#.
+pub const VIRTIO_INTX_PIN: u8 = 1;
 
 /// Guest RAM for device DMA: bounds-checked by [`GuestMemory`]; writes invalidate cached
 /// decoded instructions of the pages they touch.
@@ -101,19 +102,26 @@ impl Storage {
         let mut out = Vec::new();
         for (i, d) in drives.iter().enumerate() {
             let backend: Box<dyn BlockBackend> =
-                devices::block::open(&d.file, d.mode, d.read_only).map_err(|e| e.to_string())?;
-            let serial = format!("RINX-DISK-{i}");
-            let disk = ScsiDisk::new(backend, &serial);
+                devices::block::open(&d.file, d.format.into(), d.mode, d.read_only)
+                    .map_err(|e| e.to_string())?;
+            let slot = FIRST_DRIVE_SLOT + i as u8;
+            let scsi = match d.interface {
+                DriveInterface::VirtioScsi => {
+                    VirtioScsi::new(ScsiDisk::new(backend, &format!("RINX-DISK-{i}")))
+                }
+                DriveInterface::Cdrom => {
+                    VirtioScsi::new(ScsiCdrom::new(backend, &format!("RINX-CD-{i}")))
+                }
+            };
             let mut dev = VirtioPci::new(
-                VirtioScsi::new(disk),
-                lines.line(VIRTIO_INTX_IRQ),
+                scsi,
+                intx_line(lines, slot, VIRTIO_INTX_PIN),
                 Box::new(apic.clone()),
             );
             let bar = PCI_MMIO_BASE + i as u64 * u64::from(layout::BAR_SIZE);
             dev.assign_bar0(bar as u32);
-            dev.set_interrupt_line(VIRTIO_INTX_IRQ);
+            dev.set_interrupt_line(firmware_interrupt_line(slot, VIRTIO_INTX_PIN));
             let shared = Arc::new(Mutex::new(dev));
-            let slot = FIRST_DRIVE_SLOT + i as u8;
             bus.pio_device_mut::<PciRoot>(pci)
                 .ok_or("no PCI host bridge")?
                 .insert(devfn(slot, 0), Box::new(PciHandle(shared.clone())));
@@ -179,6 +187,24 @@ mod tests {
     use devices::bus::Port;
     use devices::events::event_channel;
 
+    /// The devices' INTx wiring and the DSDT's `_PRT` describe the same board.
+    #[test]
+    fn intx_wiring_matches_the_acpi_prt() {
+        for slot in 0..32 {
+            for pin in 1..=4 {
+                assert_eq!(
+                    devices::pci::pirq_of(slot, pin),
+                    firmware::acpi::prt_pirq(slot, pin - 1),
+                    "slot {slot} pin {pin}"
+                );
+            }
+        }
+        assert_eq!(
+            devices::irq::PIRQ_LINE_BASE as u32,
+            firmware::acpi::PIRQ_GSI_BASE
+        );
+    }
+
     #[test]
     fn drive_enumerates_on_pci_and_decodes_its_bar() {
         let img = std::env::temp_dir().join(format!("rinx-storage-unit-{}", std::process::id()));
@@ -197,10 +223,8 @@ mod tests {
         };
         assert_eq!(cfg(&mut bus, 0), 0x1048_1af4);
         assert_eq!(cfg(&mut bus, 0x10), PCI_MMIO_BASE as u32);
-        assert_eq!(
-            cfg(&mut bus, 0x3c) & 0xffff,
-            0x0100 | u32::from(VIRTIO_INTX_IRQ)
-        );
+        // INTA#, interrupt line 11: slot 3 INTA# is PIRQC#, which firmware routes to IRQ 11.
+        assert_eq!(cfg(&mut bus, 0x3c) & 0xffff, 0x010b);
         // num_queues in the common configuration through the MMIO window.
         assert_eq!(bus.mmio_read(PCI_MMIO_BASE + 0x12, 2), 3);
         // Device config: max_sectors.

@@ -7,12 +7,36 @@
 //! FUA calls it before the command completes.
 
 mod cow;
+mod qcow2;
 mod raw;
 
 use std::path::{Path, PathBuf};
 
-pub use cow::CowOverlay;
+pub use cow::{journal_path, recover_commit, CowOverlay};
+pub use qcow2::Qcow2File;
 pub use raw::RawFile;
+
+/// Format of a disk image file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageFormat {
+    /// The disk is the file's bytes.
+    #[default]
+    Raw,
+    /// qcow2 version 2 or 3 ([`Qcow2File`]).
+    Qcow2,
+}
+
+/// Open the image `path` of `format` directly (no disk mode).
+pub fn open_image(
+    path: &Path,
+    format: ImageFormat,
+    read_only: bool,
+) -> Result<Box<dyn BlockBackend>, BlockError> {
+    Ok(match format {
+        ImageFormat::Raw => Box::new(RawFile::open(path, read_only)?),
+        ImageFormat::Qcow2 => Box::new(Qcow2File::open(path, read_only)?),
+    })
+}
 
 /// Errors of the disk back-ends.
 #[derive(Debug, thiserror::Error)]
@@ -136,24 +160,30 @@ pub enum DiskMode {
     },
 }
 
-/// Open the raw image `path` in `mode`. `read_only` opens the image read-only (guest writes
-/// then fail with DATA PROTECT); nonpersistent and undoable disks open the image read-only
-/// until an undoable commit, and keep their overlay in a temporary file.
+/// Open the image `path` of `format` in `mode`. `read_only` opens the image read-only (guest
+/// writes then fail with DATA PROTECT); nonpersistent and undoable disks open the image
+/// read-only until an undoable commit, and keep their overlay in a temporary file.
 pub fn open(
     path: &Path,
+    format: ImageFormat,
     mode: DiskMode,
     read_only: bool,
 ) -> Result<Box<dyn BlockBackend>, BlockError> {
+    // An undoable commit a crash interrupted is finished first (all of it or, when its
+    // journal never became complete, none), whatever mode the image is opened in now.
+    if !read_only || mode != DiskMode::Persistent {
+        recover_commit(path, format)?;
+    }
     match mode {
-        DiskMode::Persistent => Ok(Box::new(RawFile::open(path, read_only)?)),
+        DiskMode::Persistent => open_image(path, format, read_only),
         DiskMode::Nonpersistent => {
-            let base = RawFile::open(path, true)?;
-            Ok(Box::new(CowOverlay::new_temp(Box::new(base), None)?))
+            let base = open_image(path, format, true)?;
+            Ok(Box::new(CowOverlay::new_temp(base, None)?))
         }
         DiskMode::Undoable { keep } => {
-            let base = RawFile::open(path, true)?;
-            let commit_to = (keep && !read_only).then(|| path.to_path_buf());
-            Ok(Box::new(CowOverlay::new_temp(Box::new(base), commit_to)?))
+            let base = open_image(path, format, true)?;
+            let commit_to = (keep && !read_only).then(|| (path.to_path_buf(), format));
+            Ok(Box::new(CowOverlay::new_temp(base, commit_to)?))
         }
     }
 }

@@ -165,7 +165,7 @@ pub fn cdb_len(opcode: u8) -> Option<usize> {
     }
 }
 
-fn be16(b: &[u8], at: usize) -> u16 {
+pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 

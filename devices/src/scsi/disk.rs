@@ -439,6 +439,15 @@ impl ScsiDisk {
     }
 }
 
+impl super::ScsiTarget for ScsiDisk {
+    fn execute(&mut self, cdb: &[u8], data_out: &[u8], data_in_max: usize) -> ScsiResponse {
+        ScsiDisk::execute(self, cdb, data_out, data_in_max)
+    }
+    fn backend_mut(&mut self) -> &mut dyn BlockBackend {
+        ScsiDisk::backend_mut(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

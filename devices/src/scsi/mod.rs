@@ -10,11 +10,24 @@
 //! commands end in CHECK CONDITION with the SPC-4 sense data, never a host panic.
 
 pub mod cdb;
+pub mod cdrom;
 pub mod disk;
 pub mod sense;
 
 pub use cdb::Cdb;
+pub use cdrom::ScsiCdrom;
 pub use disk::ScsiDisk;
+
+/// A logical unit a transport can send commands to: a disk ([`ScsiDisk`]) or a CD-ROM drive
+/// ([`ScsiCdrom`]).
+pub trait ScsiTarget: Send + std::fmt::Debug {
+    /// Execute one command: `cdb` as received, `data_out` the bytes the initiator sent, and
+    /// `data_in_max` the size of the initiator's data-in buffer. Never panics: malformed or
+    /// unsupported commands give CHECK CONDITION with sense data.
+    fn execute(&mut self, cdb: &[u8], data_out: &[u8], data_in_max: usize) -> ScsiResponse;
+    /// The medium's back-end (power-off handling).
+    fn backend_mut(&mut self) -> &mut dyn crate::block::BlockBackend;
+}
 pub use sense::{Sense, SenseKey, Status};
 
 /// Result of one command.

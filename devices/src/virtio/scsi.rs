@@ -5,7 +5,7 @@ use super::mem::GuestMemory;
 use super::pci::VirtioDevice;
 use super::queue::{DescChain, QueueError, SplitQueue};
 use crate::scsi::disk::MAX_TRANSFER_BLOCKS;
-use crate::scsi::{unsupported_lun, ScsiDisk, Status};
+use crate::scsi::{unsupported_lun, ScsiTarget, Status};
 
 /// virtio device ID of a SCSI host (§5.6.1).
 pub const VIRTIO_ID_SCSI: u16 = 8;
@@ -36,27 +36,28 @@ const REQ_HDR: u64 = 19;
 /// status_qualifier, status, response.
 const RESP_HDR: u64 = 12;
 
-/// A virtio-scsi host with one disk at target 0, LUN 0.
+/// A virtio-scsi host with one logical unit (disk or CD-ROM) at target 0, LUN 0.
 #[derive(Debug)]
 pub struct VirtioScsi {
-    disk: ScsiDisk,
+    disk: Box<dyn ScsiTarget>,
     cdb_size: u32,
     sense_size: u32,
 }
 
 impl VirtioScsi {
-    /// A host adapter with `disk` at target 0, LUN 0.
-    pub fn new(disk: ScsiDisk) -> Self {
+    /// A host adapter with `disk` (a [`crate::scsi::ScsiDisk`] or
+    /// [`crate::scsi::ScsiCdrom`]) at target 0, LUN 0.
+    pub fn new(disk: impl ScsiTarget + 'static) -> Self {
         Self {
-            disk,
+            disk: Box::new(disk),
             cdb_size: CDB_SIZE,
             sense_size: SENSE_SIZE,
         }
     }
 
-    /// The disk (power-off handling).
-    pub fn disk_mut(&mut self) -> &mut ScsiDisk {
-        &mut self.disk
+    /// The logical unit (power-off handling).
+    pub fn disk_mut(&mut self) -> &mut dyn ScsiTarget {
+        self.disk.as_mut()
     }
 
     /// virtio_scsi_config (§5.6.4), little-endian.
@@ -269,7 +270,7 @@ mod tests {
         let lines = IrqLines::new();
         let msis = Msis::default();
         let mut dev = VirtioPci::new(
-            VirtioScsi::new(ScsiDisk::new(Box::new(m), "VSCSI0")),
+            VirtioScsi::new(crate::scsi::ScsiDisk::new(Box::new(m), "VSCSI0")),
             lines.line(IRQ),
             Box::new(msis.clone()),
         );
