@@ -10,6 +10,9 @@
 #                      cpio newc archive to append to initrd.img: the kernel modules (from the same
 #                      kernel package) that virtio-scsi disks with ext4 need, in /lib/modules/*.ko,
 #                      with /lib/modules/order listing them in dependency order for insmod
+#   amd64/hba-modules.cpio
+#                      the same for disks behind the BusLogic BT-958 HBA (BusLogic, sd_mod, ext4 and
+#                      their dependencies), in /lib/hba-modules/*.ko with /lib/hba-modules/order
 #   */VERSION          package names and versions used
 #
 # /init mounts proc, sysfs and devtmpfs, then runs the script named on the kernel command line as
@@ -30,7 +33,7 @@ FORCE=0
 log() { printf 'guest-images: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-outputs=("$CACHE/amd64/vmlinuz" "$CACHE/amd64/initrd.img" "$CACHE/amd64/storage-modules.cpio" "$CACHE/i386/vmlinuz" "$CACHE/i386/initrd.img")
+outputs=("$CACHE/amd64/vmlinuz" "$CACHE/amd64/initrd.img" "$CACHE/amd64/storage-modules.cpio" "$CACHE/amd64/hba-modules.cpio" "$CACHE/i386/vmlinuz" "$CACHE/i386/initrd.img")
 if [ "$FORCE" = 0 ]; then
     all=1
     for f in "${outputs[@]}"; do [ -s "$f" ] || all=0; done
@@ -193,13 +196,17 @@ PY
 # Modules for virtio-scsi disks holding ext4 (plus everything they depend on, resolved from each
 # module's .modinfo "depends=" field; crc32c_generic is ext4's and jbd2's crypto soft dependency).
 STORAGE_MODULES="virtio_pci virtio_scsi sd_mod ext4 crc32c_generic"
+# Modules for disks behind the BusLogic HBA (tests/boot_hba.rs).
+HBA_MODULES="BusLogic sd_mod ext4 crc32c_generic"
 
-# make_modules_cpio <extracted kernel package dir> <output>
+# make_modules_cpio <extracted kernel package dir> <output> <directory in the archive> <module>...
 make_modules_cpio() {
-    python3 - "$1" "$2.tmp" $STORAGE_MODULES <<'PY'
+    local root="$1" out="$2" dir="$3"
+    shift 3
+    python3 - "$root" "$out.tmp" "$dir" "$@" <<'PY'
 import os, sys
 
-root, out_path, wanted = sys.argv[1], sys.argv[2], sys.argv[3:]
+root, out_path, moddir, wanted = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 mods = {}
 for dirpath, _, files in os.walk(os.path.join(root, "lib", "modules")):
     for f in files:
@@ -229,10 +236,10 @@ def visit(name, stack=()):
 for w in wanted:
     visit(w)
 
-entries = [("lib", 0o040755, b""), ("lib/modules", 0o040755, b"")]
+entries = [("lib", 0o040755, b""), (f"lib/{moddir}", 0o040755, b"")]
 for m in order:
-    entries.append((f"lib/modules/{m}.ko", 0o100644, open(mods[m], "rb").read()))
-entries.append(("lib/modules/order", 0o100644, ("\n".join(order) + "\n").encode()))
+    entries.append((f"lib/{moddir}/{m}.ko", 0o100644, open(mods[m], "rb").read()))
+entries.append((f"lib/{moddir}/order", 0o100644, ("\n".join(order) + "\n").encode()))
 
 def header(ino, name, mode, size, nlink):
     fields = [ino, mode, 0, 0, nlink, 0, size, 0, 0, 0, 0, len(name) + 1, 0]
@@ -252,9 +259,9 @@ out += header(0, "TRAILER!!!", 0, 0, 1) + b"TRAILER!!!\0"
 out += pad(out)
 out += b"\0" * ((512 - len(out) % 512) % 512)
 open(out_path, "wb").write(out)
-print("guest-images: storage modules (insmod order): " + " ".join(order), file=sys.stderr)
+print(f"guest-images: {moddir} (insmod order): " + " ".join(order), file=sys.stderr)
 PY
-    mv "$2.tmp" "$2"
+    mv "$out.tmp" "$out"
 }
 
 # build <arch dir> <kernel meta package> <busybox package>
@@ -272,7 +279,7 @@ build() {
     local want_modules=0
     [ "$arch" = amd64 ] && want_modules=1
     if [ "$FORCE" = 1 ] || [ ! -s "$dest/vmlinuz" ] || ! grep -q "^kernel ${kpkg}_" "$dest/VERSION.kernel" 2>/dev/null \
-        || { [ "$want_modules" = 1 ] && [ ! -s "$dest/storage-modules.cpio" ]; }; then
+        || { [ "$want_modules" = 1 ] && { [ ! -s "$dest/storage-modules.cpio" ] || [ ! -s "$dest/hba-modules.cpio" ]; }; }; then
         local deb x
         deb="$(download "$kpkg$suffix")"
         x="$WORK/x-kernel-$arch"
@@ -283,7 +290,8 @@ build() {
         [ -f "$vmlinuz" ] || die "$deb holds no /boot/vmlinuz-*"
         cp "$vmlinuz" "$dest/vmlinuz.tmp" && mv "$dest/vmlinuz.tmp" "$dest/vmlinuz"
         if [ "$want_modules" = 1 ]; then
-            make_modules_cpio "$x" "$dest/storage-modules.cpio"
+            make_modules_cpio "$x" "$dest/storage-modules.cpio" modules $STORAGE_MODULES
+            make_modules_cpio "$x" "$dest/hba-modules.cpio" hba-modules $HBA_MODULES
         fi
         echo "kernel $(basename "$deb")" > "$dest/VERSION.kernel"
         rm -rf "$x"

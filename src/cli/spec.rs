@@ -105,9 +105,12 @@ pub enum DriveFormat {
 pub enum DriveInterface {
     /// virtio-scsi host (PCI), target 0 LUN 0.
     VirtioScsi,
+    /// BusLogic BT-958 PCI SCSI host adapter (Linux `BusLogic` driver); every such drive is
+    /// a target on one adapter, SCSI IDs 0-6 in command-line order.
+    BusLogic,
 }
 
-/// A `--drive` option: `file=PATH[,format=raw][,if=virtio-scsi][,mode=...][,undo=...][,readonly=on]`.
+/// A `--drive` option: `file=PATH[,format=raw][,if=virtio-scsi|buslogic][,mode=...][,undo=...][,readonly=on]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DriveSpec {
     /// Host image.
@@ -149,7 +152,12 @@ pub fn parse_drive(s: &str) -> Result<DriveSpec, String> {
             }
             ("format", f) => return Err(format!("unknown drive format '{f}': use raw")),
             ("if", "virtio-scsi") => interface = DriveInterface::VirtioScsi,
-            ("if", i) => return Err(format!("unknown drive interface '{i}': use virtio-scsi")),
+            ("if", "buslogic") => interface = DriveInterface::BusLogic,
+            ("if", i) => {
+                return Err(format!(
+                    "unknown drive interface '{i}': use virtio-scsi or buslogic"
+                ))
+            }
             ("mode", "persistent") => mode = Some(DiskMode::Persistent),
             ("mode", "nonpersistent") => mode = Some(DiskMode::Nonpersistent),
             ("mode", "undoable") => mode = Some(DiskMode::Undoable { keep: false }),

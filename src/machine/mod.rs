@@ -5,6 +5,7 @@
 pub mod boot;
 pub mod demo;
 pub mod serial;
+pub mod hba;
 pub mod storage;
 
 use crate::cli::spec::SerialSpec;

@@ -253,8 +253,9 @@ pub struct BusLogic {
     in_idx: u32,
     /// Completions waiting for a free incoming mailbox.
     pending: VecDeque<[u8; 8]>,
-    /// Start Mailbox Command was written since the last scan.
-    start: bool,
+    /// Start Mailbox Commands written since the last scan: in strict round robin mode each
+    /// one makes the adapter examine exactly one (the next) outgoing mailbox.
+    start: u32,
     strict_rr: bool,
     ext_lun: bool,
     int_enabled: bool,
@@ -311,7 +312,7 @@ impl BusLogic {
             out_idx: 0,
             in_idx: 0,
             pending: VecDeque::new(),
-            start: false,
+            start: 0,
             strict_rr: false,
             ext_lun: false,
             int_enabled: true,
@@ -344,7 +345,7 @@ impl BusLogic {
 
     /// Whether mailbox work is queued for [`BusLogic::process`].
     pub fn has_work(&self) -> bool {
-        self.mbox.is_some() && (self.start || !self.pending.is_empty())
+        self.mbox.is_some() && (self.start > 0 || !self.pending.is_empty())
     }
 
     fn update_irq(&self) {
@@ -369,7 +370,7 @@ impl BusLogic {
         self.out_idx = 0;
         self.in_idx = 0;
         self.pending.clear();
-        self.start = false;
+        self.start = 0;
         self.strict_rr = false;
         self.ext_lun = false;
         self.int_enabled = true;
@@ -470,7 +471,7 @@ impl BusLogic {
                 // No Command Complete for this one: the driver writes it without the
                 // handshake, and completions arrive as incoming mailboxes.
                 self.status |= status::HARDY;
-                self.start = true;
+                self.start = self.start.saturating_add(1);
                 return;
             }
             op::INQ_BOARD_ID => BOARD_ID.to_vec(),
@@ -604,16 +605,22 @@ impl BusLogic {
 
     /// Run the outgoing mailboxes after Start Mailbox Command, and deliver completions that
     /// waited for a free incoming mailbox.
+    ///
+    /// Strict round robin mode examines one outgoing mailbox per Start Mailbox Command, so an
+    /// entry the host is still filling (its action code stored before its CCB address) is
+    /// never taken early; the default mode scans every outgoing mailbox once.
     pub fn process(&mut self, mem: &mut dyn GuestMemory) {
         let Some((count, base)) = self.mbox else {
-            self.start = false;
+            self.start = 0;
             return;
         };
         self.flush_pending(mem, count, base);
-        if !std::mem::take(&mut self.start) {
+        let starts = std::mem::take(&mut self.start);
+        if starts == 0 {
             return;
         }
-        for _ in 0..count {
+        let budget = if self.strict_rr { starts.min(count) } else { count };
+        for _ in 0..budget {
             let at = u64::from(base) + u64::from(self.out_idx) * 8;
             let mut ob = [0u8; 8];
             if mem.read(at, &mut ob).is_err() {
@@ -623,7 +630,8 @@ impl BusLogic {
             let action = ob[7];
             if action == 0 {
                 if self.strict_rr {
-                    break;
+                    // Spurious start: the next command still goes to this mailbox.
+                    continue;
                 }
                 self.out_idx = (self.out_idx + 1) % count;
                 continue;

@@ -313,3 +313,23 @@ fn garbage_register_writes_and_memory_do_not_panic() {
         }
     }
 }
+
+#[test]
+fn strict_round_robin_takes_one_mailbox_per_start() {
+    let (mut d, lines, mut m, mut h) = setup();
+    // The host has stored the action code of the next mailbox but not yet its CCB address
+    // or Start Mailbox Command: the adapter must leave it alone.
+    let next = u64::from(MBOX) + 8;
+    m.write(next + 7, &[1]).unwrap();
+    h.submit(&mut d, &mut m, 0, &[0, 0, 0, 0, 0, 0], 0, &[]);
+    assert_eq!(h.complete(&mut d, &mut m, &lines)[7], comp::GOOD);
+    let mut b = [0u8; 1];
+    m.read(next + 7, &mut b).unwrap();
+    assert_eq!(b[0], 1, "outgoing mailbox 1 untouched");
+    assert!(!d.has_work());
+    // Now the host completes it and starts it.
+    h.submit(&mut d, &mut m, 1, &[0, 0, 0, 0, 0, 0], 0, &[]);
+    assert_eq!(h.complete(&mut d, &mut m, &lines)[7], comp::GOOD);
+    m.read(next + 7, &mut b).unwrap();
+    assert_eq!(b[0], 0);
+}

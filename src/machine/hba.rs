@@ -1,0 +1,128 @@
+//! Classic SCSI host adapters: the `--drive ...,if=buslogic` disks become targets (SCSI IDs
+//! 0-6 in command-line order) of one BusLogic BT-958 at PCI 00:0c.0, with its I/O BAR 0 at
+//! [`BUSLOGIC_IO_BASE`] and memory BAR 1 at the start of the HBA family's MMIO window
+//! ([`HBA_MMIO_BASE`]), assigned firmware style. INTA# drives ISA IRQ [`HBA_INTX_IRQ`] (a
+//! line of its own: the lines are levels, not wired-OR, so sharing virtio's would lose
+//! assertions). Mailbox work runs on the vCPU thread after each slice, like the virtio queues.
+
+use std::sync::{Arc, Mutex};
+
+use devices::bus::{Bus, DeviceId};
+use devices::pci::{devfn, PciRoot};
+use devices::scsi::buslogic::{self, BusLogic, BusLogicPci, BusLogicRegs, SharedBusLogic};
+use devices::scsi::ScsiDisk;
+use devices::IrqLines;
+
+use crate::cli::spec::DriveSpec;
+use crate::exec::dcache::DecodeCache;
+use crate::mmu::GuestMemory;
+
+use super::storage::DmaMemory;
+
+/// Start of the classic HBAs' part of the PCI MMIO window (16 MiB, slots 12-13).
+pub const HBA_MMIO_BASE: u64 = 0xe100_0000;
+/// PCI device number of the BusLogic adapter.
+pub const BUSLOGIC_SLOT: u8 = 12;
+/// I/O port base of the BusLogic register block (4 ports).
+pub const BUSLOGIC_IO_BASE: u16 = 0xc000;
+/// ISA IRQ of the HBA's INTA# (also written to its interrupt line register).
+pub const HBA_INTX_IRQ: u8 = 10;
+
+/// The BusLogic adapter of a machine, if any drive asked for one.
+#[derive(Debug, Default)]
+pub struct Hbas {
+    buslogic: Option<SharedBusLogic>,
+}
+
+impl Hbas {
+    /// Build the adapter for `drives` (all with `if=buslogic`) on `pci` and `bus`, with INTA# on
+    /// ISA IRQ `irq`.
+    pub fn build(
+        drives: &[&DriveSpec],
+        bus: &mut Bus,
+        pci: DeviceId,
+        lines: &IrqLines,
+        irq: u8,
+    ) -> Result<Self, String> {
+        if drives.is_empty() {
+            return Ok(Self::default());
+        }
+        let mut disks = Vec::new();
+        for (i, d) in drives.iter().enumerate() {
+            let backend = devices::block::open(&d.file, d.mode, d.read_only)
+                .map_err(|e| format!("{}: {e}", d.file.display()))?;
+            disks.push(ScsiDisk::new(backend, &format!("RINX-BT-{i}")));
+            log::info!(target: "rinx::storage", "buslogic target {i}: {} ({:?})",
+                d.file.display(), d.mode);
+        }
+        let mut hba = BusLogic::new(disks, lines.line(irq))?;
+        hba.assign_bars(BUSLOGIC_IO_BASE, HBA_MMIO_BASE as u32);
+        let shared: SharedBusLogic = Arc::new(Mutex::new(hba));
+        bus.pio_device_mut::<PciRoot>(pci)
+            .ok_or("no PCI host bridge")?
+            .insert(
+                devfn(BUSLOGIC_SLOT, 0),
+                Box::new(BusLogicPci(shared.clone())),
+            );
+        bus.add_pio_at(
+            Box::new(BusLogicRegs(shared.clone())),
+            &[(BUSLOGIC_IO_BASE, buslogic::IO_SIZE, 0)],
+        )
+        .map_err(|e| e.to_string())?;
+        bus.add_mmio(
+            HBA_MMIO_BASE,
+            u64::from(buslogic::MMIO_SIZE),
+            Box::new(BusLogicRegs(shared.clone())),
+        )
+        .map_err(|e| e.to_string())?;
+        log::info!(target: "rinx::storage",
+            "BusLogic BT-958 at 00:{BUSLOGIC_SLOT:02x}.0, I/O {BUSLOGIC_IO_BASE:#x}, IRQ {irq}");
+        Ok(Self {
+            buslogic: Some(shared),
+        })
+    }
+
+    /// Run queued mailbox work against guest memory.
+    pub fn process(&self, mem: &mut GuestMemory, dcache: &mut DecodeCache) {
+        let Some(h) = &self.buslogic else { return };
+        let Ok(mut h) = h.lock() else { return };
+        if h.has_work() {
+            h.process(&mut DmaMemory {
+                mem: &mut *mem,
+                dcache: &mut *dcache,
+            });
+        }
+    }
+
+    /// Whether any adapter has queued work.
+    pub fn has_work(&self) -> bool {
+        self.buslogic
+            .as_ref()
+            .is_some_and(|h| h.lock().map(|h| h.has_work()).unwrap_or(false))
+    }
+
+    /// Power-off: flush, and commit or discard overlays of every target.
+    pub fn power_off(&self) -> Result<(), String> {
+        let mut first_err = Ok(());
+        let Some(h) = &self.buslogic else {
+            return first_err;
+        };
+        let Ok(mut h) = h.lock() else {
+            return first_err;
+        };
+        for d in h.disks_mut() {
+            if let Err(e) = d.backend_mut().power_off() {
+                log::error!(target: "rinx::storage", "buslogic drive power-off: {e}");
+                if first_err.is_ok() {
+                    first_err = Err(e.to_string());
+                }
+            }
+        }
+        first_err
+    }
+
+    /// The adapter (tests).
+    pub fn buslogic(&self) -> Option<&SharedBusLogic> {
+        self.buslogic.as_ref()
+    }
+}
