@@ -323,8 +323,26 @@ fn buslogic_ext4_two_targets() {
             res = Err(e);
         }
     }
-    if res.is_ok() && !b.log.contains("BusLogic") {
-        res = Err("the guest log does not name the BusLogic driver".into());
+    if res.is_ok() && !b.log.contains("BusLogic BT-958 Initialized Successfully") {
+        res = Err("the BusLogic driver did not initialize the adapter".into());
+    }
+    // One initialization only (a second one is the SCSI error handler resetting the adapter),
+    // and no completion the driver could not match to an active CCB.
+    if res.is_ok() && b.log.matches("Initialized Successfully").count() != 1 {
+        res = Err("the adapter was reset during the run".into());
+    }
+    for bad in [
+        "Illegal CCB",
+        "Could not find CCB",
+        "Impossible State",
+        "Resetting",
+    ] {
+        if res.is_ok() && b.log.contains(bad) {
+            res = Err(format!("guest log: {bad}"));
+        }
+    }
+    if std::env::var_os("RINX_HBA_LOG").is_some() {
+        eprintln!("--- boot log ---\n{}", b.log);
     }
     for i in &imgs {
         let _ = std::fs::remove_file(i);

@@ -4,8 +4,8 @@
 
 pub mod boot;
 pub mod demo;
-pub mod serial;
 pub mod hba;
+pub mod serial;
 pub mod storage;
 
 use crate::cli::spec::SerialSpec;

@@ -109,7 +109,10 @@ impl Storage {
             .filter(|d| d.interface == DriveInterface::VirtioScsi)
             .collect();
         if drives.len() > 8 {
-            return Err(format!("at most 8 virtio-scsi drives (got {})", drives.len()));
+            return Err(format!(
+                "at most 8 virtio-scsi drives (got {})",
+                drives.len()
+            ));
         }
         let mut out = Vec::new();
         for (i, d) in drives.iter().enumerate() {
@@ -164,8 +167,8 @@ impl Storage {
         self.hbas.has_work()
             || self
                 .drives
-            .iter()
-            .any(|d| d.lock().map(|d| d.has_work()).unwrap_or(false))
+                .iter()
+                .any(|d| d.lock().map(|d| d.has_work()).unwrap_or(false))
     }
 
     /// Power-off: flush, and commit or discard overlays. Errors are logged and returned.

@@ -619,7 +619,11 @@ impl BusLogic {
         if starts == 0 {
             return;
         }
-        let budget = if self.strict_rr { starts.min(count) } else { count };
+        let budget = if self.strict_rr {
+            starts.min(count)
+        } else {
+            count
+        };
         for _ in 0..budget {
             let at = u64::from(base) + u64::from(self.out_idx) * 8;
             let mut ob = [0u8; 8];
@@ -812,7 +816,11 @@ impl BusLogic {
             if let Some(s) = r.sense {
                 let fixed = s.to_fixed();
                 // Allocation length 0 means 14 bytes (the SCSI-1 default); 1 disables autosense.
-                let n = if sense_len == 0 { 14 } else { usize::from(sense_len) };
+                let n = if sense_len == 0 {
+                    14
+                } else {
+                    usize::from(sense_len)
+                };
                 let n = n.min(fixed.len());
                 if mem.write(u64::from(sense_ptr), &fixed[..n]).is_err() {
                     return (hastat::HW_FAIL, ts);
@@ -894,7 +902,11 @@ impl BusLogicRegs {
         (0..u64::from(size.min(4)))
             .map(|i| {
                 let o = offset + i;
-                let b = if o < u64::from(IO_SIZE) { d.read_reg(o as u16) } else { 0 };
+                let b = if o < u64::from(IO_SIZE) {
+                    d.read_reg(o as u16)
+                } else {
+                    0
+                };
                 u32::from(b) << (8 * i)
             })
             .sum()

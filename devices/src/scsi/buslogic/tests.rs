@@ -27,7 +27,12 @@ fn adapter(n: usize) -> (BusLogic, IrqLines) {
 
 /// blogic_cmd: wait ready, opcode, parameters (stop on CMDC / DIRRDY), then reply bytes until
 /// Command Complete; returns the reply or "invalid".
-fn cmd(d: &mut BusLogic, opcode: u8, params: &[u8], reply_len: usize) -> Result<Vec<u8>, &'static str> {
+fn cmd(
+    d: &mut BusLogic,
+    opcode: u8,
+    params: &[u8],
+    reply_len: usize,
+) -> Result<Vec<u8>, &'static str> {
     let st = d.read_reg(0);
     if st & status::HARDY == 0 || st & status::CPRBSY != 0 {
         return Err("not ready");
@@ -43,7 +48,11 @@ fn cmd(d: &mut BusLogic, opcode: u8, params: &[u8], reply_len: usize) -> Result<
         left -= 1;
     }
     if opcode == op::MOD_IO_ADDR {
-        return if d.read_reg(0) & status::CMDINV != 0 { Err("invalid") } else { Ok(vec![]) };
+        return if d.read_reg(0) & status::CMDINV != 0 {
+            Err("invalid")
+        } else {
+            Ok(vec![])
+        };
     }
     let mut reply = Vec::new();
     for _ in 0..10_000 {
@@ -77,7 +86,10 @@ fn linux_init(d: &mut BusLogic, lines: &IrqLines) {
     // Probe: status non-zero without DACT/CPRBSY/reserved/CMDINV, geometry not 0xFF.
     let st = d.read_reg(0);
     assert_ne!(st, 0);
-    assert_eq!(st & (status::DACT | status::CPRBSY | 0x02 | status::CMDINV), 0);
+    assert_eq!(
+        st & (status::DACT | status::CPRBSY | 0x02 | status::CMDINV),
+        0
+    );
     assert_eq!(d.read_reg(2) & 0x70, 0);
     assert_ne!(d.read_reg(3), 0xff);
     // Hard reset: Diagnostic Active, then ready with mailbox initialization required.
@@ -85,11 +97,17 @@ fn linux_init(d: &mut BusLogic, lines: &IrqLines) {
     assert_ne!(d.read_reg(0) & status::DACT, 0);
     let st = d.read_reg(0);
     assert_eq!(st & status::DACT, 0);
-    assert_eq!(st & (status::HARDY | status::INREQ), status::HARDY | status::INREQ);
+    assert_eq!(
+        st & (status::HARDY | status::INREQ),
+        status::HARDY | status::INREQ
+    );
     assert_eq!(cmd(d, op::INQ_EXT_SETUP, &[14], 14).unwrap().len(), 14);
     assert_eq!(cmd(d, op::INQ_PCI_INFO, &[], 4).unwrap()[1], 10);
     cmd(d, op::MOD_IO_ADDR, &[6], 0).unwrap();
-    assert_eq!(cmd(d, op::FETCH_LOCAL_RAM, &[64 + 45, 1], 1).unwrap(), vec![0]);
+    assert_eq!(
+        cmd(d, op::FETCH_LOCAL_RAM, &[64 + 45, 1], 1).unwrap(),
+        vec![0]
+    );
     let id = cmd(d, op::INQ_BOARD_ID, &[], 4).unwrap();
     assert_eq!(&id[2..], b"50");
     let cfg = cmd(d, op::INQ_CONFIG, &[], 3).unwrap();
@@ -114,7 +132,11 @@ fn linux_init(d: &mut BusLogic, lines: &IrqLines) {
     let devs = cmd(d, op::INQ_DEV, &[], 2).unwrap();
     assert_eq!(devs, vec![0b11, 0]);
     assert_eq!(cmd(d, op::INQ_SYNC_PERIOD, &[16], 16).unwrap(), vec![0; 16]);
-    assert_eq!(lines.levels() & (1 << 10), 0, "interrupt reset after each command");
+    assert_eq!(
+        lines.levels() & (1 << 10),
+        0,
+        "interrupt reset after each command"
+    );
 }
 
 struct Host {
@@ -194,7 +216,14 @@ fn setup() -> (BusLogic, IrqLines, FlatMemory, Host) {
 fn linux_style_init_and_io() {
     let (mut d, lines, mut m, mut h) = setup();
     // INQUIRY, unchecked direction (as Linux sends everything but READ/WRITE 6/10).
-    h.submit(&mut d, &mut m, 0, &[0x12, 0, 0, 0, 36, 0], 0, &[(BUF as u32, 36)]);
+    h.submit(
+        &mut d,
+        &mut m,
+        0,
+        &[0x12, 0, 0, 0, 36, 0],
+        0,
+        &[(BUF as u32, 36)],
+    );
     let e = h.complete(&mut d, &mut m, &lines);
     assert_eq!(e[7], comp::GOOD);
     let mut inq = [0u8; 36];
@@ -249,9 +278,19 @@ fn errors_are_guest_visible_statuses() {
     assert_eq!(st, [0, 2], "statuses stored in the CCB");
     // No device at target 5: selection timeout.
     h.submit(&mut d, &mut m, 5, &[0, 0, 0, 0, 0, 0], 0, &[]);
-    assert_eq!(h.complete(&mut d, &mut m, &lines)[4], hastat::SELECT_TIMEOUT);
+    assert_eq!(
+        h.complete(&mut d, &mut m, &lines)[4],
+        hastat::SELECT_TIMEOUT
+    );
     // Data segment outside guest RAM.
-    h.submit(&mut d, &mut m, 0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], 1, &[(0xfff0_0000, 512)]);
+    h.submit(
+        &mut d,
+        &mut m,
+        0,
+        &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+        1,
+        &[(0xfff0_0000, 512)],
+    );
     assert_eq!(h.complete(&mut d, &mut m, &lines)[4], hastat::HW_FAIL);
     // Bad CDB length.
     let mut c = [0u8; 40];
@@ -272,7 +311,10 @@ fn errors_are_guest_visible_statuses() {
     h.next_out = (h.next_out + 1) % u32::from(COUNT);
     d.write_reg(1, op::START_MBOX);
     d.process(&mut m);
-    assert_eq!(h.complete(&mut d, &mut m, &lines)[4], hastat::INVALID_OUTBOX_CODE);
+    assert_eq!(
+        h.complete(&mut d, &mut m, &lines)[4],
+        hastat::INVALID_OUTBOX_CODE
+    );
     // An invalid adapter command sets Command Invalid.
     assert_eq!(cmd(&mut d, 0x03, &[], 0), Err("invalid"));
 }
