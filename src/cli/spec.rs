@@ -236,6 +236,8 @@ mod tests {
     #[test]
     fn drive_specs() {
         use devices::block::DiskMode;
+        let d = parse_drive("file=b.img,if=buslogic").unwrap();
+        assert_eq!(d.interface, DriveInterface::BusLogic);
         let d = parse_drive("file=a.img,format=raw,if=virtio-scsi,mode=nonpersistent").unwrap();
         assert_eq!(d.file, PathBuf::from("a.img"));
         assert_eq!(d.mode, DiskMode::Nonpersistent);

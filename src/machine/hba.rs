@@ -126,3 +126,73 @@ impl Hbas {
         self.buslogic.as_ref()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use devices::bus::Port;
+    use devices::events::event_channel;
+
+    #[test]
+    fn buslogic_drives_share_one_adapter_on_pci() {
+        let imgs: Vec<_> = (0..2)
+            .map(|i| {
+                let p =
+                    std::env::temp_dir().join(format!("rinx-hba-unit-{i}-{}", std::process::id()));
+                std::fs::write(&p, vec![0u8; 1 << 20]).unwrap();
+                p
+            })
+            .collect();
+        let specs: Vec<DriveSpec> = imgs
+            .iter()
+            .map(|p| {
+                crate::cli::spec::parse_drive(&format!("file={},if=buslogic", p.display())).unwrap()
+            })
+            .collect();
+        let mut bus = Bus::new();
+        let (tx, _rx) = event_channel();
+        let pci = bus
+            .add_pio_at(Box::new(PciRoot::new(tx)), &devices::pci::PCI_WINDOWS)
+            .unwrap();
+        let lines = IrqLines::new();
+        let s = super::super::storage::Storage::build(
+            &specs,
+            &mut bus,
+            pci,
+            &lines,
+            &devices::apic::ApicBus::new(),
+        )
+        .unwrap();
+        let cfg = |bus: &mut Bus, off: u32| {
+            bus.pio_write(
+                Port(0xcf8),
+                4,
+                0x8000_0000 | (u32::from(BUSLOGIC_SLOT) << 11) | off,
+            );
+            bus.pio_read(Port(0xcfc), 4)
+        };
+        assert_eq!(cfg(&mut bus, 0), 0x1040_104b);
+        assert_eq!(cfg(&mut bus, 0x10), u32::from(BUSLOGIC_IO_BASE) | 1);
+        assert_eq!(cfg(&mut bus, 0x14), HBA_MMIO_BASE as u32);
+        assert_eq!(
+            cfg(&mut bus, 0x3c) & 0xffff,
+            0x0100 | u32::from(HBA_INTX_IRQ)
+        );
+        // No virtio function was created for them.
+        bus.pio_write(Port(0xcf8), 4, 0x8000_0000 | (3 << 11));
+        assert_eq!(bus.pio_read(Port(0xcfc), 4), 0xffff_ffff);
+        // Status register: ready, mailbox initialization required; the MMIO mirror agrees.
+        assert_eq!(bus.pio_read(Port(BUSLOGIC_IO_BASE), 1), 0x30);
+        assert_eq!(bus.mmio_read(HBA_MMIO_BASE, 1), 0x30);
+        // Inquire Target Devices: targets 0 and 1.
+        bus.pio_write(Port(BUSLOGIC_IO_BASE + 1), 1, 0x24);
+        let lo = bus.pio_read(Port(BUSLOGIC_IO_BASE + 1), 1);
+        let hi = bus.pio_read(Port(BUSLOGIC_IO_BASE + 1), 1);
+        assert_eq!((lo, hi), (0b11, 0));
+        assert!(!s.has_work());
+        s.power_off().unwrap();
+        for p in imgs {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
