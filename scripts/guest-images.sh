@@ -13,6 +13,9 @@
 #   amd64/net-modules.cpio
 #                      the same for the NIC drivers: e1000 and virtio_net (with virtio_pci and
 #                      virtio_net's failover dependencies)
+#   amd64/hba-modules.cpio
+#                      the same for disks behind the BusLogic BT-958 HBA (BusLogic, sd_mod, ext4 and
+#                      their dependencies), in /lib/hba-modules/*.ko with /lib/hba-modules/order
 #   */VERSION          package names and versions used
 #
 # /init mounts proc, sysfs and devtmpfs, then runs the script named on the kernel command line as
@@ -38,10 +41,12 @@ die() { log "error: $*"; exit 1; }
 # jbd2's crypto soft dependency). amd64/storage-modules.list records the list the cpio was made
 # from: a different list rebuilds it.
 STORAGE_MODULES="virtio_pci virtio_scsi sd_mod ext4 crc32c_generic sr_mod cdrom isofs"
+# Modules for disks behind the BusLogic HBA (tests/boot_hba.rs).
+HBA_MODULES="BusLogic sd_mod ext4 crc32c_generic"
 # NIC drivers for the network boot test (tests/boot_network.rs).
 NET_MODULES="virtio_pci virtio_net e1000"
 
-outputs=("$CACHE/amd64/vmlinuz" "$CACHE/amd64/initrd.img" "$CACHE/amd64/storage-modules.cpio" "$CACHE/amd64/net-modules.cpio" "$CACHE/i386/vmlinuz" "$CACHE/i386/initrd.img")
+outputs=("$CACHE/amd64/vmlinuz" "$CACHE/amd64/initrd.img" "$CACHE/amd64/storage-modules.cpio" "$CACHE/amd64/net-modules.cpio" "$CACHE/amd64/hba-modules.cpio" "$CACHE/i386/vmlinuz" "$CACHE/i386/initrd.img")
 if [ "$FORCE" = 0 ]; then
     all=1
     for f in "${outputs[@]}"; do [ -s "$f" ] || all=0; done
@@ -203,14 +208,14 @@ PY
 }
 
 
-# make_modules_cpio <extracted kernel package dir> <output> <module>...
+# make_modules_cpio <extracted kernel package dir> <output> <directory in the archive> <module>...
 make_modules_cpio() {
-    local root="$1" out="$2"
-    shift 2
-    python3 - "$root" "$out.tmp" "$@" <<'PY'
+    local root="$1" out="$2" dir="$3"
+    shift 3
+    python3 - "$root" "$out.tmp" "$dir" "$@" <<'PY'
 import os, sys
 
-root, out_path, wanted = sys.argv[1], sys.argv[2], sys.argv[3:]
+root, out_path, moddir, wanted = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 mods = {}
 for dirpath, _, files in os.walk(os.path.join(root, "lib", "modules")):
     for f in files:
@@ -240,10 +245,10 @@ def visit(name, stack=()):
 for w in wanted:
     visit(w)
 
-entries = [("lib", 0o040755, b""), ("lib/modules", 0o040755, b"")]
+entries = [("lib", 0o040755, b""), (f"lib/{moddir}", 0o040755, b"")]
 for m in order:
-    entries.append((f"lib/modules/{m}.ko", 0o100644, open(mods[m], "rb").read()))
-entries.append(("lib/modules/order", 0o100644, ("\n".join(order) + "\n").encode()))
+    entries.append((f"lib/{moddir}/{m}.ko", 0o100644, open(mods[m], "rb").read()))
+entries.append((f"lib/{moddir}/order", 0o100644, ("\n".join(order) + "\n").encode()))
 
 def header(ino, name, mode, size, nlink):
     fields = [ino, mode, 0, 0, nlink, 0, size, 0, 0, 0, 0, len(name) + 1, 0]
@@ -263,7 +268,7 @@ out += header(0, "TRAILER!!!", 0, 0, 1) + b"TRAILER!!!\0"
 out += pad(out)
 out += b"\0" * ((512 - len(out) % 512) % 512)
 open(out_path, "wb").write(out)
-print("guest-images: %s modules (insmod order): " % os.path.basename(out_path) + " ".join(order), file=sys.stderr)
+print(f"guest-images: {moddir} (insmod order): " + " ".join(order), file=sys.stderr)
 PY
     mv "$out.tmp" "$out"
 }
@@ -283,7 +288,7 @@ build() {
     local want_modules=0
     [ "$arch" = amd64 ] && want_modules=1
     if [ "$FORCE" = 1 ] || [ ! -s "$dest/vmlinuz" ] || ! grep -q "^kernel ${kpkg}_" "$dest/VERSION.kernel" 2>/dev/null \
-        || { [ "$want_modules" = 1 ] && { [ ! -s "$dest/storage-modules.cpio" ] || [ ! -s "$dest/net-modules.cpio" ]; }; } \
+        || { [ "$want_modules" = 1 ] && { [ ! -s "$dest/storage-modules.cpio" ] || [ ! -s "$dest/net-modules.cpio" ] || [ ! -s "$dest/hba-modules.cpio" ]; }; } \
         || { [ "$want_modules" = 1 ] && [ "$(cat "$dest/storage-modules.list" 2>/dev/null)" != "$STORAGE_MODULES" ]; }; then
         local deb x
         deb="$(download "$kpkg$suffix")"
@@ -295,9 +300,10 @@ build() {
         [ -f "$vmlinuz" ] || die "$deb holds no /boot/vmlinuz-*"
         cp "$vmlinuz" "$dest/vmlinuz.tmp" && mv "$dest/vmlinuz.tmp" "$dest/vmlinuz"
         if [ "$want_modules" = 1 ]; then
-            make_modules_cpio "$x" "$dest/storage-modules.cpio" $STORAGE_MODULES
+            make_modules_cpio "$x" "$dest/storage-modules.cpio" modules $STORAGE_MODULES
             echo "$STORAGE_MODULES" > "$dest/storage-modules.list"
-            make_modules_cpio "$x" "$dest/net-modules.cpio" $NET_MODULES
+            make_modules_cpio "$x" "$dest/net-modules.cpio" modules $NET_MODULES
+            make_modules_cpio "$x" "$dest/hba-modules.cpio" hba-modules $HBA_MODULES
         fi
         echo "kernel $(basename "$deb")" > "$dest/VERSION.kernel"
         rm -rf "$x"

@@ -124,13 +124,16 @@ pub struct RunArgs {
     /// Trace format: text lines, or JSON lines (one object per record).
     #[arg(long, value_enum, default_value_t = TraceFormat::Text)]
     pub trace_format: TraceFormat,
-    /// Attach a disk (repeatable): file=PATH[,format=raw|qcow2][,if=virtio-scsi|cdrom]
+    /// Attach a disk (repeatable): file=PATH[,format=raw|qcow2][,if=virtio-scsi|cdrom|buslogic]
     /// [,mode=persistent|nonpersistent|undoable][,undo=keep|discard][,readonly=on].
     /// persistent writes go to the image; nonpersistent writes go to a temporary overlay
     /// dropped at exit; undoable writes go to an overlay committed to the image at exit with
     /// undo=keep, dropped with undo=discard. Each drive is a virtio-scsi PCI function (00:03.0,
     /// 00:04.0, ...) with the disk at target 0, LUN 0; the guest finds it through the ACPI
-    /// PCI root bridge and uses MSI-X, or INTx routed as the DSDT's _PRT says.
+    /// PCI root bridge and uses MSI-X, or INTx routed as the DSDT's _PRT says. if=buslogic
+    /// drives are targets 0-6 of one BusLogic BT-958 PCI SCSI adapter (00:0c.0, Linux's
+    /// BusLogic driver; its IRQ is not yet routed by the _PRT, so the guest needs
+    /// `pci=noacpi`).
     #[arg(long = "drive", value_name = "SPEC", value_parser = spec::parse_drive)]
     pub drives: Vec<spec::DriveSpec>,
     /// Attach a NIC (repeatable): model=e1000|virtio,net=user|switch:ADDR|tap:NAME

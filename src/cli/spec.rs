@@ -119,9 +119,12 @@ pub enum DriveInterface {
     /// virtio-scsi host (PCI) with a CD-ROM drive (MMC, 2048-byte blocks, read-only) at
     /// target 0 LUN 0 holding the image (an ISO 9660 file).
     Cdrom,
+    /// BusLogic BT-958 PCI SCSI host adapter (Linux `BusLogic` driver); every such drive is
+    /// a target on one adapter, SCSI IDs 0-6 in command-line order.
+    BusLogic,
 }
 
-/// A `--drive` option: `file=PATH[,format=raw|qcow2][,if=virtio-scsi][,mode=...][,undo=...][,readonly=on]`.
+/// A `--drive` option: `file=PATH[,format=raw|qcow2][,if=virtio-scsi|cdrom|buslogic][,mode=...][,undo=...][,readonly=on]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DriveSpec {
     /// Host image.
@@ -160,9 +163,10 @@ pub fn parse_drive(s: &str) -> Result<DriveSpec, String> {
             ("format", f) => return Err(format!("unknown drive format '{f}': use raw or qcow2")),
             ("if", "virtio-scsi") => interface = DriveInterface::VirtioScsi,
             ("if", "cdrom") => interface = DriveInterface::Cdrom,
+            ("if", "buslogic") => interface = DriveInterface::BusLogic,
             ("if", i) => {
                 return Err(format!(
-                    "unknown drive interface '{i}': use virtio-scsi or cdrom"
+                    "unknown drive interface '{i}': use virtio-scsi, cdrom or buslogic"
                 ))
             }
             ("mode", "persistent") => mode = Some(DiskMode::Persistent),
@@ -457,6 +461,8 @@ mod tests {
     #[test]
     fn drive_specs() {
         use devices::block::DiskMode;
+        let d = parse_drive("file=b.img,if=buslogic").unwrap();
+        assert_eq!(d.interface, DriveInterface::BusLogic);
         let d = parse_drive("file=a.img,format=raw,if=virtio-scsi,mode=nonpersistent").unwrap();
         assert_eq!(d.file, PathBuf::from("a.img"));
         assert_eq!(d.mode, DiskMode::Nonpersistent);

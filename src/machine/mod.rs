@@ -4,6 +4,7 @@
 
 pub mod boot;
 pub mod demo;
+pub mod hba;
 pub mod network;
 pub mod serial;
 pub mod storage;

@@ -320,11 +320,23 @@ mod tests {
     }
 
     #[test]
-    fn user_networking_is_a_clear_error_until_the_backend_lands() {
+    fn user_networking_starts_the_nat_and_a_busy_forward_port_is_a_clear_error() {
         let spec = crate::cli::spec::parse_nic("model=e1000,net=user").unwrap();
+        let (mut bus, pci) = board();
+        let net = Network::build(&[spec], &mut bus, pci, &IrqLines::new(), &ApicBus::new())
+            .expect("the NAT back-end starts");
+        drop(net);
+        // A host port already taken cannot be forwarded.
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = busy.local_addr().unwrap().port();
+        let spec = crate::cli::spec::parse_nic(&format!(
+            "model=virtio,net=user,hostfwd=tcp:127.0.0.1:{port}-:80"
+        ))
+        .unwrap();
         let (mut bus, pci) = board();
         let e =
             Network::build(&[spec], &mut bus, pci, &IrqLines::new(), &ApicBus::new()).unwrap_err();
-        assert!(e.contains("user networking not available"), "{e}");
+        assert!(e.starts_with("net=user: "), "{e}");
+        assert!(e.contains(&port.to_string()), "{e}");
     }
 }

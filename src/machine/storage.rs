@@ -85,10 +85,13 @@ impl devices::virtio::GuestMemory for DmaMemory<'_> {
 #[derive(Debug, Default)]
 pub struct Storage {
     drives: Vec<SharedVirtioPci<VirtioScsi>>,
+    /// Classic HBAs (`if=buslogic` drives).
+    pub hbas: super::hba::Hbas,
 }
 
 impl Storage {
-    /// Create one virtio-scsi function per drive on `pci` and the MMIO window on `bus`.
+    /// Create one virtio-scsi function per `if=virtio-scsi` drive on `pci` and the MMIO window on
+    /// `bus`; `if=buslogic` drives go to one BusLogic adapter ([`super::hba`]).
     pub fn build(
         drives: &[DriveSpec],
         bus: &mut Bus,
@@ -96,8 +99,20 @@ impl Storage {
         lines: &IrqLines,
         apic: &ApicBus,
     ) -> Result<Self, String> {
+        let hba_drives: Vec<&DriveSpec> = drives
+            .iter()
+            .filter(|d| d.interface == DriveInterface::BusLogic)
+            .collect();
+        let hbas = super::hba::Hbas::build(&hba_drives, bus, pci, lines, super::hba::HBA_INTX_IRQ)?;
+        let drives: Vec<&DriveSpec> = drives
+            .iter()
+            .filter(|d| d.interface != DriveInterface::BusLogic)
+            .collect();
         if drives.len() > 8 {
-            return Err(format!("at most 8 drives (got {})", drives.len()));
+            return Err(format!(
+                "at most 8 virtio-scsi drives (got {})",
+                drives.len()
+            ));
         }
         let mut out = Vec::new();
         for (i, d) in drives.iter().enumerate() {
@@ -112,6 +127,8 @@ impl Storage {
                 DriveInterface::Cdrom => {
                     VirtioScsi::new(ScsiCdrom::new(backend, &format!("RINX-CD-{i}")))
                 }
+                // Filtered out above: they are targets of the BusLogic adapter.
+                DriveInterface::BusLogic => continue,
             };
             let mut dev = VirtioPci::new(
                 scsi,
@@ -137,11 +154,12 @@ impl Storage {
             )
             .map_err(|e| e.to_string())?;
         }
-        Ok(Self { drives: out })
+        Ok(Self { drives: out, hbas })
     }
 
     /// Run queued device work (after guest notifications) against guest memory.
     pub fn process(&self, mem: &mut GuestMemory, dcache: &mut DecodeCache) {
+        self.hbas.process(mem, dcache);
         for d in &self.drives {
             let Ok(mut d) = d.lock() else { continue };
             if d.has_work() {
@@ -160,14 +178,16 @@ impl Storage {
 
     /// Whether any drive has queued work.
     pub fn has_work(&self) -> bool {
-        self.drives
-            .iter()
-            .any(|d| d.lock().map(|d| d.has_work()).unwrap_or(false))
+        self.hbas.has_work()
+            || self
+                .drives
+                .iter()
+                .any(|d| d.lock().map(|d| d.has_work()).unwrap_or(false))
     }
 
     /// Power-off: flush, and commit or discard overlays. Errors are logged and returned.
     pub fn power_off(&self) -> Result<(), String> {
-        let mut first_err = Ok(());
+        let mut first_err = self.hbas.power_off();
         for d in &self.drives {
             let Ok(mut d) = d.lock() else { continue };
             if let Err(e) = d.device.disk_mut().backend_mut().power_off() {

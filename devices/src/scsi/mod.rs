@@ -4,11 +4,13 @@
 //! * [`cdb`] parses command descriptor blocks into [`cdb::Cdb`].
 //! * [`sense`] holds status codes and fixed-format sense data.
 //! * [`disk::ScsiDisk`] executes commands against a [`crate::block::BlockBackend`].
+//! * [`buslogic::BusLogic`] is a BusLogic BT-958 PCI host adapter in front of such disks.
 //!
 //! Transports hand the target the CDB, the data-out bytes and the size of the data-in buffer;
 //! they get back a [`ScsiResponse`] (status, sense, data-in bytes). Malformed or unsupported
 //! commands end in CHECK CONDITION with the SPC-4 sense data, never a host panic.
 
+pub mod buslogic;
 pub mod cdb;
 pub mod cdrom;
 pub mod disk;
