@@ -159,9 +159,10 @@ fn boot(drives: &[String]) -> Boot {
     std::fs::write(&initrd_path, initrd).unwrap();
     let log_path = tmp("serial.log");
     let _ = std::fs::remove_file(&log_path);
-    // pci=noacpi: the firmware's DSDT has no PCI root bridge yet, so Linux scans bus 0 itself.
+    // No pci=noacpi: Linux finds the adapter through the DSDT's PCI root bridge and routes its
+    // INTA# as the _PRT says.
     let append = format!(
-        "console=ttyS0 panic=-1 pci=noacpi rinx.script={}",
+        "console=ttyS0 panic=-1 rinx.script={}",
         base64(SCRIPT.as_bytes())
     );
     assert!(append.len() < 2000, "command line too long");

@@ -110,7 +110,11 @@ echo "=== end"
 /// A cpio newc archive holding `/net-test.sh` (appended to the initramfs; the kernel unpacks
 /// concatenated archives in order).
 fn script_cpio() -> Vec<u8> {
-    let script = SCRIPT.replace("SIZE_MIB", &SIZE_MIB.to_string());
+    cpio_with_script(&SCRIPT.replace("SIZE_MIB", &SIZE_MIB.to_string()))
+}
+
+/// A cpio newc archive holding `script` as `/net-test.sh`.
+fn cpio_with_script(script: &str) -> Vec<u8> {
     let mut out = Vec::new();
     let mut entry = |ino: u32, name: &str, mode: u32, data: &[u8]| {
         let fields = [
@@ -180,10 +184,9 @@ fn start_guest(role: u32, initrd: &PathBuf, sw_e: &str, sw_v: &str) -> (Child, P
     let cache = repo().join("guest-cache/amd64");
     let log_path = tmp(&format!("serial-{role}.log"));
     let _ = std::fs::remove_file(&log_path);
-    // pci=noacpi: the firmware's DSDT has no PCI root bridge yet, so Linux scans bus 0 itself
-    // and takes each NIC's IRQ from its interrupt line register.
-    let append =
-        format!("console=ttyS0 panic=-1 pci=noacpi rinx.role={role} rinx.script=/net-test.sh");
+    // No pci=noacpi: Linux finds the NICs through the DSDT's PCI root bridge and routes the
+    // e1000's INTA# as its _PRT says.
+    let append = format!("console=ttyS0 panic=-1 rinx.role={role} rinx.script=/net-test.sh");
     let child = Command::new(env!("CARGO_BIN_EXE_rinx"))
         .args(["run", "--memory", "512M", "--engine", &engine()])
         .arg("--nic")
@@ -429,5 +432,228 @@ fn two_guests_e1000_and_virtio_net_over_switches() {
             "{e}\n--- guest A ---\n{}\n--- guest B ---\n{}",
             a.log, b.log
         );
+    }
+}
+
+/// The user-networking guest script: for each NIC model in turn (found by MAC), bring the
+/// interface up, take a DHCP lease from the NAT, ping the gateway, download `USER_MIB` MiB
+/// from the host's HTTP server at 10.0.2.2:HTTP_PORT (host loopback) and hash it, then listen
+/// on guest port 8080 so the host can connect through the `hostfwd` rule, then take the
+/// interface down (both NATs hand out 10.0.2.15).
+const USER_SCRIPT: &str = r#"#!/bin/sh
+for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko || echo "insmod $m failed"; done
+printf '#!/bin/sh\n[ "$1" = bound ] && ifconfig $interface $ip netmask $subnet up && route add default gw $router && echo "lease $ip router $router dns $dns"\nexit 0\n' > /tmp/u.sh
+chmod +x /tmp/u.sh
+ip link set lo up
+for t in e1000:01 virtio:02; do
+  n=${t%%:*}; mac=52:54:00:12:34:${t#*:}; IF=""; i=0
+  while [ -z "$IF" ] && [ $i -lt 60 ]; do
+    for d in /sys/class/net/*; do [ "$(cat $d/address)" = $mac ] && IF=${d##*/}; done
+    [ -z "$IF" ] && sleep 1; i=$((i+1))
+  done
+  ip link set $IF up
+  echo "=== dhcp-$n"; udhcpc -i $IF -n -q -t 10 -s /tmp/u.sh
+  echo "=== ping-$n"; ping -c 2 10.0.2.2
+  a=$(cut -d" " -f1 /proc/uptime)
+  echo "=== wget-$n"; wget -q -O - http://10.0.2.2:HTTP_PORT/data.bin | sha256sum
+  echo "USER_MIB $a $(cut -d" " -f1 /proc/uptime)"
+  echo "=== listen-$n"
+  echo "hello-from-guest-over-$n" | nc -l -p 8080
+  echo "=== down-$n"; ip addr flush dev $IF; ip link set $IF down
+done
+echo "=== end"
+"#;
+
+/// MiB the guest downloads per model through the NAT.
+const USER_MIB: usize = 64;
+
+/// Serves `data` to every HTTP GET on 127.0.0.1 (any path) until the process exits.
+fn http_server(data: std::sync::Arc<Vec<u8>>) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let data = data.clone();
+            std::thread::spawn(move || {
+                let mut req = [0u8; 4096];
+                let _ = c.read(&mut req);
+                let head = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n",
+                    data.len()
+                );
+                let _ = c.write_all(head.as_bytes());
+                let _ = c.write_all(&data);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+#[ignore = "boots a real kernel (minutes): run with --ignored"]
+fn one_guest_user_networking_dhcp_download_and_hostfwd() {
+    use std::io::Read;
+    let cache = repo().join("guest-cache/amd64");
+    if !cache.join("net-modules.cpio").is_file() {
+        let st = Command::new("bash")
+            .arg(repo().join("scripts/guest-images.sh"))
+            .status()
+            .expect("run scripts/guest-images.sh");
+        assert!(st.success(), "scripts/guest-images.sh failed");
+    }
+    // Deterministic data (xorshift64), hashed by the host's sha256sum.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..USER_MIB << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let data_path = tmp("user-data.bin");
+    std::fs::write(&data_path, &data).unwrap();
+    let out = Command::new("sha256sum")
+        .arg(&data_path)
+        .output()
+        .expect("sha256sum");
+    let _ = std::fs::remove_file(&data_path);
+    let want = sha_in(&String::from_utf8_lossy(&out.stdout)).expect("host sha256");
+    let http = http_server(std::sync::Arc::new(data));
+    // Free host ports for the two forwards (bound and released; the NAT binds them again).
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let fwd = [("e1000", free()), ("virtio", free())];
+    let script = USER_SCRIPT
+        .replace("HTTP_PORT", &http.to_string())
+        .replace("USER_MIB", &USER_MIB.to_string());
+    let mut initrd = std::fs::read(cache.join("initrd.img")).unwrap();
+    initrd.extend(std::fs::read(cache.join("net-modules.cpio")).unwrap());
+    initrd.extend(cpio_with_script(&script));
+    let initrd_path = tmp("user-initrd.img");
+    std::fs::write(&initrd_path, initrd).unwrap();
+    let log_path = tmp("user-serial.log");
+    let _ = std::fs::remove_file(&log_path);
+    let start = Instant::now();
+    // No pci=noacpi: the e1000's INTA# is routed as the DSDT's _PRT says.
+    let child = Command::new(env!("CARGO_BIN_EXE_rinx"))
+        .args(["run", "--memory", "512M", "--engine", &engine()])
+        .arg("--nic")
+        .arg(format!(
+            "model=e1000,net=user,hostfwd=tcp:127.0.0.1:{}-:8080,mac=52:54:00:12:34:01",
+            fwd[0].1
+        ))
+        .arg("--nic")
+        .arg(format!(
+            "model=virtio,net=user,hostfwd=tcp:127.0.0.1:{}-:8080,mac=52:54:00:12:34:02",
+            fwd[1].1
+        ))
+        .arg("--kernel")
+        .arg(cache.join("vmlinuz"))
+        .arg("--initrd")
+        .arg(&initrd_path)
+        .arg("--append")
+        .arg("console=ttyS0 panic=-1 rinx.script=/net-test.sh")
+        .arg("--serial")
+        .arg(format!("file:{}", log_path.display()))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start rinx");
+    // The host side of each forward: once the guest says it listens, connect through the
+    // forwarded host port and read the guest's line.
+    let lp = log_path.clone();
+    let fetcher = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        for (n, port) in fwd {
+            let deadline = Instant::now() + BOOT_TIMEOUT;
+            while Instant::now() < deadline {
+                let log = std::fs::read_to_string(&lp).unwrap_or_default();
+                if log.contains(&format!("=== listen-{n}")) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let mut line = String::new();
+            for _ in 0..100 {
+                if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                    // Read up to the guest's newline, then close: busybox nc exits when the
+                    // peer closes.
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+                    let mut buf = Vec::new();
+                    let mut b = [0u8; 256];
+                    while !buf.contains(&b'\n') {
+                        match c.read(&mut b) {
+                            Ok(0) | Err(_) => break,
+                            Ok(k) => buf.extend_from_slice(&b[..k]),
+                        }
+                    }
+                    line = String::from_utf8_lossy(&buf).into_owned();
+                    if line.contains('\n') {
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            got.push((n, line.trim().to_string()));
+        }
+        got
+    });
+    let g = finish(child, &log_path, start);
+    let got = fetcher.join().unwrap();
+    let _ = std::fs::remove_file(&initrd_path);
+    eprintln!(
+        "boot_network user ({}): exit {:?} after {:.0} s",
+        engine(),
+        g.status,
+        g.wall.as_secs_f64()
+    );
+    let mut errors = Vec::new();
+    if g.status != Some(0) {
+        errors.push(format!("rinx exit status {:?}", g.status));
+    }
+    for n in ["e1000", "virtio"] {
+        match section(&g.log, &format!("dhcp-{n}")) {
+            Some(s) if s.contains("lease 10.0.2.15 router 10.0.2.2 dns 10.0.2.3") => {}
+            s => errors.push(format!("{n}: no DHCP lease: {s:?}")),
+        }
+        match section(&g.log, &format!("ping-{n}")) {
+            Some(s) if s.contains("64 bytes from 10.0.2.2") => {}
+            s => errors.push(format!("{n}: gateway did not answer ping: {s:?}")),
+        }
+        match section(&g.log, &format!("wget-{n}")) {
+            Some(s) if sha_in(s).as_deref() == Some(want.as_str()) => {
+                let t: Vec<f64> = s
+                    .lines()
+                    .find(|l| l.starts_with(&format!("{USER_MIB} ")))
+                    .map(|l| {
+                        l.split_whitespace()
+                            .filter_map(|w| w.parse().ok())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if let [_, a, z] = t[..] {
+                    eprintln!(
+                        "boot_network user: {n}: {USER_MIB} MiB from host loopback in {:.1} s ({:.2} MB/s)",
+                        z - a,
+                        USER_MIB as f64 * 1.048_576 / (z - a).max(0.01)
+                    );
+                }
+            }
+            s => errors.push(format!("{n}: download sha256 differs from {want}: {s:?}")),
+        }
+        match got.iter().find(|(m, _)| *m == n) {
+            Some((_, l)) if *l == format!("hello-from-guest-over-{n}") => {}
+            other => errors.push(format!("{n}: hostfwd read {other:?}")),
+        }
+    }
+    if !errors.is_empty() {
+        panic!("{}\n--- guest ---\n{}", errors.join("\n"), g.log);
     }
 }

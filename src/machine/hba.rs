@@ -1,9 +1,9 @@
 //! Classic SCSI host adapters: the `--drive ...,if=buslogic` disks become targets (SCSI IDs
 //! 0-6 in command-line order) of one BusLogic BT-958 at PCI 00:0c.0, with its I/O BAR 0 at
 //! [`BUSLOGIC_IO_BASE`] and memory BAR 1 at the start of the HBA family's MMIO window
-//! ([`HBA_MMIO_BASE`]), assigned firmware style. INTA# drives ISA IRQ [`HBA_INTX_IRQ`] (a
-//! line of its own: the lines are levels, not wired-OR, so sharing virtio's would lose
-//! assertions). Mailbox work runs on the vCPU thread after each slice, like the virtio queues.
+//! ([`HBA_MMIO_BASE`]), assigned firmware style. INTA# drives the PIRQ the board wires slot 12
+//! to (`devices::pci::intx_line`), as the ACPI `_PRT` says. INTx lines are levels, not
+//! wired-OR: another INTx device on the same PIRQ (an e1000 in slot 16) would lose assertions. Mailbox work runs on the vCPU thread after each slice, like the virtio queues.
 
 use std::sync::{Arc, Mutex};
 
@@ -25,10 +25,6 @@ pub const HBA_MMIO_BASE: u64 = 0xe100_0000;
 pub const BUSLOGIC_SLOT: u8 = 12;
 /// I/O port base of the BusLogic register block (4 ports).
 pub const BUSLOGIC_IO_BASE: u16 = 0xc000;
-/// ISA IRQ of the HBA's INTA# (also written to its interrupt line register). IRQ 3 (COM2's,
-/// which this board does not have): the NICs use 10, 5, 7, 15, 14 and 6, and the PIIX3 PIRQ
-/// links route PCI INTx to 10 and 11 in PIC mode, so 3 is the ISA line nobody else drives.
-pub const HBA_INTX_IRQ: u8 = 3;
 
 /// The BusLogic adapter of a machine, if any drive asked for one.
 #[derive(Debug, Default)]
@@ -38,13 +34,12 @@ pub struct Hbas {
 
 impl Hbas {
     /// Build the adapter for `drives` (all with `if=buslogic`) on `pci` and `bus`, with INTA# on
-    /// ISA IRQ `irq`.
+    /// its slot's PIRQ line.
     pub fn build(
         drives: &[&DriveSpec],
         bus: &mut Bus,
         pci: DeviceId,
         lines: &IrqLines,
-        irq: u8,
     ) -> Result<Self, String> {
         if drives.is_empty() {
             return Ok(Self::default());
@@ -57,7 +52,9 @@ impl Hbas {
             log::info!(target: "rinx::storage", "buslogic target {i}: {} ({:?})",
                 d.file.display(), d.mode);
         }
-        let mut hba = BusLogic::new(disks, lines.line(irq))?;
+        let mut hba = BusLogic::new(disks, devices::pci::intx_line(lines, BUSLOGIC_SLOT, 1))?;
+        let irq = devices::pci::firmware_interrupt_line(BUSLOGIC_SLOT, 1);
+        hba.set_interrupt_line(irq);
         hba.assign_bars(BUSLOGIC_IO_BASE, HBA_MMIO_BASE as u32);
         let shared: SharedBusLogic = Arc::new(Mutex::new(hba));
         bus.pio_device_mut::<PciRoot>(pci)
@@ -178,7 +175,7 @@ mod tests {
         assert_eq!(cfg(&mut bus, 0x14), HBA_MMIO_BASE as u32);
         assert_eq!(
             cfg(&mut bus, 0x3c) & 0xffff,
-            0x0100 | u32::from(HBA_INTX_IRQ)
+            0x0100 | u32::from(devices::pci::firmware_interrupt_line(BUSLOGIC_SLOT, 1))
         );
         // No virtio function was created for them.
         bus.pio_write(Port(0xcf8), 4, 0x8000_0000 | (3 << 11));

@@ -6,11 +6,11 @@
 //! arrives for a NIC that can take it, so a sleeping guest sees packets without a full timer
 //! sleep of latency.
 //!
-//! Interrupts: the e1000 uses legacy INTx; each NIC gets its own ISA IRQ from [`NIC_IRQS`],
-//! written to its interrupt line register (under `pci=noacpi`, with no $PIR table and no PCI
-//! entries in the MP table, Linux keeps the interrupt line value as the IRQ and routes it
-//! through the I/O APIC's ISA pin). IRQs are not shared: interrupt lines are levels that one
-//! device's lower would clear for another. virtio-net uses MSI-X, with the same INTx fallback.
+//! Interrupts: the e1000 uses legacy INTx on the PIRQ its slot is wired to
+//! (`devices::pci::intx_line`, described to the guest by the ACPI `_PRT`); the interrupt line
+//! register holds the ISA IRQ firmware routed that PIRQ to. virtio-net uses MSI-X, with the
+//! same INTx fallback. INTx lines are levels, not wired-OR: two INTx devices on one PIRQ
+//! (every fourth slot) would lose each other's assertions.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,11 +41,8 @@ pub const NIC_MMIO_SIZE: u64 = 0x0100_0000;
 pub const NIC_BAR_STRIDE: u64 = 0x2_0000;
 /// First PCI device number used for NICs.
 pub const FIRST_NIC_SLOT: u8 = 16;
-/// ISA IRQs of the NICs' INTx, in `--nic` order (also written to the interrupt line
-/// register): lines no chipset device of rinx uses.
-pub const NIC_IRQS: [u8; 6] = [10, 5, 7, 15, 14, 6];
-/// Most NICs a machine can have (one IRQ each).
-pub const MAX_NICS: usize = NIC_IRQS.len();
+/// Most NICs a machine can have (slots 16-21).
+pub const MAX_NICS: usize = 6;
 
 #[derive(Debug)]
 enum Nic {
@@ -124,12 +121,13 @@ impl Network {
         for (i, spec) in specs.iter().enumerate() {
             let port = open_backend(&spec.net, &mut user_nets)?;
             let mac = spec.mac.unwrap_or_else(|| default_mac(i));
-            let irq = NIC_IRQS[i];
             let bar = (NIC_MMIO_BASE + i as u64 * NIC_BAR_STRIDE) as u32;
             let slot = FIRST_NIC_SLOT + i as u8;
+            let intx = devices::pci::intx_line(lines, slot, 1);
+            let irq = devices::pci::firmware_interrupt_line(slot, 1);
             let shared: SharedFunction = match spec.model {
                 NicModel::E1000 => {
-                    let mut d = E1000::new(mac, port, lines.line(irq));
+                    let mut d = E1000::new(mac, port, intx);
                     d.assign_bar0(bar);
                     d.set_interrupt_line(irq);
                     let d = Arc::new(Mutex::new(d));
@@ -137,11 +135,8 @@ impl Network {
                     d
                 }
                 NicModel::Virtio => {
-                    let mut d = VirtioPci::new(
-                        VirtioNet::new(mac, port),
-                        lines.line(irq),
-                        Box::new(apic.clone()),
-                    );
+                    let mut d =
+                        VirtioPci::new(VirtioNet::new(mac, port), intx, Box::new(apic.clone()));
                     d.assign_bar0(bar);
                     d.set_interrupt_line(irq);
                     let d = Arc::new(Mutex::new(d));
@@ -303,10 +298,13 @@ mod tests {
         assert_eq!(cfg(&mut bus, 16, 0x10), NIC_MMIO_BASE as u32);
         assert_eq!(
             cfg(&mut bus, 16, 0x3c) & 0xffff,
-            0x0100 | u32::from(NIC_IRQS[0])
+            0x0100 | u32::from(devices::pci::firmware_interrupt_line(16, 1))
         );
         assert_eq!(cfg(&mut bus, 17, 0), 0x1041_1af4);
-        assert_eq!(cfg(&mut bus, 17, 0x3c) & 0xff, u32::from(NIC_IRQS[1]));
+        assert_eq!(
+            cfg(&mut bus, 17, 0x3c) & 0xff,
+            u32::from(devices::pci::firmware_interrupt_line(17, 1))
+        );
         // e1000 RAL0 holds the MAC's first four bytes.
         assert_eq!(bus.mmio_read(NIC_MMIO_BASE + 0x5400, 4), 0x0000_5452);
         // virtio-net device config: the MAC.

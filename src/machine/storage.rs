@@ -103,7 +103,7 @@ impl Storage {
             .iter()
             .filter(|d| d.interface == DriveInterface::BusLogic)
             .collect();
-        let hbas = super::hba::Hbas::build(&hba_drives, bus, pci, lines, super::hba::HBA_INTX_IRQ)?;
+        let hbas = super::hba::Hbas::build(&hba_drives, bus, pci, lines)?;
         let drives: Vec<&DriveSpec> = drives
             .iter()
             .filter(|d| d.interface != DriveInterface::BusLogic)

@@ -324,6 +324,12 @@ impl BusLogic {
         Ok(s)
     }
 
+    /// Sets the Interrupt Line register (what firmware writes: the ISA IRQ the INTx pin's PIRQ
+    /// is routed to at power-on).
+    pub fn set_interrupt_line(&mut self, irq: u8) {
+        self.config.set_byte(reg::INTERRUPT_LINE, irq, 0xff);
+    }
+
     /// Firmware-style BAR assignment: I/O BAR 0 at `io`, memory BAR 1 at `mem`.
     pub fn assign_bars(&mut self, io: u16, mem: u32) {
         self.io_base = io;
