@@ -132,8 +132,7 @@ pub struct RunArgs {
     /// 00:04.0, ...) with the disk at target 0, LUN 0; the guest finds it through the ACPI
     /// PCI root bridge and uses MSI-X, or INTx routed as the DSDT's _PRT says. if=buslogic
     /// drives are targets 0-6 of one BusLogic BT-958 PCI SCSI adapter (00:0c.0, Linux's
-    /// BusLogic driver; its IRQ is not yet routed by the _PRT, so the guest needs
-    /// `pci=noacpi`).
+    /// BusLogic driver; INTA# routed as the _PRT says).
     #[arg(long = "drive", value_name = "SPEC", value_parser = spec::parse_drive)]
     pub drives: Vec<spec::DriveSpec>,
     /// Attach a NIC (repeatable): model=e1000|virtio,net=user|switch:ADDR|tap:NAME
@@ -141,7 +140,7 @@ pub struct RunArgs {
     /// [,mac=XX:XX:XX:XX:XX:XX]. e1000 is an Intel 82540EM, virtio a virtio-net device; NICs
     /// sit at 00:10.0, 00:11.0, ... net=switch connects to `rinx switch --listen ADDR` (a
     /// loopback address), net=tap to a Linux TAP interface, net=user to user-mode NAT. Without
-    /// mac= the NIC gets 02:52:PID:INDEX. Like --drive, the guest needs `pci=noacpi` for now.
+    /// mac= the NIC gets 02:52:PID:INDEX.
     #[arg(long = "nic", value_name = "SPEC", value_parser = spec::parse_nic)]
     pub nics: Vec<spec::NicSpec>,
     /// Print execution statistics to stderr at exit.
