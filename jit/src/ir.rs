@@ -378,20 +378,7 @@ fn lower_alu(insn: &Instruction) -> Option<Op> {
     }
     let op = match insn.mnemonic() {
         M::Mov => AluOp::Mov,
-        M::Add => AluOp::Add,
-        M::Adc => AluOp::Adc,
-        M::Sub => AluOp::Sub,
-        M::Sbb => AluOp::Sbb,
-        M::Cmp => AluOp::Cmp,
-        M::And => AluOp::And,
-        M::Or => AluOp::Or,
-        M::Xor => AluOp::Xor,
-        M::Test => AluOp::Test,
-        M::Inc => AluOp::Inc,
-        M::Dec => AluOp::Dec,
-        M::Neg => AluOp::Neg,
-        M::Not => AluOp::Not,
-        _ => return None,
+        m => alu_op(m)?,
     };
     let dst = GuestReg::from_iced(insn.op0_register())?;
     let unary = matches!(op, AluOp::Inc | AluOp::Dec | AluOp::Neg | AluOp::Not);
