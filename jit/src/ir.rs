@@ -8,7 +8,9 @@
 //!
 //! Natively emitted forms never touch guest memory and never fault: MOV / ADD / ADC / SUB /
 //! SBB / CMP / AND / OR / XOR / TEST with general registers and immediates, INC / DEC / NEG /
-//! NOT on a general register, and direct JMP / Jcc ending the block. Everything else,
+//! NOT on a general register, SHL / SHR / SAR / ROL / ROR of a register by a constant or CL,
+//! CMOVcc / SETcc / IMUL / MOVZX / MOVSX / MOVSXD / XCHG / BSWAP / BT with register
+//! operands, and direct JMP / Jcc ending the block. Everything else,
 //! including every privileged, IOPL-sensitive or sensitive instruction and anything with a
 //! LOCK prefix, is an [`Op::Helper`]: a call of the interpreter's semantic function.
 
@@ -178,12 +180,21 @@ impl Cond {
     }
 }
 
-/// Shifts with a native form (SDM Vol. 2B "SAL/SAR/SHL/SHR").
+/// Shifts and rotates with a native form (SDM Vol. 2B "SAL/SAR/SHL/SHR", "RCL/RCR/ROL/ROR").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShiftOp {
     Shl,
     Shr,
     Sar,
+    Rol,
+    Ror,
+}
+
+impl ShiftOp {
+    /// True for ROL / ROR (only CF and OF written).
+    pub fn is_rotate(self) -> bool {
+        matches!(self, ShiftOp::Rol | ShiftOp::Ror)
+    }
 }
 
 /// A memory operand `seg:[base + index * scale + disp]` of `size` bytes.
@@ -230,16 +241,88 @@ pub enum Op {
         addr_size: u8,
     },
     /// SHL / SHR / SAR of a register by a constant count with `1 <= count < 8 * dst.size`
-    /// (after the architectural masking). Flags follow the interpreter's definitions of the
-    /// bits the SDM leaves undefined: AF = 0; OF = MSB(result) XOR CF for SHL, MSB(source)
-    /// for SHR by 1 and 0 otherwise.
+    /// (after the architectural masking), or ROL / ROR by any non-zero masked count. Flags
+    /// follow the interpreter's definitions of the bits the SDM leaves undefined
+    /// (`src/cpu/integer/shift.rs`): shifts write all status flags with AF = 0, OF =
+    /// MSB(result) XOR CF for SHL, MSB(source) for SHR by 1 and 0 otherwise; rotates write
+    /// only CF and OF, CF = LSB(result) (ROL) or MSB(result) (ROR), OF = MSB(result) XOR CF
+    /// (ROL) or the XOR of the two top bits of the result (ROR), for every count.
     Shift {
         /// Operation.
         op: ShiftOp,
         /// Register shifted.
         dst: GuestReg,
-        /// Count (already masked, non-zero, below the width).
+        /// Count (already masked, non-zero; below the width for SHL / SHR / SAR).
         count: u8,
+    },
+    /// The same shifts and rotates of a register by CL. A masked count of 0 changes nothing
+    /// but still zero-extends a 32-bit destination; an 8- or 16-bit SHL / SHR / SAR by a
+    /// count of at least the width runs instruction `index` through the helper.
+    ShiftCl {
+        /// Operation.
+        op: ShiftOp,
+        /// Register shifted.
+        dst: GuestReg,
+        /// Index of the instruction in the block (slow path).
+        index: u32,
+    },
+    /// CMOVcc r, r (SDM Vol. 2A "CMOVcc"): the destination is written either way (a 32-bit
+    /// destination is zero-extended even when the condition is false). No flags.
+    Cmov {
+        /// Condition for the move.
+        cond: Cond,
+        /// Destination (16, 32 or 64 bits).
+        dst: GuestReg,
+        /// Source, same width.
+        src: GuestReg,
+    },
+    /// SETcc r8 (SDM Vol. 2B "SETcc"): `dst = cond ? 1 : 0`. No flags.
+    Setcc {
+        /// Condition.
+        cond: Cond,
+        /// 8-bit destination.
+        dst: GuestReg,
+    },
+    /// IMUL r, r (`dst = dst * src`) or IMUL r, r, imm (`dst = src * imm`), truncated to
+    /// the destination width (SDM Vol. 2A "IMUL"). CF = OF = signed overflow; SF, ZF, PF from
+    /// the truncated result and AF = 0 (the interpreter's `muldiv.rs` definitions).
+    Imul {
+        /// Destination (16, 32 or 64 bits).
+        dst: GuestReg,
+        /// Register source, same width.
+        src: GuestReg,
+        /// Immediate of the three-operand form (sign-extended).
+        imm: Option<u64>,
+    },
+    /// MOVZX / MOVSX / MOVSXD r, r (SDM Vol. 2B): `dst` = `src` zero- or sign-extended from
+    /// its width (`src.size <= dst.size`; equal widths are a plain move). No flags.
+    Movx {
+        /// Destination (16, 32 or 64 bits).
+        dst: GuestReg,
+        /// Source.
+        src: GuestReg,
+        /// Sign-extend.
+        sign: bool,
+    },
+    /// XCHG r, r (SDM Vol. 2B "XCHG"), same widths. No flags.
+    Xchg {
+        /// First operand (written first).
+        a: GuestReg,
+        /// Second operand.
+        b: GuestReg,
+    },
+    /// BSWAP r32 / r64 (SDM Vol. 2A "BSWAP"). No flags.
+    Bswap {
+        /// Register swapped (4 or 8 bytes).
+        dst: GuestReg,
+    },
+    /// BT r, r / BT r, imm8 (SDM Vol. 2A "BT"): CF = bit (`src` mod width) of `dst`; the
+    /// other flags are unchanged (the interpreter's `bits.rs` writes only CF).
+    Bt {
+        /// Register tested.
+        dst: GuestReg,
+        /// Bit offset (register of the same width or immediate).
+        src: Src,
     },
     /// `dst = [mem]`, zero- or sign-extended from `mem.size` to `dst.size` (MOV, MOVZX,
     /// MOVSX, MOVSXD); `index` is the guest instruction for the slow path.
@@ -490,18 +573,21 @@ fn lower_one(d: &DecodedInsn, index: u32) -> Op {
         return Op::Helper { index };
     }
     lower_alu(&d.insn)
-        .or_else(|| lower_shift(&d.insn))
+        .or_else(|| lower_shift(&d.insn, index))
+        .or_else(|| lower_misc(&d.insn))
         .or_else(|| lower_lea(&d.insn))
         .or_else(|| lower_mem(&d.insn, d.mode, index))
         .unwrap_or(Op::Helper { index })
 }
 
-/// SHL / SAL / SHR / SAR of a register by an immediate (or the implicit 1).
-fn lower_shift(insn: &Instruction) -> Option<Op> {
+/// SHL / SAL / SHR / SAR / ROL / ROR of a register by an immediate, the implicit 1 or CL.
+fn lower_shift(insn: &Instruction, index: u32) -> Option<Op> {
     let op = match insn.mnemonic() {
         Mnemonic::Shl | Mnemonic::Sal => ShiftOp::Shl,
         Mnemonic::Shr => ShiftOp::Shr,
         Mnemonic::Sar => ShiftOp::Sar,
+        Mnemonic::Rol => ShiftOp::Rol,
+        Mnemonic::Ror => ShiftOp::Ror,
         _ => return None,
     };
     if insn.has_lock_prefix() || insn.op0_kind() != OpKind::Register {
@@ -511,10 +597,13 @@ fn lower_shift(insn: &Instruction) -> Option<Op> {
     let raw = match insn.op_count() {
         1 => 1,
         2 if insn.op1_kind() == OpKind::Immediate8 => insn.immediate(1),
+        2 if insn.op1_kind() == OpKind::Register && insn.op1_register() == Register::CL => {
+            return Some(Op::ShiftCl { op, dst, index });
+        }
         _ => return None,
     };
     let count = raw & if dst.size == 8 { 0x3f } else { 0x1f };
-    if count == 0 || count >= u64::from(dst.size) * 8 {
+    if count == 0 || (!op.is_rotate() && count >= u64::from(dst.size) * 8) {
         return None;
     }
     Some(Op::Shift {
@@ -522,6 +611,121 @@ fn lower_shift(insn: &Instruction) -> Option<Op> {
         dst,
         count: count as u8,
     })
+}
+
+/// Register-only forms of CMOVcc, SETcc, IMUL (2 and 3 operands), MOVZX / MOVSX / MOVSXD,
+/// XCHG, BSWAP and BT (see the [`Op`] variants).
+fn lower_misc(insn: &Instruction) -> Option<Op> {
+    use Mnemonic as M;
+    if insn.has_lock_prefix() || insn.op_count() == 0 || insn.op0_kind() != OpKind::Register {
+        return None;
+    }
+    let dst = GuestReg::from_iced(insn.op0_register())?;
+    let n = insn.op_count();
+    let reg1 = || {
+        if n >= 2 && insn.op1_kind() == OpKind::Register {
+            GuestReg::from_iced(insn.op1_register())
+        } else {
+            None
+        }
+    };
+    let m = insn.mnemonic();
+    match m {
+        M::Movzx | M::Movsx | M::Movsxd if n == 2 => {
+            let src = reg1()?;
+            if src.size > dst.size || dst.size == 1 {
+                return None;
+            }
+            Some(Op::Movx {
+                dst,
+                src,
+                sign: m != M::Movzx,
+            })
+        }
+        M::Xchg if n == 2 => {
+            let b = reg1()?;
+            (b.size == dst.size).then_some(Op::Xchg { a: dst, b })
+        }
+        M::Bswap if n == 1 && dst.size >= 4 => Some(Op::Bswap { dst }),
+        M::Bt if n == 2 && dst.size >= 2 => {
+            let src = match insn.op1_kind() {
+                OpKind::Register => {
+                    let s = reg1()?;
+                    if s.size != dst.size {
+                        return None;
+                    }
+                    Src::Reg(s)
+                }
+                OpKind::Immediate8 => Src::Imm(insn.immediate(1)),
+                _ => return None,
+            };
+            Some(Op::Bt { dst, src })
+        }
+        M::Imul if n >= 2 && dst.size >= 2 => {
+            let src = reg1()?;
+            if src.size != dst.size {
+                return None;
+            }
+            let imm = match n {
+                2 => None,
+                3 if is_imm(insn.op2_kind()) => Some(insn.immediate(2)),
+                _ => return None,
+            };
+            Some(Op::Imul { dst, src, imm })
+        }
+        M::Cmovo
+        | M::Cmovno
+        | M::Cmovb
+        | M::Cmovae
+        | M::Cmove
+        | M::Cmovne
+        | M::Cmovbe
+        | M::Cmova
+        | M::Cmovs
+        | M::Cmovns
+        | M::Cmovp
+        | M::Cmovnp
+        | M::Cmovl
+        | M::Cmovge
+        | M::Cmovle
+        | M::Cmovg
+            if n == 2 =>
+        {
+            let src = reg1()?;
+            if src.size != dst.size || dst.size < 2 {
+                return None;
+            }
+            Some(Op::Cmov {
+                cond: Cond::from_iced(insn.condition_code())?,
+                dst,
+                src,
+            })
+        }
+        M::Seto
+        | M::Setno
+        | M::Setb
+        | M::Setae
+        | M::Sete
+        | M::Setne
+        | M::Setbe
+        | M::Seta
+        | M::Sets
+        | M::Setns
+        | M::Setp
+        | M::Setnp
+        | M::Setl
+        | M::Setge
+        | M::Setle
+        | M::Setg
+            if n == 1 && dst.size == 1 =>
+        {
+            Some(Op::Setcc {
+                cond: Cond::from_iced(insn.condition_code())?,
+                dst,
+            })
+        }
+        _ => None,
+    }
 }
 
 fn alu_op(m: Mnemonic) -> Option<AluOp> {
@@ -913,7 +1117,74 @@ mod tests {
             }
         ));
         assert_eq!(ir.ops[2], Op::Helper { index: 2 });
-        assert_eq!(ir.ops[3], Op::Helper { index: 3 });
+        assert!(matches!(
+            ir.ops[3],
+            Op::ShiftCl {
+                op: ShiftOp::Shl,
+                index: 3,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn rotates_cmov_setcc_imul_movx_xchg_bswap_bt_are_native() {
+        // rol al, 8; ror ebx, cl; cmovne eax, ebx; sete ah; imul eax, ebx, 7; movzx eax, bh;
+        // movsx cx, dl; xchg eax, ebx; bswap eax; bt eax, 3; bt eax, ecx; bswap ax (66: helper);
+        // rcl eax, 1 (helper); hlt
+        let b = block(
+            Mode::Bits32,
+            &[
+                0xc0, 0xc0, 0x08, 0xd3, 0xcb, 0x0f, 0x45, 0xc3, 0x0f, 0x94, 0xc4, 0x6b, 0xc3, 0x07,
+                0x0f, 0xb6, 0xc7, 0x66, 0x0f, 0xbe, 0xca, 0x87, 0xd8, 0x0f, 0xc8, 0x0f, 0xba, 0xe0,
+                0x03, 0x0f, 0xa3, 0xc8, 0x66, 0x0f, 0xc8, 0xd1, 0xd0, 0xf4,
+            ],
+        );
+        let ir = lower(&b).unwrap();
+        assert!(matches!(
+            ir.ops[0],
+            Op::Shift {
+                op: ShiftOp::Rol,
+                count: 8,
+                ..
+            }
+        ));
+        assert!(matches!(
+            ir.ops[1],
+            Op::ShiftCl {
+                op: ShiftOp::Ror,
+                ..
+            }
+        ));
+        assert!(matches!(ir.ops[2], Op::Cmov { cond: Cond::Ne, .. }));
+        assert!(matches!(
+            ir.ops[3],
+            Op::Setcc {
+                cond: Cond::E,
+                dst: GuestReg { high: true, .. }
+            }
+        ));
+        assert!(matches!(ir.ops[4], Op::Imul { imm: Some(7), .. }));
+        assert!(matches!(ir.ops[5], Op::Movx { sign: false, .. }));
+        assert!(matches!(ir.ops[6], Op::Movx { sign: true, .. }));
+        assert!(matches!(ir.ops[7], Op::Xchg { .. }));
+        assert!(matches!(ir.ops[8], Op::Bswap { .. }));
+        assert!(matches!(
+            ir.ops[9],
+            Op::Bt {
+                src: Src::Imm(3),
+                ..
+            }
+        ));
+        assert!(matches!(
+            ir.ops[10],
+            Op::Bt {
+                src: Src::Reg(_),
+                ..
+            }
+        ));
+        assert_eq!(ir.ops[11], Op::Helper { index: 11 });
+        assert_eq!(ir.ops[12], Op::Helper { index: 12 });
     }
 
     #[test]

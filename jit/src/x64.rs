@@ -151,7 +151,42 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                     ; jnz =>synced
                 );
             }
-            Op::Shift { op, dst, count } => shift(&mut a, op, dst, count),
+            Op::Shift { op, dst, count } => shift(&mut a, op, dst, Some(count)),
+            Op::ShiftCl { op, dst, index } => {
+                let done = a.new_dynamic_label();
+                let helper = a.new_dynamic_label();
+                shift_cl(&mut a, op, dst, helper, done);
+                slow.push(Slow {
+                    fill: helper,
+                    helper,
+                    retry: done,
+                    done,
+                    kind: 0,
+                    index,
+                });
+            }
+            Op::Cmov { cond, dst, src } => cmov(&mut a, cond, dst, src),
+            Op::Setcc { cond, dst } => setcc(&mut a, cond, dst),
+            Op::Imul { dst, src, imm } => imul(&mut a, dst, src, imm),
+            Op::Movx { dst, src, sign } => movx(&mut a, dst, src, sign),
+            Op::Xchg { a: x, b: y } => {
+                load(&mut a, 0, x);
+                load(&mut a, 1, y);
+                dynasm!(a ; .arch x64 ; xchg rax, rcx);
+                store(&mut a, x);
+                dynasm!(a ; .arch x64 ; mov rax, rcx);
+                store(&mut a, y);
+            }
+            Op::Bswap { dst } => {
+                load(&mut a, 0, dst);
+                if dst.size == 8 {
+                    dynasm!(a ; .arch x64 ; bswap rax);
+                } else {
+                    dynasm!(a ; .arch x64 ; bswap eax);
+                }
+                store(&mut a, dst);
+            }
+            Op::Bt { dst, src } => bt(&mut a, dst, src),
             Op::Load {
                 dst,
                 mem,
@@ -337,15 +372,21 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         }
     }
     for sl in &slow {
+        // kind 0: no memory access, only the helper (`fill` is `helper`).
+        if sl.kind != 0 {
+            dynasm!(a
+                ; .arch x64
+                ; =>sl.fill
+                ; mov rdi, r12
+                ; mov rsi, rax
+                ; mov edx, sl.kind as i32
+                ; call QWORD [r12 + FILL]
+                ; test rax, rax
+                ; jz =>sl.retry
+            );
+        }
         dynasm!(a
             ; .arch x64
-            ; =>sl.fill
-            ; mov rdi, r12
-            ; mov rsi, rax
-            ; mov edx, sl.kind as i32
-            ; call QWORD [r12 + FILL]
-            ; test rax, rax
-            ; jz =>sl.retry
             ; =>sl.helper
             ; mov rdi, r12
             ; mov esi, sl.index as i32
@@ -571,17 +612,22 @@ fn alu_core(a: &mut Asm, op: AluOp, dst: GuestReg, merge: bool) {
     }
 }
 
-/// A register shift by a constant; flags as `Op::Shift` documents.
-fn shift(a: &mut Asm, op: ShiftOp, dst: GuestReg, count: u8) {
-    let c = count as i8;
+/// A register shift or rotate by a constant (`Some`) or by the masked CL already in ecx
+/// and known to be non-zero (`None`); flags as `Op::Shift` documents.
+fn shift(a: &mut Asm, op: ShiftOp, dst: GuestReg, count: Option<u8>) {
+    use crate::abi::flags as f;
     load(a, 0, dst);
     macro_rules! sh {
         ($m:ident) => {
-            match dst.size {
-                8 => dynasm!(a ; .arch x64 ; $m rax, c),
-                4 => dynasm!(a ; .arch x64 ; $m eax, c),
-                2 => dynasm!(a ; .arch x64 ; $m ax, c),
-                _ => dynasm!(a ; .arch x64 ; $m al, c),
+            match (dst.size, count) {
+                (8, Some(c)) => dynasm!(a ; .arch x64 ; $m rax, c as i8),
+                (4, Some(c)) => dynasm!(a ; .arch x64 ; $m eax, c as i8),
+                (2, Some(c)) => dynasm!(a ; .arch x64 ; $m ax, c as i8),
+                (_, Some(c)) => dynasm!(a ; .arch x64 ; $m al, c as i8),
+                (8, None) => dynasm!(a ; .arch x64 ; $m rax, cl),
+                (4, None) => dynasm!(a ; .arch x64 ; $m eax, cl),
+                (2, None) => dynasm!(a ; .arch x64 ; $m ax, cl),
+                (_, None) => dynasm!(a ; .arch x64 ; $m al, cl),
             }
         };
     }
@@ -589,18 +635,75 @@ fn shift(a: &mut Asm, op: ShiftOp, dst: GuestReg, count: u8) {
         ShiftOp::Shl => sh!(shl),
         ShiftOp::Shr => sh!(shr),
         ShiftOp::Sar => sh!(sar),
+        ShiftOp::Rol => sh!(rol),
+        ShiftOp::Ror => sh!(ror),
+    }
+    if op.is_rotate() {
+        store(a, dst);
+        // Result in rax (upper bits beyond the width are not part of it). CF and OF from
+        // the result, for every count (shift.rs): ROL CF = bit 0, OF = top bit ^ CF; ROR
+        // CF = top bit, OF = top bit ^ next bit.
+        let top = i8::try_from(dst.size * 8 - 1).unwrap_or(63);
+        dynasm!(a
+            ; .arch x64
+            ; mov rdx, rax
+            ; shr rdx, top
+            ; and edx, 1
+        );
+        if op == ShiftOp::Rol {
+            dynasm!(a
+                ; .arch x64
+                ; mov ecx, eax
+                ; and ecx, 1
+            );
+        } else {
+            dynasm!(a
+                ; .arch x64
+                ; mov rcx, rax
+                ; shr rcx, top - 1
+                ; and ecx, 1
+            );
+        }
+        // edx = top bit, ecx = ROL: bit 0 / ROR: next bit.
+        dynasm!(a ; .arch x64 ; xor ecx, edx);
+        if op == ShiftOp::Rol {
+            // CF = bit 0 = (top ^ bit0) ^ top; OF = top ^ bit0.
+            dynasm!(a
+                ; .arch x64
+                ; xor edx, ecx
+            );
+        }
+        // edx = CF, ecx = OF.
+        let keep = !((f::CF | f::OF) as i32);
+        dynasm!(a
+            ; .arch x64
+            ; shl ecx, 11
+            ; or edx, ecx
+            ; mov rax, QWORD [rbx + RFLAGS]
+            ; and rax, keep
+            ; or rax, rdx
+            ; mov QWORD [rbx + RFLAGS], rax
+        );
+        return;
     }
     // Host CF, PF, ZF, SF are defined for 1 <= count < width and equal the guest's; OF is
     // defined by the host only for count 1, so it is computed (SHL) or taken only then.
-    let keep_of = op == ShiftOp::Shr && count == 1;
-    let cap = (crate::abi::flags::CF
-        | crate::abi::flags::PF
-        | crate::abi::flags::ZF
-        | crate::abi::flags::SF
-        | if keep_of { crate::abi::flags::OF } else { 0 }) as i32;
+    let keep_of = op == ShiftOp::Shr && count.is_none_or(|c| c == 1);
+    let cap = (f::CF | f::PF | f::ZF | f::SF | if keep_of { f::OF } else { 0 }) as i32;
     dynasm!(a ; .arch x64 ; pushfq ; pop rdx);
     store(a, dst);
     dynasm!(a ; .arch x64 ; and edx, cap);
+    if op == ShiftOp::Shr && count.is_none() {
+        // OF only for a count of 1 (ecx still holds the count).
+        let no_of = !(f::OF as i32);
+        dynasm!(a
+            ; .arch x64
+            ; cmp ecx, 1
+            ; je >one
+            ; and edx, no_of
+            ; one:
+        );
+    }
     if op == ShiftOp::Shl {
         // OF = SF (MSB of the result) XOR CF, placed at bit 11.
         dynasm!(a
@@ -613,11 +716,178 @@ fn shift(a: &mut Asm, op: ShiftOp, dst: GuestReg, count: u8) {
             ; or edx, ecx
         );
     }
-    let keep = !(crate::abi::flags::STATUS as i32);
+    let keep = !(f::STATUS as i32);
     dynasm!(a
         ; .arch x64
         ; mov rax, QWORD [rbx + RFLAGS]
         ; and rax, keep
+        ; or rax, rdx
+        ; mov QWORD [rbx + RFLAGS], rax
+    );
+}
+
+/// A register shift or rotate by CL (`Op::ShiftCl`): a masked count of 0 only zero-extends
+/// a 32-bit destination; an 8/16-bit shift by at least the width goes to `helper`.
+fn shift_cl(a: &mut Asm, op: ShiftOp, dst: GuestReg, helper: DynamicLabel, done: DynamicLabel) {
+    let cl_off = (OFFSET_GPR + 8) as i32;
+    let m = if dst.size == 8 { 0x3f } else { 0x1f };
+    dynasm!(a
+        ; .arch x64
+        ; movzx ecx, BYTE [rbx + cl_off]
+        ; and ecx, m
+        ; jz >zero
+    );
+    if !op.is_rotate() && dst.size < 4 {
+        let bits = i32::from(dst.size) * 8;
+        dynasm!(a
+            ; .arch x64
+            ; cmp ecx, bits
+            ; jae =>helper
+        );
+    }
+    shift(a, op, dst, None);
+    dynasm!(a ; .arch x64 ; jmp =>done ; zero:);
+    if dst.size == 4 {
+        let off = dst.offset();
+        dynasm!(a
+            ; .arch x64
+            ; mov eax, DWORD [rbx + off]
+            ; mov QWORD [rbx + off], rax
+        );
+    }
+    dynasm!(a ; .arch x64 ; =>done);
+}
+
+/// Host flags from the guest status flags (DF/TF/AC cleared: safe for the host).
+fn load_guest_flags(a: &mut Asm) {
+    dynasm!(a
+        ; .arch x64
+        ; mov rdx, QWORD [rbx + RFLAGS]
+        ; and edx, STATUS
+        ; push rdx
+        ; popfq
+    );
+}
+
+/// The inverse of a condition (encodings differ in bit 0).
+fn invert(c: Cond) -> Cond {
+    use Cond::*;
+    match c {
+        O => No,
+        No => O,
+        B => Ae,
+        Ae => B,
+        E => Ne,
+        Ne => E,
+        Be => A,
+        A => Be,
+        S => Ns,
+        Ns => S,
+        P => Np,
+        Np => P,
+        L => Ge,
+        Ge => L,
+        Le => G,
+        G => Le,
+    }
+}
+
+/// CMOVcc r, r: the destination is rewritten either way (zero-extended at 32 bits).
+fn cmov(a: &mut Asm, cond: Cond, dst: GuestReg, src: GuestReg) {
+    let skip = a.new_dynamic_label();
+    load(a, 0, dst);
+    load_guest_flags(a);
+    jcc(a, invert(cond), skip);
+    load(a, 0, src);
+    dynasm!(a ; .arch x64 ; =>skip);
+    store(a, dst);
+}
+
+/// SETcc r8.
+fn setcc(a: &mut Asm, cond: Cond, dst: GuestReg) {
+    let skip = a.new_dynamic_label();
+    load_guest_flags(a);
+    dynasm!(a ; .arch x64 ; mov eax, 0);
+    jcc(a, invert(cond), skip);
+    dynasm!(a ; .arch x64 ; mov eax, 1);
+    dynasm!(a ; .arch x64 ; =>skip);
+    store(a, dst);
+}
+
+/// IMUL r, r / r, r, imm: host IMUL for the value, CF and OF; SF, ZF, PF from a TEST of the
+/// truncated result; AF cleared.
+fn imul(a: &mut Asm, dst: GuestReg, src: GuestReg, imm: Option<u64>) {
+    use crate::abi::flags as f;
+    match imm {
+        None => {
+            load(a, 0, dst);
+            load(a, 1, src);
+        }
+        Some(v) => {
+            load(a, 0, src);
+            dynasm!(a ; .arch x64 ; mov rcx, QWORD v as i64);
+        }
+    }
+    match dst.size {
+        8 => dynasm!(a ; .arch x64 ; imul rax, rcx ; pushfq ; pop rdx ; test rax, rax),
+        4 => dynasm!(a ; .arch x64 ; imul eax, ecx ; pushfq ; pop rdx ; test eax, eax),
+        _ => dynasm!(a ; .arch x64 ; imul ax, cx ; pushfq ; pop rdx ; test ax, ax),
+    }
+    let co = (f::CF | f::OF) as i32;
+    let szp = (f::SF | f::ZF | f::PF) as i32;
+    let keep = !(f::STATUS as i32);
+    dynasm!(a
+        ; .arch x64
+        ; pushfq
+        ; pop rcx
+        ; and edx, co
+        ; and ecx, szp
+        ; or edx, ecx
+    );
+    store(a, dst);
+    dynasm!(a
+        ; .arch x64
+        ; mov rax, QWORD [rbx + RFLAGS]
+        ; and rax, keep
+        ; or rax, rdx
+        ; mov QWORD [rbx + RFLAGS], rax
+    );
+}
+
+/// MOVZX / MOVSX / MOVSXD r, r.
+fn movx(a: &mut Asm, dst: GuestReg, src: GuestReg, sign: bool) {
+    load(a, 0, src);
+    match (src.size, sign) {
+        (1, false) => dynasm!(a ; .arch x64 ; movzx eax, al),
+        (1, true) => dynasm!(a ; .arch x64 ; movsx rax, al),
+        (2, false) => dynasm!(a ; .arch x64 ; movzx eax, ax),
+        (2, true) => dynasm!(a ; .arch x64 ; movsx rax, ax),
+        (4, true) => dynasm!(a ; .arch x64 ; movsxd rax, eax),
+        _ => {}
+    }
+    if dst.size == 4 {
+        dynasm!(a ; .arch x64 ; mov eax, eax);
+    }
+    store(a, dst);
+}
+
+/// BT r, r / BT r, imm8: CF = the selected bit; other flags unchanged.
+fn bt(a: &mut Asm, dst: GuestReg, src: Src) {
+    let m = i32::from(dst.size) * 8 - 1;
+    load(a, 0, dst);
+    match src {
+        Src::Reg(r) => load(a, 1, r),
+        Src::Imm(v) => dynasm!(a ; .arch x64 ; mov ecx, (v & 0xff) as i32),
+        Src::None => unreachable!("bt without a bit offset"),
+    }
+    dynasm!(a
+        ; .arch x64
+        ; and ecx, m
+        ; bt rax, rcx
+        ; setc dl
+        ; movzx edx, dl
+        ; mov rax, QWORD [rbx + RFLAGS]
+        ; and rax, -2
         ; or rax, rdx
         ; mov QWORD [rbx + RFLAGS], rax
     );
