@@ -688,7 +688,7 @@ fn shift(a: &mut Asm, op: ShiftOp, dst: GuestReg, count: Option<u8>) {
     }
     // Host CF, PF, ZF, SF are defined for 1 <= count < width and equal the guest's; OF is
     // defined by the host only for count 1, so it is computed (SHL) or taken only then.
-    let keep_of = op == ShiftOp::Shr && count.is_none_or(|c| c == 1);
+    let keep_of = op == ShiftOp::Shr && count.map_or(true, |c| c == 1);
     let cap = (f::CF | f::PF | f::ZF | f::SF | if keep_of { f::OF } else { 0 }) as i32;
     dynasm!(a ; .arch x64 ; pushfq ; pop rdx);
     store(a, dst);
