@@ -233,9 +233,15 @@ fn run_rounds(seed0: u64, rounds: usize, len: usize) {
     }
 }
 
+/// `RINX_NATIVE_FORMS_ROUNDS` (default 600) sets the number of random programs, e.g. for a
+/// longer soak than the default `cargo test` run.
 #[test]
 fn random_native_forms_match_the_interpreter() {
-    run_rounds(0x5eed_0001_2345_6789, 600, 48);
+    let rounds = std::env::var("RINX_NATIVE_FORMS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    run_rounds(0x5eed_0001_2345_6789, rounds, 48);
 }
 
 #[test]
