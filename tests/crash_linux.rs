@@ -14,8 +14,8 @@
 //! The first session runs to its end (all three disks written, synced, powered off) and times
 //! the guest's write phase on the host clock; each later session is SIGKILLed at a random
 //! moment: odd ones within that span after the guest's "writing" marker (its writes and
-//! syncs), even ones within 1.5 s after its "end" marker (the power-off, which commits the
-//! undoable disk, or just after it).
+//! syncs), even ones once the undoable disk's commit journal appears at power-off, within 1.2x
+//! the first session's commit time (so in the middle of the commit, or just after it).
 //!
 //! tests/storage_crash.rs runs the same checks far faster (a child driving the disk stack
 //! directly, 20 kills per mode, in `cargo test`); this group is the end-to-end proof with a
@@ -213,6 +213,23 @@ fn wait_marker(
     }
 }
 
+/// Waits for the undoable disk's commit journal (`IMAGE.rinx-commit-tmp` or
+/// `IMAGE.rinx-commit`) to appear: the power-off commit has started. `None` if rinx exited
+/// first (the commit was too quick to see, or there was none).
+fn wait_commit(child: &mut Child, keep: &Path) -> Option<Instant> {
+    let j = journal_path(keep);
+    let tmp = j.with_extension("rinx-commit-tmp");
+    loop {
+        if tmp.exists() || j.exists() {
+            return Some(Instant::now());
+        }
+        if child.try_wait().unwrap().is_some() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
 fn e2fsck(img: &Path, args: &str) -> (Option<i32>, String) {
     let out = Command::new("e2fsck")
         .arg(args)
@@ -287,8 +304,16 @@ fn sigkill_during_guest_writes() {
     let w = wait_marker(&mut child, &log, "=== writing", t0).unwrap_or_else(|e| {
         panic!("session 0: {e}\n{}", read_log(&log));
     });
+    wait_marker(&mut child, &log, "=== end", t0).unwrap_or_else(|e| {
+        panic!("session 0: {e}\n{}", read_log(&log));
+    });
+    let c0 = wait_commit(&mut child, &d.keep);
     let st = child.wait().unwrap();
     let span = w.elapsed();
+    // How long the undoable commit ran (journal file seen to process exit), at least 1 ms.
+    let commit = c0
+        .map_or(Duration::ZERO, |c| c.elapsed())
+        .max(Duration::from_millis(1));
     let text = read_log(&log);
     assert!(
         st.success() && text.contains("=== end") && text.contains("=== wrote-keep"),
@@ -310,10 +335,12 @@ fn sigkill_during_guest_writes() {
     assert_eq!(debugfs_cat(&d.keep, "/out.bin"), session_data(0));
     check_qcow2(&d.qcow2, 0);
     eprintln!(
-        "crash_linux ({}): session 0 took {:.1} s ({:.1} s from the writing marker to exit)",
+        "crash_linux ({}): session 0 took {:.1} s ({:.1} s from the writing marker to exit, \
+         undoable commit {:.1} ms)",
         engine(),
         t0.elapsed().as_secs_f64(),
-        span.as_secs_f64()
+        span.as_secs_f64(),
+        commit.as_secs_f64() * 1000.0
     );
 
     let mut keep_sha = sha256_file(&d.keep);
@@ -329,17 +356,22 @@ fn sigkill_during_guest_writes() {
         let (marker, at) = if k % 2 == 1 {
             ("=== writing", span.mul_f64((rng % 1000) as f64 / 1000.0))
         } else {
-            ("=== end", Duration::from_millis(rng % 1500))
+            ("commit", commit.mul_f64((rng % 1200) as f64 / 1000.0))
         };
         let t0 = Instant::now();
         let (mut child, log, _) = start(&d, k);
-        let w = wait_marker(&mut child, &log, marker, t0)
-            .unwrap_or_else(|e| panic!("session {k}: {e}\n{}", read_log(&log)));
+        let w = if k % 2 == 1 {
+            wait_marker(&mut child, &log, marker, t0)
+        } else {
+            wait_marker(&mut child, &log, "=== end", t0)
+                .map(|_| wait_commit(&mut child, &d.keep).unwrap_or_else(Instant::now))
+        }
+        .unwrap_or_else(|e| panic!("session {k}: {e}\n{}", read_log(&log)));
         while w.elapsed() < at {
             if child.try_wait().unwrap().is_some() {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_micros(500));
         }
         let _ = child.kill(); // SIGKILL
         let st = child.wait().unwrap();
