@@ -461,3 +461,79 @@ fn native_call_and_ret_match_including_a_non_canonical_return() {
     assert_eq!(i.cpu.s.rip, CODE_BASE + 25, "faulted at the RET");
     check_lockstep(TestMode::Long64, &code, 100_000);
 }
+
+/// Two address spaces mapping the same linear page to different code: after each MOV CR3 the
+/// code at that address (reached by a direct CALL, an indirect CALL and RET) must be the new
+/// space's, never a block (or jump-cache entry) of the other one.
+#[test]
+fn cr3_switch_maps_the_same_address_to_different_code() {
+    use rinx::testing::PAGE_TABLES;
+    let va: u64 = 0x20_0000; // second 2 MiB page
+                             // Space A (the harness tables): va -> pa 0x200000: mov eax, 1; ret.
+                             // Space B: a copy whose PD maps va -> pa 0x400000: mov eax, 2; ret.
+    let f_a = [0xb8, 1, 0, 0, 0, 0xc3];
+    let f_b = [0xb8, 2, 0, 0, 0, 0xc3];
+    let pml4_b: u64 = 0xa_0000;
+    // Main (64-bit): mov ecx, 200; L: call va; add ebx, eax; mov rax, B; mov cr3, rax;
+    // call va; add ebp, eax; mov rax, va; call rax; add edi, eax; mov rax, A; mov cr3, rax;
+    // mov rax, va; call rax; add esi, eax; dec ecx; jnz L; hlt
+    let mut code = vec![0xb9, 200, 0, 0, 0];
+    let top = code.len();
+    let call_va = |code: &mut Vec<u8>| {
+        let next = CODE_BASE + code.len() as u64 + 5;
+        code.push(0xe8);
+        code.extend_from_slice(&((va.wrapping_sub(next)) as u32).to_le_bytes());
+    };
+    let mov_rax = |code: &mut Vec<u8>, v: u64| {
+        code.extend_from_slice(&[0x48, 0xb8]);
+        code.extend_from_slice(&v.to_le_bytes());
+    };
+    call_va(&mut code);
+    code.extend_from_slice(&[0x01, 0xc3]); // add ebx, eax
+    mov_rax(&mut code, pml4_b);
+    code.extend_from_slice(&[0x0f, 0x22, 0xd8]); // mov cr3, rax
+    call_va(&mut code);
+    code.extend_from_slice(&[0x01, 0xc5]); // add ebp, eax
+    mov_rax(&mut code, va);
+    code.extend_from_slice(&[0xff, 0xd0, 0x01, 0xc7]); // call rax; add edi, eax
+    mov_rax(&mut code, PAGE_TABLES);
+    code.extend_from_slice(&[0x0f, 0x22, 0xd8]); // mov cr3, rax
+    mov_rax(&mut code, va);
+    code.extend_from_slice(&[0xff, 0xd0, 0x01, 0xc6]); // call rax; add esi, eax
+    code.extend_from_slice(&[0xff, 0xc9, 0x0f, 0x85]); // dec ecx; jnz rel32
+    let next = code.len() as i64 + 4;
+    code.extend_from_slice(&((top as i64 - next) as i32).to_le_bytes());
+    code.push(0xf4);
+
+    let setup = |t: &mut TestMachine| {
+        t.mem.write(va, &f_a).unwrap();
+        t.mem.write(0x40_0000, &f_b).unwrap();
+        // B: PML4 -> PDPT -> PDs of the harness, except the first PD, copied with entry 1
+        // pointing at 0x400000.
+        let pdpt_b = pml4_b + 0x1000;
+        let pd_b = pml4_b + 0x2000;
+        t.mem.write_le(pml4_b, 8, pdpt_b | 7).unwrap();
+        for i in 0..4u64 {
+            let e = t.mem.read_le(PAGE_TABLES + 0x1000 + i * 8, 8).unwrap();
+            t.mem.write_le(pdpt_b + i * 8, 8, e).unwrap();
+        }
+        t.mem.write_le(pdpt_b, 8, pd_b | 7).unwrap();
+        for j in 0..512u64 {
+            let e = t.mem.read_le(PAGE_TABLES + 0x2000 + j * 8, 8).unwrap();
+            t.mem.write_le(pd_b + j * 8, 8, e).unwrap();
+        }
+        t.mem.write_le(pd_b + 8, 8, 0x40_0000 | 0x87).unwrap();
+    };
+    let mut results = Vec::new();
+    for engine in EngineKind::ALL {
+        let mut t = TestMachine::new(TestMode::Long64, &code).with_engine(engine);
+        setup(&mut t);
+        assert_eq!(t.run(1_000_000), StopReason::Halted, "{engine:?}");
+        assert_eq!(t.gpr(3), 200, "space A by direct call ({engine:?})");
+        assert_eq!(t.gpr(5), 400, "space B by direct call ({engine:?})");
+        assert_eq!(t.gpr(7), 400, "space B by indirect call ({engine:?})");
+        assert_eq!(t.gpr(6), 200, "space A by indirect call ({engine:?})");
+        results.push((t.cpu.s, t.cpu.icount));
+    }
+    assert_eq!(results[0], results[1]);
+}

@@ -51,3 +51,88 @@ fn patched_immediate_takes_effect() {
         }
     }
 }
+
+/// Code in another page, patched between calls and reached through a direct CALL, an indirect
+/// CALL (run by the helper) and a RET into patched code: none of these exits may reach a block
+/// translated before the store (the JIT's jump cache must miss after it).
+#[test]
+fn code_patched_in_another_page_is_seen_through_call_indirect_call_and_ret() {
+    for bits in [64u32, 32] {
+        let far = CODE_BASE + 0x1000;
+        // F (other page): mov eax, imm32; ret. G (other page): call H; mov edx, imm32; ret,
+        // where H (first page) patches G's `mov edx` immediate before returning into it.
+        let mut f = CodeAssembler::new(bits).unwrap();
+        f.mov(eax, 0u32).unwrap();
+        f.ret().unwrap();
+        let f_code = f.assemble(far).unwrap();
+        let g_at = far + 0x40;
+        let h_at = CODE_BASE + 0x800;
+        let mut g = CodeAssembler::new(bits).unwrap();
+        g.call(h_at).unwrap();
+        g.mov(edx, 0u32).unwrap();
+        g.ret().unwrap();
+        let g_code = g.assemble(g_at).unwrap();
+        let g_imm = g_at + 5 + 1;
+        // H: mov [g_imm], ecx; ret
+        let mut h = CodeAssembler::new(bits).unwrap();
+        h.mov(dword_ptr(g_imm), ecx).unwrap();
+        h.ret().unwrap();
+        let h_code = h.assemble(h_at).unwrap();
+
+        // Main: for ecx = 1..=100 { [far+1] = ecx; call F; add ebx, eax;
+        //   [far+1] = ecx*2 (through esi); mov eax, far; call eax/rax; add ebp, eax;
+        //   call G; add edi, edx }; hlt
+        let mut a = CodeAssembler::new(bits).unwrap();
+        let mut top = a.create_label();
+        a.mov(ecx, 1u32).unwrap();
+        a.set_label(&mut top).unwrap();
+        a.mov(dword_ptr(far + 1), ecx).unwrap();
+        a.call(far).unwrap();
+        a.add(ebx, eax).unwrap();
+        a.lea(esi, ptr(ecx + ecx)).unwrap();
+        a.mov(dword_ptr(far + 1), esi).unwrap();
+        a.mov(eax, far as u32).unwrap();
+        if bits == 64 {
+            a.call(rax).unwrap();
+        } else {
+            a.call(eax).unwrap();
+        }
+        a.add(ebp, eax).unwrap();
+        a.call(g_at).unwrap();
+        a.add(edi, edx).unwrap();
+        a.inc(ecx).unwrap();
+        a.cmp(ecx, 101).unwrap();
+        a.jne(top).unwrap();
+        a.hlt().unwrap();
+        let code = a.assemble(CODE_BASE).unwrap();
+        assert!(code.len() < 0x800);
+
+        let mode = if bits == 64 {
+            TestMode::Long64
+        } else {
+            TestMode::Flat32
+        };
+        for engine in EngineKind::ALL {
+            let mut t = TestMachine::new(mode, &code).with_engine(engine);
+            t.mem.write(far, &f_code).unwrap();
+            t.mem.write(g_at, &g_code).unwrap();
+            t.mem.write(h_at, &h_code).unwrap();
+            assert_eq!(
+                t.run(1_000_000),
+                StopReason::Halted,
+                "{bits}-bit {engine:?}"
+            );
+            let sum: u64 = (1..=100).sum();
+            assert_eq!(t.gpr(3), sum, "direct call ({bits}-bit, {engine:?})");
+            assert_eq!(t.gpr(5), 2 * sum, "indirect call ({bits}-bit, {engine:?})");
+            assert_eq!(
+                t.gpr(7),
+                sum,
+                "ret into patched code ({bits}-bit, {engine:?})"
+            );
+            if let Engine::Lockstep(l) = &t.engine {
+                assert!(l.divergence.is_none());
+            }
+        }
+    }
+}

@@ -399,6 +399,63 @@ pub struct JitEnv {
     /// Set by an unpatched chainable exit to `block_id << 8 | exit_index` (else left as the
     /// driver initialised it): tells the driver which jump to patch to the next block.
     pub last_exit: u64,
+    /// Address of the `[JcEntry; JC_ENTRIES]` jump cache generated code probes at block exits
+    /// that do not continue in the block (see [`JcEntry`]).
+    pub jc: usize,
+    /// Context tag of the running code: a jump-cache entry is used only if its `tag` equals
+    /// this (the driver sets a value no entry holds when the cache must not be used).
+    pub jc_tag: u64,
+}
+
+/// Byte offset of [`JitEnv::jc`].
+pub const OFFSET_ENV_JC: usize = offset_of!(JitEnv, jc);
+/// Byte offset of [`JitEnv::jc_tag`].
+pub const OFFSET_ENV_JC_TAG: usize = offset_of!(JitEnv, jc_tag);
+/// Number of jump-cache entries (direct-mapped by [`jc_slot`]; a power of two).
+pub const JC_ENTRIES: usize = 4096;
+/// log2 of `size_of::<JcEntry>()` (generated code scales the slot index by it).
+pub const JC_ENTRY_SHIFT: u8 = 5;
+/// Byte offset of [`JcEntry::rip`].
+pub const OFFSET_JC_RIP: usize = offset_of!(JcEntry, rip);
+/// Byte offset of [`JcEntry::tag`].
+pub const OFFSET_JC_TAG: usize = offset_of!(JcEntry, tag);
+/// Byte offset of [`JcEntry::host`].
+pub const OFFSET_JC_HOST: usize = offset_of!(JcEntry, host);
+
+/// Slot of guest `rip` in the jump cache: `(rip ^ (rip >> 12)) % JC_ENTRIES` (generated code
+/// computes the same).
+#[inline]
+pub fn jc_slot(rip: u64) -> usize {
+    ((rip ^ (rip >> 12)) as usize) & (JC_ENTRIES - 1)
+}
+
+/// One entry of the jump cache (QEMU's `tb_jmp_cache` idea): guest RIP -> host chained entry
+/// of the block the driver would run there, valid while the driver's context tag equals
+/// `tag`. Generated code that leaves a block towards a RIP it cannot reach by a patched jump
+/// (RET, an indirect branch run by the helper, exits to another page or outside 64-bit mode)
+/// compares `rip` and `tag` and on a hit jumps to `host` with `r13` = instructions retired in
+/// this invocation; the chained entry re-checks `JitEnv::limit`. Filled only by the driver.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JcEntry {
+    /// Guest RIP of the block.
+    pub rip: u64,
+    /// Driver context tag the entry belongs to (`u64::MAX` = invalid).
+    pub tag: u64,
+    /// Host address of the block's chained entry.
+    pub host: u64,
+    /// Driver block number (for the driver's own lookup).
+    pub id: u64,
+}
+
+impl JcEntry {
+    /// An entry that never hits.
+    pub const INVALID: JcEntry = JcEntry {
+        rip: 0,
+        tag: u64::MAX,
+        host: 0,
+        id: 0,
+    };
 }
 
 /// Byte offset of [`JitEnv::tlb`].
@@ -472,5 +529,6 @@ mod env_tests {
         assert_eq!(OFFSET_ENV_HELPER, 0);
         assert_eq!(OFFSET_ENV_LIMIT, 8);
         assert_eq!(core::mem::size_of::<JitTlbEntry>(), 1 << JTLB_ENTRY_SHIFT);
+        assert_eq!(core::mem::size_of::<JcEntry>(), 1 << JC_ENTRY_SHIFT);
     }
 }

@@ -14,9 +14,11 @@
 //! guest RFLAGS. A Jcc right after such an op branches on the live host flags.
 
 use crate::abi::{
-    JitEnv, EXIT_SYNCED, JTLB_ENTRIES, JTLB_ENTRY_SHIFT, OFFSET_ENV_CUR, OFFSET_ENV_FILL,
-    OFFSET_ENV_HELPER, OFFSET_ENV_LAST_EXIT, OFFSET_ENV_LIMIT, OFFSET_ENV_TLB, OFFSET_GPR,
-    OFFSET_JTLB_ADDEND, OFFSET_JTLB_READ, OFFSET_JTLB_WRITE, OFFSET_RFLAGS, OFFSET_RIP, OFFSET_SEG,
+    JitEnv, EXIT_SYNCED, JC_ENTRIES, JC_ENTRY_SHIFT, JTLB_ENTRIES, JTLB_ENTRY_SHIFT,
+    OFFSET_ENV_CUR, OFFSET_ENV_FILL, OFFSET_ENV_HELPER, OFFSET_ENV_JC, OFFSET_ENV_JC_TAG,
+    OFFSET_ENV_LAST_EXIT, OFFSET_ENV_LIMIT, OFFSET_ENV_TLB, OFFSET_GPR, OFFSET_JC_HOST,
+    OFFSET_JC_RIP, OFFSET_JC_TAG, OFFSET_JTLB_ADDEND, OFFSET_JTLB_READ, OFFSET_JTLB_WRITE,
+    OFFSET_RFLAGS, OFFSET_RIP, OFFSET_SEG,
 };
 use crate::ir::{AluOp, BlockIr, Cond, Exit, GuestReg, MemRef, Op, ShiftOp, Src};
 use dynasmrt::x64::X64Relocation;
@@ -27,7 +29,9 @@ pub type BlockFn =
     unsafe extern "sysv64" fn(state: *mut crate::abi::CpuState, env: *mut JitEnv) -> u64;
 
 /// Signature of the helper in [`JitEnv::helper`]: `(env, index, retired_before)`; returns 0
-/// to continue in the block, anything else to leave it ([`EXIT_SYNCED`]).
+/// to continue in the block, 1 to leave it ([`EXIT_SYNCED`]), or `2 + retired` (instructions
+/// retired in this invocation, the helper's included) to leave it through the jump cache
+/// (control flow went elsewhere and nothing else needs the driver; RIP is in the state).
 pub type HelperFn = unsafe extern "sysv64" fn(env: *mut JitEnv, index: u64, done: u64) -> u64;
 
 /// Signature of the TLB fill in [`JitEnv::fill`]: `(env, la, size | 0x100 for stores)`;
@@ -49,6 +53,8 @@ const CUR: i32 = OFFSET_ENV_CUR as i32;
 const LAST_EXIT: i32 = OFFSET_ENV_LAST_EXIT as i32;
 const TLB: i32 = OFFSET_ENV_TLB as i32;
 const RSP: i32 = (OFFSET_GPR + 4 * 8) as i32;
+const JC: i32 = OFFSET_ENV_JC as i32;
+const JC_TAG_ENV: i32 = OFFSET_ENV_JC_TAG as i32;
 
 /// Out-of-line slow path of one inline memory access.
 struct Slow {
@@ -99,15 +105,17 @@ pub fn emit(ir: &BlockIr, base: usize, user: bool) -> Vec<u8> {
 pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -> Emitted {
     let mut slow: Vec<Slow> = Vec::new();
     let mut exits: Vec<ChainExit> = Vec::new();
-    let mut cx = ExitCtx {
-        chain,
-        id,
-        exits: &mut exits,
-    };
     let mut a = Asm::new(base);
     let body = a.new_dynamic_label();
     let epilogue = a.new_dynamic_label();
     let synced = a.new_dynamic_label();
+    let jc = a.new_dynamic_label();
+    let mut cx = ExitCtx {
+        chain,
+        id,
+        exits: &mut exits,
+        jc,
+    };
     dynasm!(a
         ; .arch x64
         ; push rbx
@@ -333,8 +341,14 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 ; jne =>helper
                 ; add QWORD [rbx + RSP], 8
                 ; mov QWORD [rbx + RIP], rcx
-                ; lea rax, [r13 + n]
-                ; jmp =>epilogue
+            );
+            if chain {
+                dynasm!(a ; .arch x64 ; add r13, n ; jmp =>jc);
+            } else {
+                dynasm!(a ; .arch x64 ; lea rax, [r13 + n] ; jmp =>epilogue);
+            }
+            dynasm!(a
+                ; .arch x64
                 ; =>s
                 ; jmp =>synced
             );
@@ -397,9 +411,37 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             ; jmp =>sl.done
         );
     }
+    // Jump-cache probe (see `JcEntry`): rcx = RIP (already in the state), r13 = instructions
+    // retired in this invocation. A hit continues at the block's chained entry; a miss
+    // returns the count to the driver.
+    let jc_mask = (JC_ENTRIES - 1) as i32;
+    let jc_shift = JC_ENTRY_SHIFT as i8;
     dynasm!(a
         ; .arch x64
+        ; =>jc
+        ; mov rax, rcx
+        ; shr rax, 12
+        ; xor rax, rcx
+        ; and eax, jc_mask
+        ; shl eax, jc_shift
+        ; add rax, QWORD [r12 + JC]
+        ; cmp rcx, QWORD [rax + OFFSET_JC_RIP as i32]
+        ; jne >miss
+        ; mov rdx, QWORD [r12 + JC_TAG_ENV]
+        ; cmp rdx, QWORD [rax + OFFSET_JC_TAG as i32]
+        ; jne >miss
+        ; jmp QWORD [rax + OFFSET_JC_HOST as i32]
+        ; miss:
+        ; mov rax, r13
+        ; jmp =>epilogue
+        // rax = what the helper returned: 1 = synced exit, 2 + retired = jump-cache exit.
         ; =>synced
+        ; cmp rax, 1
+        ; jbe >plain
+        ; lea r13, [rax - 2]
+        ; mov rcx, QWORD [rbx + RIP]
+        ; jmp =>jc
+        ; plain:
         ; mov rax, QWORD EXIT_SYNCED as i64
         ; =>epilogue
         ; pop r13
@@ -438,6 +480,8 @@ struct ExitCtx<'e> {
     chain: bool,
     id: u32,
     exits: &'e mut Vec<ChainExit>,
+    /// The block's jump-cache probe (rcx = RIP stored, r13 = retired).
+    jc: DynamicLabel,
 }
 
 /// Leaves the block towards guest IP `target` after `n` instructions of this iteration; a
@@ -446,7 +490,8 @@ struct ExitCtx<'e> {
 /// A chainable exit (another IP in the block's page, 64-bit mode) adds the instructions to
 /// `r13` and jumps through a patchable `jmp rel32`, which first targets a stub that reports
 /// the exit in `env.last_exit` and returns to the driver; once patched it goes to the next
-/// block's chained entry.
+/// block's chained entry. Other exits (another page, or outside 64-bit mode) and the stub
+/// probe the jump cache before returning (only with chaining on).
 fn exit_to(
     a: &mut Asm,
     ir: &BlockIr,
@@ -478,10 +523,19 @@ fn exit_to(
             ; .arch x64
             ; =>stub
             ; mov QWORD [r12 + LAST_EXIT], tag
-            ; mov rax, QWORD target as i64
-            ; mov QWORD [rbx + RIP], rax
-            ; mov rax, r13
-            ; jmp =>epilogue
+            ; mov rcx, QWORD target as i64
+            ; mov QWORD [rbx + RIP], rcx
+            ; jmp =>cx.jc
+        );
+        return;
+    }
+    if cx.chain && target != ir.start_ip {
+        dynasm!(a
+            ; .arch x64
+            ; add r13, n
+            ; mov rcx, QWORD target as i64
+            ; mov QWORD [rbx + RIP], rcx
+            ; jmp =>cx.jc
         );
         return;
     }

@@ -46,6 +46,8 @@ pub struct DecodeCache {
     code_bits: Vec<u64>,
     /// Inserts refused before the table is allocated.
     warmup: u32,
+    /// Bumped whenever a page generation changes (see [`DecodeCache::inval_count`]).
+    inval: u64,
     pub stats: DecodeCacheStats,
 }
 
@@ -63,6 +65,7 @@ impl Default for DecodeCache {
             page_gen: Vec::new(),
             code_bits: Vec::new(),
             warmup: 0,
+            inval: 0,
             stats: DecodeCacheStats::default(),
         }
     }
@@ -77,6 +80,7 @@ impl Clone for DecodeCache {
             page_gen: self.page_gen.clone(),
             code_bits: self.code_bits.clone(),
             warmup: self.warmup,
+            inval: self.inval,
             stats: self.stats,
         }
     }
@@ -170,6 +174,7 @@ impl DecodeCache {
             if *w & bit != 0 {
                 *w &= !bit;
                 self.page_gen[page] = self.page_gen[page].wrapping_add(1);
+                self.inval += 1;
                 self.stats.invalidations += 1;
             }
         }
@@ -210,6 +215,14 @@ impl DecodeCache {
             *g = g.wrapping_add(1);
         }
         self.code_bits.fill(0);
+        self.inval += 1;
+    }
+
+    /// Number of page-generation changes so far: while it stays the same, every translation
+    /// and decoded instruction that was valid is still valid (the JIT's jump cache uses this).
+    #[inline]
+    pub fn inval_count(&self) -> u64 {
+        self.inval
     }
 }
 

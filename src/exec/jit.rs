@@ -60,6 +60,10 @@ pub struct JitStats {
     pub interp_ns: u64,
     /// Block exits patched to jump straight to the next block (chaining).
     pub chains: u64,
+    /// Dispatcher lookups answered by the jump cache (no translation of RIP, no map lookup).
+    pub jc_hits: u64,
+    /// Jump-cache entries written by the dispatcher.
+    pub jc_fills: u64,
 }
 
 /// Why a compiled block returned to the dispatcher (`--stats`: "exits by reason").
@@ -158,6 +162,26 @@ impl std::hash::Hasher for KeyHasher {
 
 type BlockMap = HashMap<Key, Rc<Block>, std::hash::BuildHasherDefault<KeyHasher>>;
 
+/// Jump-cache tag that no entry holds: the cache is off (tracing, one-instruction blocks).
+const JC_OFF: u64 = u64::MAX - 1;
+
+/// What a jump-cache tag stands for besides the global part ([`JcGlobal`]): the mode bits
+/// of the block key, CS base and CS limit.
+type JcCtx = (u32, u64, u32);
+
+/// The global part of every jump-cache tag: code-cache epoch, `DecodeCache::inval_count`
+/// (any page generation change) and `Tlb::gen` (any TLB flush or INVLPG).
+type JcGlobal = (u64, u64, u64);
+
+/// The context of the running CPU for the jump cache (see [`JitEngine::jc_tag`]).
+fn jc_now(cpu: &Cpu, epoch: u64, mode: u32) -> (JcGlobal, JcCtx) {
+    let cs = &cpu.s.seg[sreg::CS];
+    (
+        (epoch, cpu.dcache.inval_count(), cpu.tlb.gen),
+        (mode, cs.base, cs.limit),
+    )
+}
+
 #[derive(Debug)]
 struct Insn {
     insn: iced_x86::Instruction,
@@ -206,11 +230,25 @@ pub struct JitEngine {
     pub max_block_insns: usize,
     /// `DecodeCache::id` of the CPU the translations were validated against.
     cpu_id: u64,
+    /// The jump cache (`jit::abi::JcEntry`), probed by generated code and by `run_block`.
+    jc: Box<[jit::abi::JcEntry; jit::abi::JC_ENTRIES]>,
+    /// Global part the tags in `jc_tags` were issued for.
+    jc_global: JcGlobal,
+    /// Tag per context, for the current `jc_global` (cleared when it changes).
+    jc_tags: HashMap<JcCtx, u64>,
+    /// The last context looked up and its tag.
+    jc_last: Option<(JcCtx, u64)>,
+    /// Last tag issued (tags are never reused, so a stale entry can never match).
+    jc_next: u64,
 }
 
 /// What the helper needs, behind `JitEnv::user`.
 struct HelperCtx<'c, 'a, P: Platform + ?Sized> {
     ctx: &'c mut Ctx<'a, P>,
+    /// Jump-cache context at entry: the helper makes the block exit when it changes.
+    jc: (JcGlobal, JcCtx),
+    /// Code-cache epoch of the invocation.
+    epoch: u64,
     /// `JitEngine::arena`; the running block is `arena[env.cur]`.
     arena: *const Vec<Rc<Block>>,
     entry_icount: u64,
@@ -231,6 +269,11 @@ impl JitEngine {
             stats: JitStats::default(),
             max_block_insns: MAX_BLOCK_INSNS,
             cpu_id: 0,
+            jc: Box::new([jit::abi::JcEntry::INVALID; jit::abi::JC_ENTRIES]),
+            jc_global: (u64::MAX, 0, 0),
+            jc_tags: HashMap::new(),
+            jc_last: None,
+            jc_next: 0,
         })
     }
 
@@ -249,9 +292,52 @@ impl JitEngine {
         self.blocks.clear();
         self.arena.clear();
         self.pending_chain = None;
+        self.jc.fill(jit::abi::JcEntry::INVALID);
+        self.jc_tags.clear();
+        self.jc_last = None;
         #[cfg(target_arch = "x86_64")]
         self.cache.flush();
         self.stats.flushes += 1;
+    }
+
+    /// Code-cache epoch (blocks and jump-cache entries are valid within one).
+    fn epoch(&self) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        return self.cache.flushes;
+        #[cfg(not(target_arch = "x86_64"))]
+        0
+    }
+
+    /// The jump-cache tag of the CPU's current context (mode bits `mode`), or [`JC_OFF`]
+    /// when the jump cache must not be used. Equal tags mean: same code-cache epoch, no page
+    /// generation change and no TLB flush / INVLPG in between, same mode bits, CS base and CS
+    /// limit, so the dispatcher's lookup of a RIP gives the same block (the translation of
+    /// RIP can only change through a TLB flush, since the JIT caches no more than the TLB).
+    fn jc_tag(&mut self, cpu: &Cpu, mode: u32) -> u64 {
+        if !jit::HOST_SUPPORTED || self.max_block_insns <= 1 || cpu.trace.is_on() {
+            return JC_OFF;
+        }
+        let (g, c) = jc_now(cpu, self.epoch(), mode);
+        if g != self.jc_global {
+            self.jc_global = g;
+            self.jc_tags.clear();
+            self.jc_last = None;
+        }
+        if let Some((lc, t)) = self.jc_last {
+            if lc == c {
+                return t;
+            }
+        }
+        let t = match self.jc_tags.get(&c) {
+            Some(t) => *t,
+            None => {
+                self.jc_next += 1;
+                self.jc_tags.insert(c, self.jc_next);
+                self.jc_next
+            }
+        };
+        self.jc_last = Some((c, t));
+        t
     }
 
     /// Runs at most `budget` instructions, like [`interp::run`].
@@ -365,6 +451,23 @@ impl JitEngine {
         let mode = ctx.decode_mode();
         let rip = ctx.cpu.s.rip;
         let cs = ctx.cpu.s.seg[sreg::CS];
+        let mbits = mode_bits(ctx.cpu, mode);
+        let mut tag = self.jc_tag(ctx.cpu, mbits);
+        let e = self.jc[jit::abi::jc_slot(rip)];
+        if e.rip == rip && e.tag == tag {
+            // Filled for this RIP in this very context: the lookup below would find this block.
+            self.stats.cache_hits += 1;
+            self.stats.jc_hits += 1;
+            let block = self.arena[e.id as usize].clone();
+            let link = self.pending_chain.take();
+            if block.ninsns > remaining {
+                return None;
+            }
+            if let Some((from, k)) = link {
+                self.chain(from, k, &block);
+            }
+            return Some(self.enter(ctx, &block, remaining, tag));
+        }
         let la = if mode == decoder::Mode::Bits64 {
             if !mem::canonical(rip) {
                 return None;
@@ -379,7 +482,7 @@ impl JitEngine {
         let key = Key {
             pa,
             rip,
-            mode: mode_bits(ctx.cpu, mode),
+            mode: mbits,
         };
         let block = match self.blocks.get(&key) {
             Some(b) if self.valid(ctx.cpu, b) => {
@@ -400,6 +503,8 @@ impl JitEngine {
                     return None;
                 };
                 self.blocks.insert(key, b.clone());
+                // Translation may have flushed the cache (new epoch).
+                tag = self.jc_tag(ctx.cpu, mbits);
                 b
             }
         };
@@ -421,9 +526,19 @@ impl JitEngine {
             if let Some((from, k)) = link {
                 self.chain(from, k, &block);
             }
+            if tag != JC_OFF && block.epoch == self.epoch() {
+                // The block may run here now (gates, CS limit and validity checked above).
+                self.jc[jit::abi::jc_slot(rip)] = jit::abi::JcEntry {
+                    rip,
+                    tag,
+                    host: block.chain_entry as u64,
+                    id: u64::from(block.id),
+                };
+                self.stats.jc_fills += 1;
+            }
             remaining
         };
-        Some(self.enter(ctx, &block, limit))
+        Some(self.enter(ctx, &block, limit, tag))
     }
 
     fn valid(&self, cpu: &Cpu, b: &Block) -> bool {
@@ -572,6 +687,7 @@ impl JitEngine {
         _ctx: &mut Ctx<'_, P>,
         _block: &Block,
         _remaining: u64,
+        _tag: u64,
     ) -> Result<(), interrupt::Shutdown> {
         unreachable!("no JIT backend on this host")
     }
@@ -582,8 +698,11 @@ impl JitEngine {
         ctx: &mut Ctx<'_, P>,
         block: &Block,
         remaining: u64,
+        tag: u64,
     ) -> Result<(), interrupt::Shutdown> {
         let entry_icount = ctx.cpu.icount;
+        let epoch = self.epoch();
+        let jc_ctx = jc_now(ctx.cpu, epoch, block.mode);
         let ident = ctx.mem.host_ident();
         if ctx.cpu.tlb.jit_mem != ident {
             // Host addresses of another guest memory (a cloned CPU): never use them.
@@ -594,6 +713,8 @@ impl JitEngine {
         let state: *mut jit::abi::CpuState = &mut ctx.cpu.s;
         let mut h = HelperCtx {
             ctx,
+            jc: jc_ctx,
+            epoch,
             arena: &self.arena,
             entry_icount,
             shutdown: false,
@@ -607,6 +728,8 @@ impl JitEngine {
             fill: fill::<P> as jit::x64::FillFn as usize,
             cur: u64::from(block.id),
             last_exit: u64::MAX,
+            jc: self.jc.as_ptr() as usize,
+            jc_tag: tag,
         };
         // SAFETY: `block.entry` is the address of code emitted by `jit::x64::emit` into the
         // executable code cache in the current epoch (checked by `valid`; the cache is only
@@ -615,6 +738,8 @@ impl JitEngine {
         // outlive the call, and Rust code touches them during the call only through the helper
         // and the fill. Chained entries jump to blocks of `self.arena` (kept alive, with
         // their code, until the next flush); `h.arena` is not modified during the call.
+        // `env.jc` is the boxed jump cache (never reallocated, not written during the call);
+        // its entries with tag `env.jc_tag` hold chained entries of blocks of `self.arena`.
         // `tlb` is the boxed JIT TLB array of this CPU (never reallocated); its
         // entries hold host addresses of pages of `ctx.mem` (checked through `jit_mem` above),
         // each valid for the 4096 bytes of a RAM page, which is all generated code touches.
@@ -748,20 +873,29 @@ unsafe extern "sysv64" fn helper<P: Platform + ?Sized>(
     if ctx.cpu.trace.is_on() {
         crate::trace::hooks::jit_insn_end(ctx.cpu, &ins.insn, faulted, ins.ring);
     }
-    let stay = !faulted
+    // Anything that may change what the dispatcher runs at a RIP (a page generation, a TLB
+    // flush, the mode bits, CS) ends the block: later exits of this invocation probe the jump
+    // cache with the tag of the entry context.
+    let may_go_on = !faulted
         && !ins.ring
-        && i + 1 < block.insns.len()
-        && ctx.cpu.s.rip == ins.next_ip
         && ctx.cpu.dcache.page_gen(block.pa_page) == Some(block.gen)
         && !ctx.cpu.stop_requested
         && !ctx.cpu.halted
         && ctx.cpu.s.rflags & (fl::TF | fl::RF) == 0
         && ctx.cpu.s.dr[7] & debug::DR7_ENABLES == 0
-        && (ctx.cpu.db_hits | ctx.cpu.db_deferred) == 0;
-    if stay {
+        && (ctx.cpu.db_hits | ctx.cpu.db_deferred) == 0
+        && {
+            let mode = mode_bits(ctx.cpu, ctx.decode_mode());
+            jc_now(ctx.cpu, h.epoch, mode) == h.jc
+        };
+    if may_go_on && i + 1 < block.insns.len() && ctx.cpu.s.rip == ins.next_ip {
         return 0;
     }
     h.exit = exit_reason(ctx.cpu, block, ins, faulted);
+    if may_go_on && h.exit == ExitReason::End {
+        // Control went elsewhere (or the block ended): continue through the jump cache.
+        return 2 + (ctx.cpu.icount - h.entry_icount);
+    }
     1
 }
 

@@ -61,6 +61,9 @@ pub struct Tlb {
     pub jit_mem: usize,
     /// Set when an entry from a large page was inserted (INVLPG must then search).
     has_large: bool,
+    /// Bumped whenever entries are dropped (flushes, INVLPG, `flush_phys`): a translation
+    /// cached elsewhere (the JIT's jump cache) is valid only while this stays the same.
+    pub gen: u64,
     pub stats: TlbStats,
 }
 
@@ -71,6 +74,7 @@ impl Default for Tlb {
             jit: Box::new([JitTlbEntry::INVALID; TLB_ENTRIES]),
             jit_mem: 0,
             has_large: false,
+            gen: 0,
             stats: TlbStats::default(),
         }
     }
@@ -144,6 +148,7 @@ impl Tlb {
         self.entries.fill(TlbEntry::INVALID);
         self.jit_flush();
         self.has_large = false;
+        self.gen += 1;
         self.stats.flushes += 1;
     }
 
@@ -156,12 +161,14 @@ impl Tlb {
                 *e = TlbEntry::INVALID;
             }
         }
+        self.gen += 1;
         self.stats.flushes += 1;
     }
 
     /// INVLPG: drops the entries that map the page of `la`, including every 4 KiB piece of a
     /// large page that contains it.
     pub fn invlpg(&mut self, la: u64) {
+        self.gen += 1;
         let s = slot(la);
         if self.entries[s].tag == (la >> 12) + 1 {
             self.entries[s] = TlbEntry::INVALID;
@@ -183,6 +190,7 @@ impl Tlb {
     /// Drops entries whose guest physical page is `pa_page` (write-tracking of page tables or
     /// code pages may use this).
     pub fn flush_phys(&mut self, pa_page: u64) {
+        self.gen += 1;
         for e in self.jit.iter_mut() {
             if e.pa_page == pa_page {
                 *e = JitTlbEntry::INVALID;
