@@ -249,13 +249,7 @@ impl BlockBackend for CowOverlay {
     /// the sparse temporary file, which reads as zeros); partial clusters are zeroed through
     /// [`BlockBackend::write_at`] (copy-up). The base is never touched.
     fn discard(&mut self, offset: u64, len: u64) -> Result<(), BlockError> {
-        if offset.checked_add(len).is_none_or(|e| e > self.size()) {
-            return Err(BlockError::OutOfRange {
-                offset,
-                len,
-                size: self.size(),
-            });
-        }
+        super::check_span(offset, len, self.size())?;
         let end = offset + len;
         let mut pos = offset;
         while pos < end {

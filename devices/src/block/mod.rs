@@ -107,13 +107,8 @@ pub(crate) fn write_zeroes_by_writes<B: BlockBackend + ?Sized>(
     if b.read_only() {
         return Err(BlockError::ReadOnly);
     }
-    let Some(end) = offset.checked_add(len).filter(|&e| e <= b.size()) else {
-        return Err(BlockError::OutOfRange {
-            offset,
-            len,
-            size: b.size(),
-        });
-    };
+    check_span(offset, len, b.size())?;
+    let end = offset + len;
     let zeros = vec![0u8; (len.min(1 << 20)) as usize];
     let mut pos = offset;
     while pos < end {
@@ -122,6 +117,14 @@ pub(crate) fn write_zeroes_by_writes<B: BlockBackend + ?Sized>(
         pos += n as u64;
     }
     Ok(())
+}
+
+/// Check that `offset..offset+len` (a 64-bit length: discards) lies within `size` bytes.
+pub(crate) fn check_span(offset: u64, len: u64, size: u64) -> Result<(), BlockError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(BlockError::OutOfRange { offset, len, size }),
+    }
 }
 
 /// Check that `offset..offset+len` lies within `size` bytes.

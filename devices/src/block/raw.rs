@@ -105,13 +105,7 @@ impl BlockBackend for RawFile {
         if self.read_only {
             return Err(BlockError::ReadOnly);
         }
-        if offset.checked_add(len).is_none_or(|e| e > self.size) {
-            return Err(BlockError::OutOfRange {
-                offset,
-                len,
-                size: self.size,
-            });
-        }
+        super::check_span(offset, len, self.size)?;
         if len == 0 {
             return Ok(());
         }
