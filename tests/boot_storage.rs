@@ -159,7 +159,7 @@ for d in /dev/sda /dev/sdb /dev/sdc /dev/sdd /dev/sde; do
     echo 3 > /proc/sys/vm/drop_caches
     echo "=== ddr"; a=$(cut -d" " -f1 /proc/uptime); dd if=$d of=/dev/null bs=1M count=32 2>/dev/null; echo "32 $a $(cut -d" " -f1 /proc/uptime)"
   fi
-  echo "=== fstrim-$n"; cat /sys/block/${d#/dev/}/queue/discard_max_bytes; fstrim -v /m || echo "fstrim $n failed"
+  sync; echo "=== fstrim-$n"; cat /sys/block/${d#/dev/}/queue/discard_max_bytes; fstrim -v /m || echo "fstrim $n failed"
   umount /m || echo "umount failed"
 done
 echo "=== cdrom"; cat /sys/block/sr0/size /sys/block/sr0/device/type /sys/block/sr0/device/vendor
