@@ -11,7 +11,7 @@
 
 #![no_main]
 
-use devices::block::{BlockBackend, MemDisk};
+use devices::block::MemDisk;
 use devices::scsi::{Cdb, ScsiCdrom, ScsiDisk, ScsiTarget, Status};
 use libfuzzer_sys::fuzz_target;
 
