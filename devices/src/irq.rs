@@ -2,11 +2,18 @@
 //!
 //! A line has a level (asserted or not) and an edge latch set on every low-to-high transition, so
 //! a short pulse between two controller samples is not lost (the 8259A edge-sense latch, Intel
-//! 8259A datasheet "Edge and level triggered modes"). Lines are atomics: a device on any thread can
-//! raise one without locking; the controller samples them when the vCPU polls for interrupts.
+//! 8259A datasheet "Edge and level triggered modes"). Levels and edges are atomics: the controller
+//! samples them without locking when the vCPU polls for interrupts; a device on any thread drives
+//! its line through a short lock that keeps the per-source state and the level in step.
+//!
+//! A line may have several sources (PCI INTx pins whose PIRQ is the same): it is a wired-OR,
+//! as the open-drain INTx# outputs of a PCI bus are (PCI Local Bus 3.0 §2.2.6, "shared and
+//! level-sensitive"). Each source has its own bit ([`IrqLines::source_line`]); the line reads
+//! asserted while any source asserts it, so one device deasserting does not drop another's
+//! pending interrupt. [`IrqLines::line`] is source 0.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Number of lines: ISA IRQ 0-15 map to GSI 0-15; 16-23 are the extra I/O APIC inputs (PCI).
 pub const NUM_LINES: u8 = 24;
@@ -23,7 +30,12 @@ pub enum EdgeConsumer {
 
 #[derive(Debug)]
 struct Inner {
+    /// Line levels, bit `n` = line `n` (= whether `sources[n]` is non-zero). Read without the
+    /// lock by the interrupt controllers.
     level: AtomicU32,
+    /// Per line, the bit set of sources asserting it. Writers hold this lock while they update
+    /// it and `level`, so the two never disagree.
+    sources: Mutex<[u32; NUM_LINES as usize]>,
     edges: [AtomicU32; 2],
     activity: AtomicBool,
     /// PIIX3 PIRQ route control registers A-D (byte n = PIRQRC n, 82371SB §4.1.8): bit 7
@@ -35,6 +47,7 @@ impl Default for Inner {
     fn default() -> Self {
         Self {
             level: AtomicU32::new(0),
+            sources: Mutex::new([0; NUM_LINES as usize]),
             edges: Default::default(),
             activity: AtomicBool::new(false),
             pirq_routes: AtomicU32::new(0x8080_8080),
@@ -99,20 +112,56 @@ impl IrqLines {
             .fold(0, |m, p| m | Self::pirq_target_mask(routes, p))
     }
 
-    /// A handle to line `n` (ISA IRQ / GSI number). Out-of-range numbers give a dead line.
+    /// A handle to line `n` (ISA IRQ / GSI number) as its source 0 (the one device of an ISA
+    /// line). Out-of-range numbers give a dead line.
     pub fn line(&self, n: u8) -> IrqLine {
+        self.source_line(n, 0)
+    }
+
+    /// A handle to line `n` as source `source` (0-31; taken modulo 32) of the wired-OR: the
+    /// line is asserted while any of its sources asserts it. Handles with the same `source`
+    /// drive the same bit (clones of one device's handle, or a device re-wired after a
+    /// snapshot restore); distinct devices sharing a line must use distinct sources.
+    pub fn source_line(&self, n: u8, source: u8) -> IrqLine {
         IrqLine {
             lines: Some(self.clone()),
             n,
+            source: source & 31,
         }
     }
 
-    /// Drive line `n` to `level`.
+    /// Drive line `n` to `level` as source 0.
     pub fn set_level(&self, n: u8, level: bool) {
+        self.set_source_level(n, 0, level);
+    }
+
+    /// Drive source `source` (0-31) of line `n` to `level`; the line's level becomes the OR of
+    /// its sources, and a rising edge of the line (not of a source joining an already asserted
+    /// line) is latched for the controllers.
+    pub fn set_source_level(&self, n: u8, source: u8, level: bool) {
         if n >= NUM_LINES {
             return;
         }
         let bit = 1u32 << n;
+        let sbit = 1u32 << (source & 31);
+        // A poisoned lock only means a panic elsewhere mid-update of plain integers; the
+        // array is still a valid set of bits.
+        let mut sources = self
+            .inner
+            .sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let s = &mut sources[usize::from(n)];
+        let was = *s != 0;
+        if level {
+            *s |= sbit;
+        } else {
+            *s &= !sbit;
+        }
+        let level = *s != 0;
+        if level == was {
+            return;
+        }
         if level {
             let prev = self.inner.level.fetch_or(bit, Ordering::AcqRel);
             if prev & bit == 0 {
@@ -160,6 +209,8 @@ impl IrqLines {
 pub struct IrqLine {
     lines: Option<IrqLines>,
     n: u8,
+    /// Source bit of this handle in the line's wired-OR.
+    source: u8,
 }
 
 impl IrqLine {
@@ -186,7 +237,7 @@ impl IrqLine {
     /// Drive the line to `level`.
     pub fn set(&self, level: bool) {
         if let Some(l) = &self.lines {
-            l.set_level(self.n, level);
+            l.set_source_level(self.n, self.source, level);
         }
     }
 
@@ -224,6 +275,75 @@ mod tests {
         assert_eq!(lines.levels(), 1 << 18);
         lines.set_pirq_route(2, 2);
         assert_eq!(lines.levels(), 1 << 18);
+    }
+
+    #[test]
+    fn shared_line_is_a_wired_or_of_its_sources() {
+        let lines = IrqLines::new();
+        lines.set_pirq_route(3, 10);
+        let a = lines.source_line(PIRQ_LINE_BASE + 3, 12);
+        let b = lines.source_line(PIRQ_LINE_BASE + 3, 16);
+        a.raise();
+        assert_eq!(lines.take_edges(), 1 << 19 | 1 << 10);
+        b.raise();
+        assert_eq!(lines.take_edges(), 0, "no new edge while already asserted");
+        a.lower();
+        assert_eq!(
+            lines.levels(),
+            1 << 19 | 1 << 10,
+            "b still asserts the shared line"
+        );
+        a.lower();
+        a.clone().lower();
+        assert_eq!(
+            lines.levels(),
+            1 << 19 | 1 << 10,
+            "lowering twice is idempotent"
+        );
+        b.lower();
+        assert_eq!(lines.levels(), 0);
+        assert!(lines.take_activity());
+        // Raising one source twice and lowering it once releases it (levels, not counts).
+        b.raise();
+        b.raise();
+        b.lower();
+        assert_eq!(lines.levels(), 0);
+        // Sources are per line: the same source number on another line is independent.
+        let c = lines.source_line(5, 16);
+        c.raise();
+        b.lower();
+        assert_eq!(lines.levels(), 1 << 5);
+        // line() is source 0, distinct from the others.
+        lines.line(5).raise();
+        c.lower();
+        assert_eq!(lines.levels(), 1 << 5);
+        lines.line(5).lower();
+        assert_eq!(lines.levels(), 0);
+    }
+
+    #[test]
+    fn shared_line_survives_concurrent_sources() {
+        let lines = IrqLines::new();
+        let handles: Vec<_> = (0..4u8)
+            .map(|s| {
+                let l = lines.source_line(17, s);
+                std::thread::spawn(move || {
+                    for _ in 0..2000 {
+                        l.raise();
+                        l.lower();
+                    }
+                    if s == 0 {
+                        l.raise();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(lines.levels(), 1 << 17, "source 0 ended asserted");
+        lines.source_line(17, 0).lower();
+        assert_eq!(lines.levels(), 0);
     }
 
     #[test]

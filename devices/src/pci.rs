@@ -211,8 +211,14 @@ pub fn pirq_of(slot: u8, pin: u8) -> u8 {
 /// The interrupt line a PCI device in `slot` asserts for its INTx pin `pin` (1 = INTA# ..
 /// 4 = INTD#): its PIRQ, which reaches I/O APIC input `16 + pirq` and, through the PIIX3 route
 /// register, an ISA IRQ of the 8259 pair. Every PCI device model takes its INTx line from here.
+///
+/// Several devices may drive one PIRQ (slots 12 and 16 both reach PIRQD#): the PIRQ is a
+/// wired-OR with the device's slot as its source bit ([`IrqLines::source_line`]), so it stays
+/// asserted while any of them asserts it. For one PIRQ the slot determines the pin, so slots
+/// give distinct sources; the functions of one multi-function slot using the same pin would
+/// share one (no rinx device has several functions).
 pub fn intx_line(lines: &IrqLines, slot: u8, pin: u8) -> IrqLine {
-    lines.line(PIRQ_LINE_BASE + pirq_of(slot, pin))
+    lines.source_line(PIRQ_LINE_BASE + pirq_of(slot, pin), slot)
 }
 
 /// ISA IRQs the firmware programs into PIRQRC A-D at power-on (as a PC BIOS does before the
@@ -492,6 +498,16 @@ mod tests {
         bus.pio_write(Port(0xcfe), 1, 0x85);
         assert_eq!(lines.levels(), 1 << 18);
         l.lower();
+        assert_eq!(lines.levels(), 0);
+        // Slots 12 and 16 share PIRQD#: a wired-OR, one device lowering keeps the other's.
+        let hba = intx_line(&lines, 12, 1);
+        let nic = intx_line(&lines, 16, 1);
+        assert_eq!(pirq_of(12, 1), pirq_of(16, 1));
+        hba.raise();
+        nic.raise();
+        hba.lower();
+        assert_eq!(lines.levels(), 1 << 19 | 1 << 11);
+        nic.lower();
         assert_eq!(lines.levels(), 0);
         for slot in 0..32 {
             for pin in 1..=4 {

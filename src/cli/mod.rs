@@ -132,7 +132,8 @@ pub struct RunArgs {
     /// 00:04.0, ...) with the disk at target 0, LUN 0; the guest finds it through the ACPI
     /// PCI root bridge and uses MSI-X, or INTx routed as the DSDT's _PRT says. if=buslogic
     /// drives are targets 0-6 of one BusLogic BT-958 PCI SCSI adapter (00:0c.0, Linux's
-    /// BusLogic driver; INTA# routed as the _PRT says).
+    /// BusLogic driver; INTA# routed as the _PRT says). Writable disks are thin provisioned:
+    /// guest UNMAP / WRITE SAME (fstrim) punch holes in raw images and free qcow2 clusters.
     #[arg(long = "drive", value_name = "SPEC", value_parser = spec::parse_drive)]
     pub drives: Vec<spec::DriveSpec>,
     /// Attach a NIC (repeatable): model=e1000|virtio,net=user|switch:ADDR|tap:NAME

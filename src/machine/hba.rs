@@ -2,8 +2,8 @@
 //! 0-6 in command-line order) of one BusLogic BT-958 at PCI 00:0c.0, with its I/O BAR 0 at
 //! [`BUSLOGIC_IO_BASE`] and memory BAR 1 at the start of the HBA family's MMIO window
 //! ([`HBA_MMIO_BASE`]), assigned firmware style. INTA# drives the PIRQ the board wires slot 12
-//! to (`devices::pci::intx_line`), as the ACPI `_PRT` says. INTx lines are levels, not
-//! wired-OR: another INTx device on the same PIRQ (an e1000 in slot 16) would lose assertions. Mailbox work runs on the vCPU thread after each slice, like the virtio queues.
+//! to (`devices::pci::intx_line`), as the ACPI `_PRT` says; the PIRQ is a wired-OR, so an e1000
+//! in slot 16 (also PIRQD#) shares it without either losing an assertion. Mailbox work runs on the vCPU thread after each slice, like the virtio queues.
 
 use std::sync::{Arc, Mutex};
 

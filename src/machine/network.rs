@@ -9,8 +9,8 @@
 //! Interrupts: the e1000 uses legacy INTx on the PIRQ its slot is wired to
 //! (`devices::pci::intx_line`, described to the guest by the ACPI `_PRT`); the interrupt line
 //! register holds the ISA IRQ firmware routed that PIRQ to. virtio-net uses MSI-X, with the
-//! same INTx fallback. INTx lines are levels, not wired-OR: two INTx devices on one PIRQ
-//! (every fourth slot) would lose each other's assertions.
+//! same INTx fallback. A PIRQ shared by several INTx devices (every fourth slot) is a wired-OR
+//! (`devices::irq`), asserted while any of them asserts it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

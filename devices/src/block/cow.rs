@@ -245,6 +245,42 @@ impl BlockBackend for CowOverlay {
         Ok(())
     }
 
+    /// Whole clusters in the range become present and are discarded in the store (a hole in
+    /// the sparse temporary file, which reads as zeros); partial clusters are zeroed through
+    /// [`BlockBackend::write_at`] (copy-up). The base is never touched.
+    fn discard(&mut self, offset: u64, len: u64) -> Result<(), BlockError> {
+        super::check_span(offset, len, self.size())?;
+        let end = offset + len;
+        let mut pos = offset;
+        while pos < end {
+            let cluster = pos / CLUSTER;
+            let start = cluster * CLUSTER;
+            let cluster_end = start + self.cluster_len(cluster) as u64;
+            let piece_end = cluster_end.min(end);
+            if pos == start && piece_end == cluster_end {
+                // A run of whole clusters: one discard in the store.
+                let mut run_end = cluster_end;
+                while run_end < end {
+                    let c = run_end / CLUSTER;
+                    let ce = c * CLUSTER + self.cluster_len(c) as u64;
+                    if ce > end {
+                        break;
+                    }
+                    run_end = ce;
+                }
+                self.store.discard(start, run_end - start)?;
+                for c in cluster..run_end.div_ceil(CLUSTER) {
+                    self.set_present(c);
+                }
+                pos = run_end;
+            } else {
+                super::write_zeroes_by_writes(self, pos, piece_end - pos)?;
+                pos = piece_end;
+            }
+        }
+        Ok(())
+    }
+
     /// The overlay is, by design, not durable before an undoable commit (its cluster map
     /// lives in host memory), so a flush has nothing to make stable; the base is read-only.
     fn flush(&mut self) -> Result<(), BlockError> {
@@ -518,6 +554,42 @@ mod tests {
         d.write_at(0, b"p").unwrap();
         d.power_off().unwrap();
         assert_eq!(std::fs::read(&t.0).unwrap()[0], b'p');
+    }
+
+    #[test]
+    fn discard_in_overlay_modes_reads_zeros_and_spares_the_base() {
+        let t = TempPath::new("cow-discard");
+        let orig = pattern(64 * 1024 + 1000);
+        for (mode, keep) in [
+            (super::super::DiskMode::Nonpersistent, false),
+            (super::super::DiskMode::Undoable { keep: false }, false),
+            (super::super::DiskMode::Undoable { keep: true }, true),
+        ] {
+            std::fs::write(&t.0, &orig).unwrap();
+            let mut d =
+                super::super::open(&t.0, super::super::ImageFormat::Raw, mode, false).unwrap();
+            // Partial cluster, whole clusters, and the short last cluster of the disk.
+            d.discard(1000, 20_000).unwrap();
+            d.discard(64 * 1024 - 100, 1100).unwrap();
+            d.write_at(30_000, b"after").unwrap();
+            d.discard(30_002, 1).unwrap();
+            let mut b = vec![0u8; orig.len()];
+            d.read_at(0, &mut b).unwrap();
+            let mut want = orig.clone();
+            want[1000..21_000].fill(0);
+            want[64 * 1024 - 100..].fill(0);
+            want[30_000..30_005].copy_from_slice(b"af\0er");
+            assert!(b == want, "{mode:?}: reads after discard");
+            assert!(
+                std::fs::read(&t.0).unwrap() == orig,
+                "{mode:?}: base untouched"
+            );
+            assert!(d.discard(orig.len() as u64, 1).is_err());
+            d.power_off().unwrap();
+            drop(d);
+            let now = std::fs::read(&t.0).unwrap();
+            assert!(now == if keep { want } else { orig.clone() }, "{mode:?}");
+        }
     }
 
     #[test]

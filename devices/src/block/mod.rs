@@ -79,10 +79,51 @@ pub trait BlockBackend: Send + std::fmt::Debug {
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), BlockError>;
     /// Make every completed write durable (fsync).
     fn flush(&mut self) -> Result<(), BlockError>;
+    /// Make `offset..offset+len` read back as zeros (writes zeros; host storage stays
+    /// allocated as the back-end sees fit). Errors as [`BlockBackend::write_at`].
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<(), BlockError> {
+        write_zeroes_by_writes(self, offset, len)
+    }
+    /// Deallocate `offset..offset+len` (SCSI UNMAP, WRITE SAME with UNMAP): afterwards the
+    /// range reads back as zeros, and the back-end releases host storage where it can (raw:
+    /// punched holes; qcow2: discarded clusters). The default writes zeros. Errors as
+    /// [`BlockBackend::write_at`].
+    fn discard(&mut self, offset: u64, len: u64) -> Result<(), BlockError> {
+        self.write_zeroes(offset, len)
+    }
     /// Power-off: the overlay of a nonpersistent or undoable disk is discarded or committed
     /// here. The default flushes.
     fn power_off(&mut self) -> Result<(), BlockError> {
         self.flush()
+    }
+}
+
+/// [`BlockBackend::write_zeroes`] by plain writes of a zero buffer (at most 1 MiB at a time).
+pub(crate) fn write_zeroes_by_writes<B: BlockBackend + ?Sized>(
+    b: &mut B,
+    offset: u64,
+    len: u64,
+) -> Result<(), BlockError> {
+    if b.read_only() {
+        return Err(BlockError::ReadOnly);
+    }
+    check_span(offset, len, b.size())?;
+    let end = offset + len;
+    let zeros = vec![0u8; (len.min(1 << 20)) as usize];
+    let mut pos = offset;
+    while pos < end {
+        let n = (end - pos).min(zeros.len() as u64) as usize;
+        b.write_at(pos, &zeros[..n])?;
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+/// Check that `offset..offset+len` (a 64-bit length: discards) lies within `size` bytes.
+pub(crate) fn check_span(offset: u64, len: u64, size: u64) -> Result<(), BlockError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(BlockError::OutOfRange { offset, len, size }),
     }
 }
 

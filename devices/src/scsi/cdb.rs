@@ -30,6 +30,12 @@ pub mod op {
     pub const WRITE_10: u8 = 0x2a;
     /// VERIFY(10) (SBC-3 §5.27).
     pub const VERIFY_10: u8 = 0x2f;
+    /// WRITE SAME(10) (SBC-4 §5.48).
+    pub const WRITE_SAME_10: u8 = 0x41;
+    /// UNMAP (SBC-4 §5.32).
+    pub const UNMAP: u8 = 0x42;
+    /// WRITE SAME(16) (SBC-4 §5.49).
+    pub const WRITE_SAME_16: u8 = 0x93;
     /// SYNCHRONIZE CACHE(10) (SBC-3 §5.22).
     pub const SYNCHRONIZE_CACHE_10: u8 = 0x35;
     /// MODE SENSE(10) (SPC-4 §6.14).
@@ -143,6 +149,24 @@ pub enum Cdb {
         lba: u64,
         /// Number of logical blocks (0 = to the end of the medium).
         blocks: u32,
+    },
+    /// UNMAP (ANCHOR = 0; ANCHOR = 1 is rejected at parse time: no anchored state).
+    Unmap {
+        /// PARAMETER LIST LENGTH (bytes of the data-out buffer holding the parameter list).
+        param_len: u16,
+    },
+    /// WRITE SAME(10/16) (ANCHOR = 0, WRPROTECT = 0).
+    WriteSame {
+        /// First logical block.
+        lba: u64,
+        /// NUMBER OF LOGICAL BLOCKS (0 is rejected by the disk: WSNZ = 1).
+        blocks: u32,
+        /// UNMAP bit: deallocate the blocks if the data is zeros.
+        unmap: bool,
+        /// NDOB (WRITE SAME(16) only): no data-out buffer, the data is zeros.
+        ndob: bool,
+        /// Byte of the CDB holding NUMBER OF LOGICAL BLOCKS (for the sense field pointer).
+        blocks_field: u16,
     },
     /// REPORT LUNS.
     ReportLuns {
@@ -333,6 +357,33 @@ impl Cdb {
                 lba: be64(c, 2),
                 blocks: be32(c, 10),
             },
+            op::UNMAP => {
+                // ANCHOR (bit 0): ANC_SUP = 0 in the Logical Block Provisioning VPD page, so
+                // it is an invalid field (SBC-4 §5.32.1); bits 7-1 are reserved.
+                reserved(c, 1, 0xff)?;
+                Cdb::Unmap {
+                    param_len: be16(c, 7),
+                }
+            }
+            op::WRITE_SAME_10 | op::WRITE_SAME_16 => {
+                no_protect(c)?;
+                // ANCHOR (bit 4) unsupported; bits 2-1 are the obsolete PBDATA/LBDATA and
+                // must be zero; bit 0 is reserved in WRITE SAME(10) and NDOB in (16).
+                let sixteen = opcode == op::WRITE_SAME_16;
+                reserved(c, 1, if sixteen { 0x16 } else { 0x17 })?;
+                let (lba, blocks, blocks_field) = if sixteen {
+                    (be64(c, 2), be32(c, 10), 10)
+                } else {
+                    (u64::from(be32(c, 2)), u32::from(be16(c, 7)), 7)
+                };
+                Cdb::WriteSame {
+                    lba,
+                    blocks,
+                    unmap: c[1] & 0x08 != 0,
+                    ndob: sixteen && c[1] & 0x01 != 0,
+                    blocks_field,
+                }
+            }
             op::REPORT_LUNS => Cdb::ReportLuns {
                 select_report: c[2],
                 alloc_len: be32(c, 6),

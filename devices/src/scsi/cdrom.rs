@@ -375,6 +375,8 @@ impl ScsiCdrom {
                     }
                 }
             }
+            // SBC commands an MMC device does not have.
+            Cdb::Unmap { .. } | Cdb::WriteSame { .. } => ScsiResponse::check(Sense::INVALID_OPCODE),
             Cdb::Write { .. } => match self.not_ready() {
                 Some(r) => r,
                 None => ScsiResponse::check(Sense::WRITE_PROTECTED),

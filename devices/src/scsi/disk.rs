@@ -1,4 +1,5 @@
-//! A SCSI direct-access block device (SBC-3) over a [`BlockBackend`].
+//! A SCSI direct-access block device (SBC-3, with SBC-4 logical block provisioning: UNMAP and
+//! WRITE SAME) over a [`BlockBackend`].
 
 use super::cdb::Cdb;
 use super::sense::{Sense, SenseKey};
@@ -10,6 +11,18 @@ pub const BLOCK_SIZE: u32 = 512;
 /// MAXIMUM TRANSFER LENGTH advertised in the Block Limits VPD page (blocks, 8 MiB); longer
 /// transfers are rejected with INVALID FIELD IN CDB (SBC-3 §6.5.3).
 pub const MAX_TRANSFER_BLOCKS: u32 = 16384;
+/// MAXIMUM UNMAP LBA COUNT (Block Limits VPD): blocks one UNMAP command may deallocate in
+/// all its descriptors together (128 MiB); more -> INVALID FIELD IN PARAMETER LIST.
+pub const MAX_UNMAP_BLOCKS: u32 = 0x4_0000;
+/// MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT (Block Limits VPD); more -> INVALID FIELD IN
+/// PARAMETER LIST.
+pub const MAX_UNMAP_DESCRIPTORS: u32 = 64;
+/// OPTIMAL UNMAP GRANULARITY (Block Limits VPD, blocks): 4 KiB, the host page / file system
+/// block and the overlay cluster.
+pub const UNMAP_GRANULARITY: u32 = 8;
+/// MAXIMUM WRITE SAME LENGTH (Block Limits VPD, blocks, 128 MiB); longer -> INVALID FIELD IN
+/// CDB. A NUMBER OF LOGICAL BLOCKS of 0 is invalid too (WSNZ = 1).
+pub const MAX_WRITE_SAME_BLOCKS: u32 = 0x4_0000;
 /// Vital product data pages supported, in ascending order (SPC-4 §7.8.13).
 pub const VPD_PAGES: [u8; 6] = [0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2];
 
@@ -193,11 +206,15 @@ impl ScsiDisk {
                 if let Some(r) = not_ready {
                     return r;
                 }
-                // SBC-3 §5.16.2, table 65: no protection, one logical block per physical
-                // block, LBPME = 0 (fully provisioned).
+                // SBC-4 §5.20.2, table 119: no protection, one logical block per physical
+                // block; a writable disk is thin provisioned: LBPME = 1, LBPRZ = 1 (unmapped
+                // blocks read as zeros).
                 let mut d = vec![0u8; 32];
                 d[0..8].copy_from_slice(&self.blocks().saturating_sub(1).to_be_bytes());
                 d[8..12].copy_from_slice(&BLOCK_SIZE.to_be_bytes());
+                if self.provisioning() {
+                    d[14] = 0x80 | 0x40;
+                }
                 ScsiResponse::good(d, (alloc_len as usize).min(max))
             }
             Cdb::Read {
@@ -268,10 +285,158 @@ impl ScsiDisk {
                     }
                 }
             }
+            Cdb::Unmap { param_len } => {
+                if let Some(r) = not_ready {
+                    return r;
+                }
+                if self.backend.read_only() {
+                    return ScsiResponse::check(Sense::WRITE_PROTECTED);
+                }
+                self.unmap(usize::from(param_len), data_out)
+            }
+            Cdb::WriteSame {
+                lba,
+                blocks,
+                unmap,
+                ndob,
+                blocks_field,
+            } => {
+                if let Some(r) = not_ready {
+                    return r;
+                }
+                if self.backend.read_only() {
+                    return ScsiResponse::check(Sense::WRITE_PROTECTED);
+                }
+                self.write_same(lba, blocks, unmap, ndob, blocks_field, data_out)
+            }
             Cdb::ReportLuns {
                 select_report,
                 alloc_len,
             } => report_luns(select_report, alloc_len, max, &[0]),
+        }
+    }
+
+    /// Whether the disk advertises logical block provisioning (LBPME, UNMAP, WRITE SAME with
+    /// UNMAP): every writable disk; a read-only one is reported fully provisioned.
+    fn provisioning(&self) -> bool {
+        !self.backend.read_only()
+    }
+
+    /// UNMAP with the `param_len`-byte parameter list at the start of `data_out` (SBC-4
+    /// §5.32): an 8-byte header (UNMAP DATA LENGTH, UNMAP BLOCK DESCRIPTOR DATA LENGTH) and
+    /// 16-byte block descriptors (LBA, NUMBER OF LOGICAL BLOCKS). Every descriptor is checked
+    /// before any block is deallocated, so a bad list changes nothing.
+    fn unmap(&mut self, param_len: usize, data_out: &[u8]) -> ScsiResponse {
+        // A zero length transfers no list: not an error (SBC-4 §5.32.1).
+        if param_len == 0 {
+            return ScsiResponse::good(Vec::new(), 0);
+        }
+        if param_len < 8 {
+            return ScsiResponse::check(Sense::PARAMETER_LIST_LENGTH_ERROR);
+        }
+        if data_out.len() < param_len {
+            return ScsiResponse::check(Sense::DATA_PHASE_ERROR);
+        }
+        let p = &data_out[..param_len];
+        let be16 = |at: usize| usize::from(u16::from_be_bytes([p[at], p[at + 1]]));
+        // Lengths that claim more than the list holds are invalid (as QEMU does; SBC-4 leaves
+        // the truncated case to the device server).
+        if be16(0) + 2 > param_len {
+            return ScsiResponse::check(Sense::invalid_param_field(0, None));
+        }
+        let desc_len = be16(2);
+        if desc_len + 8 > param_len {
+            return ScsiResponse::check(Sense::invalid_param_field(2, None));
+        }
+        // An incomplete last descriptor is ignored (SBC-4 §5.32.2).
+        let count = desc_len / 16;
+        if count > MAX_UNMAP_DESCRIPTORS as usize {
+            return ScsiResponse::check(Sense::invalid_param_field(2, None));
+        }
+        let mut ranges = Vec::with_capacity(count);
+        let mut total = 0u64;
+        for i in 0..count {
+            let d = &p[8 + 16 * i..8 + 16 * (i + 1)];
+            let lba = u64::from_be_bytes(d[0..8].try_into().expect("8 bytes"));
+            let blocks = u32::from_be_bytes(d[8..12].try_into().expect("4 bytes"));
+            if let Err(r) = self.check_range(lba, blocks) {
+                return r;
+            }
+            total += u64::from(blocks);
+            if total > u64::from(MAX_UNMAP_BLOCKS) {
+                return ScsiResponse::check(Sense::invalid_param_field(
+                    (8 + 16 * i + 8) as u16,
+                    None,
+                ));
+            }
+            if blocks != 0 {
+                ranges.push((lba, blocks));
+            }
+        }
+        for (lba, blocks) in ranges {
+            let b = u64::from(BLOCK_SIZE);
+            if let Err(e) = self.backend.discard(lba * b, u64::from(blocks) * b) {
+                log::warn!(target: "devices::scsi", "unmap at LBA {lba}: {e}");
+                return ScsiResponse::check(Self::with_lba(Sense::WRITE_ERROR, lba));
+            }
+        }
+        ScsiResponse::good(Vec::new(), 0)
+    }
+
+    /// WRITE SAME(10/16) (SBC-4 §5.48, §5.49): the one-block pattern from `data_out` (zeros
+    /// with NDOB) written to `blocks` blocks from `lba`. With UNMAP and a zero pattern the
+    /// blocks are deallocated (they read back as zeros: LBPRZ = 1); a non-zero pattern is
+    /// written even with UNMAP, as unmapped blocks could not return it.
+    fn write_same(
+        &mut self,
+        lba: u64,
+        blocks: u32,
+        unmap: bool,
+        ndob: bool,
+        blocks_field: u16,
+        data_out: &[u8],
+    ) -> ScsiResponse {
+        if blocks == 0 || blocks > MAX_WRITE_SAME_BLOCKS {
+            return ScsiResponse::check(Sense::invalid_cdb_field(blocks_field, None));
+        }
+        if let Err(r) = self.check_range(lba, blocks) {
+            return r;
+        }
+        let bs = BLOCK_SIZE as usize;
+        let pattern: &[u8] = if ndob {
+            &[]
+        } else if data_out.len() < bs {
+            return ScsiResponse::check(Sense::DATA_PHASE_ERROR);
+        } else {
+            &data_out[..bs]
+        };
+        let off = lba * u64::from(BLOCK_SIZE);
+        let len = u64::from(blocks) * u64::from(BLOCK_SIZE);
+        let res = if pattern.iter().all(|&b| b == 0) {
+            if unmap {
+                self.backend.discard(off, len)
+            } else {
+                self.backend.write_zeroes(off, len)
+            }
+        } else {
+            // Up to 256 blocks of the pattern per write.
+            let chunk = pattern.repeat(blocks.min(256) as usize);
+            let mut pos = off;
+            let end = off + len;
+            let mut r = Ok(());
+            while pos < end && r.is_ok() {
+                let n = (end - pos).min(chunk.len() as u64) as usize;
+                r = self.backend.write_at(pos, &chunk[..n]);
+                pos += n as u64;
+            }
+            r
+        };
+        match res {
+            Ok(()) => ScsiResponse::good(Vec::new(), 0),
+            Err(e) => {
+                log::warn!(target: "devices::scsi", "write same at LBA {lba}: {e}");
+                ScsiResponse::check(Self::with_lba(Sense::WRITE_ERROR, lba))
+            }
         }
     }
 
@@ -321,13 +486,21 @@ impl ScsiDisk {
                 d.extend_from_slice(&id);
                 d
             }
-            // Block Limits (SBC-3 §6.5.3): no UNMAP / WRITE SAME limits (not supported).
+            // Block Limits (SBC-4 §6.6.4; offsets here are the page's minus the 4-byte header).
             0xb0 => {
                 let mut d = vec![0u8; 0x3c];
+                // WSNZ: a WRITE SAME of 0 blocks (= to the end of the medium) is invalid.
+                d[0] = 0x01;
                 // OPTIMAL TRANSFER LENGTH GRANULARITY: 8 blocks (4 KiB).
                 d[2..4].copy_from_slice(&8u16.to_be_bytes());
                 d[4..8].copy_from_slice(&MAX_TRANSFER_BLOCKS.to_be_bytes());
                 d[8..12].copy_from_slice(&MAX_TRANSFER_BLOCKS.to_be_bytes());
+                if self.provisioning() {
+                    d[16..20].copy_from_slice(&MAX_UNMAP_BLOCKS.to_be_bytes());
+                    d[20..24].copy_from_slice(&MAX_UNMAP_DESCRIPTORS.to_be_bytes());
+                    d[24..28].copy_from_slice(&UNMAP_GRANULARITY.to_be_bytes());
+                    d[32..40].copy_from_slice(&u64::from(MAX_WRITE_SAME_BLOCKS).to_be_bytes());
+                }
                 d
             }
             // Block Device Characteristics (SBC-3 §6.5.2): non-rotating medium.
@@ -336,9 +509,17 @@ impl ScsiDisk {
                 d[0..2].copy_from_slice(&1u16.to_be_bytes());
                 d
             }
-            // Logical Block Provisioning (SBC-3 §6.5.4): no UNMAP, no WRITE SAME unmapping,
-            // fully provisioned.
-            0xb2 => vec![0u8; 4],
+            // Logical Block Provisioning (SBC-4 §6.6.6): a writable disk has LBPU (UNMAP),
+            // LBPWS / LBPWS10 (WRITE SAME(16/10) with UNMAP), LBPRZ = 001b (unmapped blocks
+            // read as zeros), no anchoring, PROVISIONING TYPE 010b (thin); a read-only one
+            // is fully provisioned (all zero).
+            0xb2 => {
+                if self.provisioning() {
+                    vec![0x00, 0x80 | 0x40 | 0x20 | 0x04, 0x02, 0x00]
+                } else {
+                    vec![0u8; 4]
+                }
+            }
             _ => return None,
         };
         let mut d = vec![0x00, page];
@@ -542,8 +723,18 @@ mod tests {
         assert_eq!(&r.data_in[8..12], &MAX_TRANSFER_BLOCKS.to_be_bytes());
         let r = exec(&mut d, &[0x12, 1, 0xb1, 0, 255, 0]);
         assert_eq!(&r.data_in[4..6], &[0, 1]);
+        let r = exec(&mut d, &[0x12, 1, 0xb0, 0, 255, 0]);
+        assert_eq!(r.data_in[4], 0x01, "WSNZ");
+        assert_eq!(&r.data_in[20..24], &MAX_UNMAP_BLOCKS.to_be_bytes());
+        assert_eq!(&r.data_in[24..28], &MAX_UNMAP_DESCRIPTORS.to_be_bytes());
+        assert_eq!(&r.data_in[28..32], &8u32.to_be_bytes());
+        assert_eq!(
+            &r.data_in[36..44],
+            &u64::from(MAX_WRITE_SAME_BLOCKS).to_be_bytes()
+        );
         let r = exec(&mut d, &[0x12, 1, 0xb2, 0, 255, 0]);
-        assert_eq!(&r.data_in, &[0, 0xb2, 0, 4, 0, 0, 0, 0]);
+        // LBPU, LBPWS, LBPWS10, LBPRZ = 001b; thin provisioned.
+        assert_eq!(&r.data_in, &[0, 0xb2, 0, 4, 0, 0xe4, 0x02, 0]);
         let r = exec(&mut d, &[0x12, 1, 0x89, 0, 255, 0]);
         assert_eq!(sense_of(&r), (SenseKey::IllegalRequest, 0x24, 0));
         assert_eq!(r.sense.unwrap().to_fixed()[17], 2);
@@ -564,8 +755,192 @@ mod tests {
             &r.data_in[0..12],
             &[0, 0, 0, 0, 0, 0, 0x07, 0xff, 0, 0, 2, 0]
         );
+        assert_eq!(r.data_in[14], 0xc0, "LBPME, LBPRZ");
         c[13] = 12;
         assert_eq!(exec(&mut d, &c).data_in.len(), 12);
+    }
+
+    /// An UNMAP parameter list with `descs` (LBA, blocks) descriptors.
+    fn unmap_list(descs: &[(u64, u32)]) -> Vec<u8> {
+        let mut p = vec![0u8; 8];
+        p[0..2].copy_from_slice(&((6 + 16 * descs.len()) as u16).to_be_bytes());
+        p[2..4].copy_from_slice(&((16 * descs.len()) as u16).to_be_bytes());
+        for &(lba, n) in descs {
+            p.extend_from_slice(&lba.to_be_bytes());
+            p.extend_from_slice(&n.to_be_bytes());
+            p.extend_from_slice(&[0; 4]);
+        }
+        p
+    }
+
+    fn unmap_cdb(len: usize) -> [u8; 10] {
+        let mut c = [0u8; 10];
+        c[0] = 0x42;
+        c[7..9].copy_from_slice(&(len as u16).to_be_bytes());
+        c
+    }
+
+    fn read_block(d: &mut ScsiDisk, lba: u32) -> Vec<u8> {
+        let mut c = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        c[2..6].copy_from_slice(&lba.to_be_bytes());
+        exec(d, &c).data_in
+    }
+
+    #[test]
+    fn unmap_zeroes_ranges_and_validates_the_list() {
+        let mut d = disk();
+        let p = unmap_list(&[(10, 3), (100, 1), (200, 0)]);
+        let r = d.execute(&unmap_cdb(p.len()), &p, 0);
+        assert_eq!(r.status, Status::Good, "{r:?}");
+        for (lba, want) in [
+            (9, 9u8),
+            (10, 0),
+            (12, 0),
+            (13, 13),
+            (100, 0),
+            (101, 101),
+            (200, 200),
+        ] {
+            assert_eq!(read_block(&mut d, lba), vec![want; 512], "LBA {lba}");
+        }
+        // PARAMETER LIST LENGTH 0: nothing to do.
+        assert_eq!(d.execute(&unmap_cdb(0), &[], 0).status, Status::Good);
+        // 1-7 bytes: PARAMETER LIST LENGTH ERROR.
+        let r = d.execute(&unmap_cdb(7), &p, 0);
+        assert_eq!(sense_of(&r), (SenseKey::IllegalRequest, 0x1a, 0));
+        // Fewer bytes sent than announced.
+        let r = d.execute(&unmap_cdb(p.len()), &p[..20], 0);
+        assert_eq!(sense_of(&r), (SenseKey::AbortedCommand, 0x4b, 0));
+        // Descriptor data length beyond the list: INVALID FIELD IN PARAMETER LIST at byte 2.
+        let mut bad = unmap_list(&[(20, 1)]);
+        bad[3] = 32;
+        let r = d.execute(&unmap_cdb(bad.len()), &bad, 0);
+        assert_eq!(sense_of(&r), (SenseKey::IllegalRequest, 0x26, 0));
+        let f = r.sense.unwrap().to_fixed();
+        assert_eq!((f[15], f[16], f[17]), (0x80, 0, 2));
+        assert_eq!(read_block(&mut d, 20), vec![20u8; 512], "nothing unmapped");
+        // UNMAP DATA LENGTH beyond the list: byte 0.
+        let mut bad = unmap_list(&[(20, 1)]);
+        bad[1] = 200;
+        let r = d.execute(&unmap_cdb(bad.len()), &bad, 0);
+        assert_eq!(sense_of(&r), (SenseKey::IllegalRequest, 0x26, 0));
+        assert_eq!(r.sense.unwrap().to_fixed()[17], 0);
+        // LBA out of range in the second descriptor: the first is not applied either.
+        let p = unmap_list(&[(30, 1), (BLOCKS as u64 - 1, 2)]);
+        let r = d.execute(&unmap_cdb(p.len()), &p, 0);
+        assert_eq!(sense_of(&r), (SenseKey::IllegalRequest, 0x21, 0));
+        assert_eq!(read_block(&mut d, 30), vec![30u8; 512]);
+        let p = unmap_list(&[(u64::MAX, 1)]);
+        let r = d.execute(&unmap_cdb(p.len()), &p, 0);
+        assert_eq!(sense_of(&r), (SenseKey::IllegalRequest, 0x21, 0));
+        // A truncated last descriptor is ignored.
+        let mut p = unmap_list(&[(40, 1)]);
+        p.extend_from_slice(&[0; 8]);
+        p[3] = 24;
+        p[1] = 30;
+        assert_eq!(d.execute(&unmap_cdb(p.len()), &p, 0).status, Status::Good);
+        assert_eq!(read_block(&mut d, 40), vec![0u8; 512]);
+        // Too many descriptors; too many blocks in total.
+        let many: Vec<(u64, u32)> = (0..=MAX_UNMAP_DESCRIPTORS as u64).map(|i| (i, 1)).collect();
+        let p = unmap_list(&many);
+        let r = d.execute(&unmap_cdb(p.len()), &p, 0);
+        assert_eq!(sense_of(&r), (SenseKey::IllegalRequest, 0x26, 0));
+        let mut big = MemDisk::new((MAX_UNMAP_BLOCKS as usize + 16) * 512);
+        big.data.fill(0xaa);
+        let mut d2 = ScsiDisk::new(Box::new(big), "B");
+        let p = unmap_list(&[(0, 8), (8, MAX_UNMAP_BLOCKS - 7)]);
+        let r = d2.execute(&unmap_cdb(p.len()), &p, 0);
+        assert_eq!(sense_of(&r), (SenseKey::IllegalRequest, 0x26, 0));
+        assert_eq!(r.sense.unwrap().to_fixed()[17], 8 + 16 + 8);
+        // ANCHOR: not supported.
+        let mut c = unmap_cdb(p.len());
+        c[1] = 1;
+        let r = d.execute(&c, &p, 0);
+        assert_eq!(sense_of(&r), (SenseKey::IllegalRequest, 0x24, 0));
+        // A read-only disk is write protected and does not advertise provisioning.
+        let mut ro = MemDisk::new(64 * 512);
+        ro.read_only = true;
+        let mut d3 = ScsiDisk::new(Box::new(ro), "RO");
+        let p = unmap_list(&[(0, 1)]);
+        let r = d3.execute(&unmap_cdb(p.len()), &p, 0);
+        assert_eq!(sense_of(&r), (SenseKey::DataProtect, 0x27, 0));
+        let r = exec(&mut d3, &[0x12, 1, 0xb2, 0, 255, 0]);
+        assert_eq!(&r.data_in, &[0, 0xb2, 0, 4, 0, 0, 0, 0]);
+    }
+
+    fn write_same_cdb(sixteen: bool, flags: u8, lba: u64, n: u32) -> Vec<u8> {
+        if sixteen {
+            let mut c = vec![0u8; 16];
+            c[0] = 0x93;
+            c[1] = flags;
+            c[2..10].copy_from_slice(&lba.to_be_bytes());
+            c[10..14].copy_from_slice(&n.to_be_bytes());
+            c
+        } else {
+            let mut c = vec![0u8; 10];
+            c[0] = 0x41;
+            c[1] = flags;
+            c[2..6].copy_from_slice(&(lba as u32).to_be_bytes());
+            c[7..9].copy_from_slice(&(n as u16).to_be_bytes());
+            c
+        }
+    }
+
+    #[test]
+    fn write_same_pattern_zero_and_unmap() {
+        let mut d = disk();
+        // WRITE SAME(10) of a pattern over 3 blocks.
+        let pat: Vec<u8> = (0..512).map(|i| (i * 7) as u8).collect();
+        let r = d.execute(&write_same_cdb(false, 0, 50, 3), &pat, 0);
+        assert_eq!(r.status, Status::Good, "{r:?}");
+        for lba in 50..53 {
+            assert_eq!(read_block(&mut d, lba), pat);
+        }
+        assert_eq!(read_block(&mut d, 53), vec![53u8; 512]);
+        // The UNMAP bit with a non-zero pattern still writes the pattern.
+        let r = d.execute(&write_same_cdb(true, 0x08, 60, 2), &pat, 0);
+        assert_eq!(r.status, Status::Good);
+        assert_eq!(read_block(&mut d, 61), pat);
+        // Zeros with UNMAP (deallocate) and without (write zeros), both forms.
+        for (sixteen, flags, lba) in [(false, 0x08, 70), (true, 0x08, 80), (true, 0, 90)] {
+            let r = d.execute(&write_same_cdb(sixteen, flags, lba, 4), &[0u8; 512], 0);
+            assert_eq!(r.status, Status::Good);
+            assert_eq!(read_block(&mut d, lba as u32 + 3), vec![0u8; 512]);
+            assert_eq!(read_block(&mut d, lba as u32 + 4), vec![lba as u8 + 4; 512]);
+        }
+        // NDOB: no data-out buffer, zeros.
+        let r = d.execute(&write_same_cdb(true, 0x09, 100, 1), &[], 0);
+        assert_eq!(r.status, Status::Good);
+        assert_eq!(read_block(&mut d, 100), vec![0u8; 512]);
+        // No data-out block without NDOB: data phase error, nothing written.
+        let r = d.execute(&write_same_cdb(true, 0, 110, 1), &[1; 100], 0);
+        assert_eq!(sense_of(&r), (SenseKey::AbortedCommand, 0x4b, 0));
+        assert_eq!(read_block(&mut d, 110), vec![110u8; 512]);
+        // 0 blocks (WSNZ = 1) and more than MAXIMUM WRITE SAME LENGTH: INVALID FIELD IN CDB
+        // pointing at NUMBER OF LOGICAL BLOCKS.
+        for (sixteen, n, byte) in [
+            (false, 0, 7),
+            (true, 0, 10),
+            (true, MAX_WRITE_SAME_BLOCKS + 1, 10),
+        ] {
+            let r = d.execute(&write_same_cdb(sixteen, 0, 0, n), &pat, 0);
+            assert_eq!(sense_of(&r), (SenseKey::IllegalRequest, 0x24, 0));
+            assert_eq!(r.sense.unwrap().to_fixed()[17], byte);
+        }
+        // Past the end.
+        let r = d.execute(&write_same_cdb(true, 0, BLOCKS as u64 - 1, 2), &pat, 0);
+        assert_eq!(sense_of(&r), (SenseKey::IllegalRequest, 0x21, 0));
+        // ANCHOR, WRPROTECT, the obsolete bits and NDOB in WRITE SAME(10): invalid.
+        for (sixteen, flags) in [(false, 0x10), (true, 0x20), (false, 0x02), (false, 0x01)] {
+            let r = d.execute(&write_same_cdb(sixteen, flags, 0, 1), &pat, 0);
+            assert_eq!(
+                sense_of(&r),
+                (SenseKey::IllegalRequest, 0x24, 0),
+                "{flags:#x}"
+            );
+        }
+        assert_eq!(read_block(&mut d, 0), vec![0u8; 512]);
+        assert_eq!(read_block(&mut d, 1), vec![1u8; 512]);
     }
 
     #[test]
@@ -792,7 +1167,7 @@ mod tests {
         };
         let ops = [
             0x00, 0x03, 0x08, 0x0a, 0x12, 0x1a, 0x1b, 0x1e, 0x25, 0x28, 0x2a, 0x2f, 0x35, 0x5a,
-            0x88, 0x8a, 0x8f, 0x91, 0x9e, 0xa0, 0xa8, 0xaa, 0xaf,
+            0x88, 0x8a, 0x8f, 0x91, 0x9e, 0xa0, 0xa8, 0xaa, 0xaf, 0x41, 0x42, 0x93,
         ];
         let mut d = ScsiDisk::new(Box::new(MemDisk::new(64 * 512)), "R");
         for _ in 0..50_000 {
@@ -809,7 +1184,15 @@ mod tests {
             cdb[0] = ops[(next() % ops.len() as u64) as usize];
             let len = (next() % 17) as usize;
             let max = (next() % 40_000) as usize;
-            let out = vec![0u8; (next() % 40_000) as usize];
+            // Data-out with sparse small values: UNMAP lists and WRITE SAME patterns that are
+            // sometimes well formed.
+            let mut out = vec![0u8; (next() % 40_000) as usize];
+            for _ in 0..8 {
+                if !out.is_empty() {
+                    let i = (next() % out.len().min(64) as u64) as usize;
+                    out[i] = (next() % 48) as u8;
+                }
+            }
             let r = d.execute(&cdb[..len], &out, max);
             assert!(r.data_in.len() <= max);
             assert_eq!(r.status == Status::CheckCondition, r.sense.is_some());

@@ -125,6 +125,19 @@ impl Sense {
         }
     }
 
+    /// ILLEGAL REQUEST, INVALID FIELD IN PARAMETER LIST (26h/00h) pointing at `byte` (and
+    /// `bit`, if given) of the parameter list (C/D = 0; SPC-4 §4.5.2.4.2).
+    pub const fn invalid_param_field(byte: u16, bit: Option<u8>) -> Self {
+        Self {
+            field: Some(FieldPointer {
+                in_cdb: false,
+                byte,
+                bit,
+            }),
+            ..Self::new(SenseKey::IllegalRequest, 0x26, 0x00)
+        }
+    }
+
     /// With the INFORMATION field set (VALID = 1).
     pub const fn with_information(self, information: u32) -> Self {
         Self {
@@ -187,5 +200,9 @@ mod tests {
         assert_eq!(s[0], 0xf0);
         assert_eq!(&s[3..7], &[0x12, 0x34, 0x56, 0x78]);
         assert_eq!(s[2], 0x03);
+        let s = Sense::invalid_param_field(2, None).to_fixed();
+        assert_eq!((s[2], s[12], s[13]), (0x05, 0x26, 0x00));
+        assert_eq!(s[15], 0x80, "C/D = 0: the parameter list");
+        assert_eq!(&s[16..18], &[0, 2]);
     }
 }
