@@ -155,6 +155,13 @@ fn run(args: RunArgs) -> Result<i32> {
                 wall.saturating_sub(m.halted_time).as_secs_f64()
             ),
         }
+        if !m.board.network.is_empty() {
+            let n = m.board.network.stats;
+            eprintln!(
+                "  network                 {} slices ended by arriving frames, {} by NIC doorbells, {} halts woken by frames",
+                n.arrival_stops, n.doorbell_stops, n.halt_wakes
+            );
+        }
     }
     log::info!(target: "rinx", "{outcome:?} after {:.3} s, {} instructions", start.elapsed().as_secs_f64(), m.cpu.icount);
     if outcome == Outcome::Reset {

@@ -31,6 +31,12 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The rinx binary under test: `RINX_BIN` if set (to compare another build on the same
+/// scenario), else the one Cargo built with this test.
+fn rinx_bin() -> String {
+    std::env::var("RINX_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_rinx").to_string())
+}
+
 fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("rinx-net-{}-{name}", std::process::id()))
 }
@@ -187,8 +193,8 @@ fn start_guest(role: u32, initrd: &PathBuf, sw_e: &str, sw_v: &str) -> (Child, P
     // No pci=noacpi: Linux finds the NICs through the DSDT's PCI root bridge and routes the
     // e1000's INTA# as its _PRT says.
     let append = format!("console=ttyS0 panic=-1 rinx.role={role} rinx.script=/net-test.sh");
-    let child = Command::new(env!("CARGO_BIN_EXE_rinx"))
-        .args(["run", "--memory", "512M", "--engine", &engine()])
+    let child = Command::new(rinx_bin())
+        .args(["run", "--memory", "512M", "--engine", &engine(), "--stats"])
         .arg("--nic")
         .arg(format!(
             "model=e1000,net=switch:{sw_e},mac=52:54:00:00:01:0{role}"
@@ -543,8 +549,8 @@ fn one_guest_user_networking_dhcp_download_and_hostfwd() {
     let _ = std::fs::remove_file(&log_path);
     let start = Instant::now();
     // No pci=noacpi: the e1000's INTA# is routed as the DSDT's _PRT says.
-    let child = Command::new(env!("CARGO_BIN_EXE_rinx"))
-        .args(["run", "--memory", "512M", "--engine", &engine()])
+    let child = Command::new(rinx_bin())
+        .args(["run", "--memory", "512M", "--engine", &engine(), "--stats"])
         .arg("--nic")
         .arg(format!(
             "model=e1000,net=user,hostfwd=tcp:127.0.0.1:{}-:8080,mac=52:54:00:12:34:01",

@@ -118,6 +118,8 @@ pub struct Board {
     intr: bool,
     /// A device asked for power-off/reset/exit during the current slice.
     stop: Option<MachineEvent>,
+    /// A guest register write gave a NIC work: end the slice so it runs now.
+    net_doorbell: bool,
     /// TSC value at the last `--icount` sync.
     icount_shift: Option<u8>,
 }
@@ -163,6 +165,9 @@ impl Platform for Board {
     }
     fn mmio_write(&mut self, gpa: u64, size: u8, value: u64) {
         self.bus.mmio_write(gpa, size, value);
+        if self.network.in_window(gpa) && !self.net_doorbell && self.network.has_work() {
+            self.net_doorbell = true;
+        }
         self.refresh_intr();
     }
     fn tsc(&mut self) -> u64 {
@@ -200,7 +205,10 @@ impl Platform for Board {
         v
     }
     fn stop_pending(&self) -> bool {
-        self.stop.is_some()
+        // Network work ends the slice too, so frames and doorbells are handled within one
+        // translated block (at most `jit::MAX_INSNS_PER_ENTRY` instructions) instead of at
+        // the end of a full slice.
+        self.stop.is_some() || self.net_doorbell || self.network.arrival_pending()
     }
 }
 
@@ -309,6 +317,7 @@ impl Machine {
                 network,
                 intr: false,
                 stop: None,
+                net_doorbell: false,
                 icount_shift: cfg.icount,
             },
             quit,
@@ -388,6 +397,12 @@ impl Machine {
         self.board
             .storage
             .process(&mut self.mem, &mut self.cpu.dcache);
+        if std::mem::take(&mut self.board.net_doorbell) {
+            self.board.network.stats.doorbell_stops += 1;
+        }
+        if self.board.network.take_arrival() && stop == StopReason::PlatformStop {
+            self.board.network.stats.arrival_stops += 1;
+        }
         self.board
             .network
             .process(&mut self.mem, &mut self.cpu.dcache);
@@ -439,8 +454,8 @@ impl Machine {
                 let d = std::time::Duration::from_nanos(wait);
                 if self.board.network.is_empty() {
                     std::thread::sleep(d);
-                } else {
-                    self.board.network.wait(d);
+                } else if self.board.network.wait(d) {
+                    self.board.network.stats.halt_wakes += 1;
                 }
                 self.halted_time += t.elapsed();
             }

@@ -12,6 +12,7 @@
 //! same INTx fallback. A PIRQ shared by several INTx devices (every fourth slot) is a wired-OR
 //! (`devices::irq`), asserted while any of them asserts it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,6 +58,24 @@ pub struct Network {
     /// User-mode NAT back-ends; dropping a handle stops its threads, so they live as long as
     /// the machine.
     _user_nets: Vec<devices::net::user::UserNetHandle>,
+    /// Raised by the back-end threads after each frame they queue for a NIC
+    /// ([`NetPort::set_arrival_flag`]); the vCPU loop polls it to end a slice early and
+    /// deliver the frame.
+    arrival: Arc<AtomicBool>,
+    /// Counters for `--stats`.
+    pub stats: NetStats,
+}
+
+/// Where the vCPU loop noticed network work (for `--stats`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NetStats {
+    /// Slices ended early because a back-end queued a frame for a NIC.
+    pub arrival_stops: u64,
+    /// Slices ended early because a guest register write gave a NIC work (transmit doorbell,
+    /// receive buffers posted while frames wait).
+    pub doorbell_stops: u64,
+    /// Halt waits cut short by an arriving frame.
+    pub halt_wakes: u64,
 }
 
 /// The user-mode NAT back-end (`devices::net::user`): its threads run until `handles` drops.
@@ -118,8 +137,10 @@ impl Network {
         let mut nics = Vec::new();
         let mut user_nets = Vec::new();
         let mut functions: Vec<SharedFunction> = Vec::new();
+        let arrival = Arc::new(AtomicBool::new(false));
         for (i, spec) in specs.iter().enumerate() {
             let port = open_backend(&spec.net, &mut user_nets)?;
+            port.set_arrival_flag(arrival.clone());
             let mac = spec.mac.unwrap_or_else(|| default_mac(i));
             let bar = (NIC_MMIO_BASE + i as u64 * NIC_BAR_STRIDE) as u32;
             let slot = FIRST_NIC_SLOT + i as u8;
@@ -162,6 +183,37 @@ impl Network {
         Ok(Self {
             nics,
             _user_nets: user_nets,
+            arrival,
+            stats: NetStats::default(),
+        })
+    }
+
+    /// Whether a back-end queued a frame since the last [`Network::take_arrival`] (a relaxed
+    /// load: cheap enough to poll between translated blocks).
+    pub fn arrival_pending(&self) -> bool {
+        self.arrival.load(Ordering::Relaxed)
+    }
+
+    /// Clears the arrival flag, returning whether it was raised. Called before
+    /// [`Network::process`], so a frame queued during processing raises it again.
+    pub fn take_arrival(&self) -> bool {
+        self.arrival.swap(false, Ordering::Acquire)
+    }
+
+    /// Whether `gpa` lies in the NICs' MMIO window.
+    pub fn in_window(&self, gpa: u64) -> bool {
+        !self.nics.is_empty() && gpa.wrapping_sub(NIC_MMIO_BASE) < NIC_MMIO_SIZE
+    }
+
+    /// Whether a NIC has work for [`Network::process`] now: descriptors to transmit, a
+    /// notified queue, or waiting frames it has room for.
+    pub fn has_work(&self) -> bool {
+        self.nics.iter().any(|nic| match nic {
+            Nic::E1000(d) => d.lock().map(|d| d.has_work()).unwrap_or(false),
+            Nic::Virtio(d) => d
+                .lock()
+                .map(|d| d.has_work() || d.device.wants_rx_kick())
+                .unwrap_or(false),
         })
     }
 
@@ -315,6 +367,44 @@ mod tests {
         );
         // Nothing is ready to receive: wait sleeps the timeout.
         assert!(!net.wait(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn arriving_frames_raise_the_arrival_flag_and_tdt_writes_make_work() {
+        let mut sw = devices::net::switch::Switch::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = sw.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let t = std::thread::spawn(move || sw.run(&s2));
+        let spec = crate::cli::spec::parse_nic(&format!(
+            "model=e1000,net=switch:{addr},mac=52:54:00:00:00:01"
+        ))
+        .unwrap();
+        let (mut bus, pci) = board();
+        let net =
+            Network::build(&[spec], &mut bus, pci, &IrqLines::new(), &ApicBus::new()).unwrap();
+        assert!(net.in_window(NIC_MMIO_BASE + 0x3818));
+        assert!(!net.in_window(NIC_MMIO_BASE + NIC_MMIO_SIZE));
+        assert!(!net.has_work());
+        // A transmit doorbell (TDT) gives the NIC work.
+        bus.mmio_write(NIC_MMIO_BASE + 0x3818, 4, 1);
+        assert!(net.has_work());
+        // Another port on the switch broadcasts; the machine's flag goes up without the vCPU
+        // touching the channel.
+        let peer = devices::net::switch::connect(addr).unwrap();
+        let mut frame = vec![0xff; 6];
+        frame.extend_from_slice(&[2, 0, 0, 0, 0, 9, 0x08, 0x00]);
+        frame.resize(60, 0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !net.arrival_pending() && std::time::Instant::now() < deadline {
+            assert!(peer.send(frame.clone()));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(net.take_arrival());
+        assert!(!net.arrival_pending());
+        stop.store(true, Ordering::Relaxed);
+        drop(peer);
+        t.join().unwrap();
     }
 
     #[test]

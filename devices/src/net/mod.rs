@@ -12,7 +12,10 @@ pub mod tap;
 pub mod user;
 pub mod virtio_net;
 
-use crossbeam::channel::{bounded, Receiver, Sender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
 
 /// Largest frame a back-end or NIC accepts (bytes): a 9000-byte jumbo payload plus header and
 /// a VLAN tag, rounded up. Larger frames are dropped and counted, never truncated.
@@ -34,6 +37,11 @@ pub struct NetPort {
     pub tx: Sender<Vec<u8>>,
     /// Frames arriving at this end.
     pub rx: Receiver<Vec<u8>>,
+    /// Arrival flag of the peer, raised after each frame this end sends (see
+    /// [`NetPort::set_arrival_flag`]).
+    peer_bell: Arc<OnceLock<Arc<AtomicBool>>>,
+    /// This end's own arrival flag slot (shared with the peer's `peer_bell`).
+    bell: Arc<OnceLock<Arc<AtomicBool>>>,
 }
 
 impl NetPort {
@@ -42,10 +50,43 @@ impl NetPort {
     pub fn pair() -> (NetPort, NetPort) {
         let (a_tx, b_rx) = bounded(QUEUE_FRAMES);
         let (b_tx, a_rx) = bounded(QUEUE_FRAMES);
+        let (bell_a, bell_b) = (Arc::default(), Arc::default());
         (
-            NetPort { tx: a_tx, rx: a_rx },
-            NetPort { tx: b_tx, rx: b_rx },
+            NetPort {
+                tx: a_tx,
+                rx: a_rx,
+                peer_bell: Arc::clone(&bell_b),
+                bell: Arc::clone(&bell_a),
+            },
+            NetPort {
+                tx: b_tx,
+                rx: b_rx,
+                peer_bell: bell_a,
+                bell: bell_b,
+            },
         )
+    }
+
+    /// Have every frame the peer sends to this end (through [`NetPort::send`] or
+    /// [`NetPort::try_send`]) raise `flag` once it is queued, so a consumer that polls (the
+    /// vCPU loop) notices arrivals without waiting on the channel. Only the first flag set on
+    /// a pair's end counts; later calls are ignored.
+    pub fn set_arrival_flag(&self, flag: Arc<AtomicBool>) {
+        let _ = self.bell.set(flag);
+    }
+
+    fn ring(&self) {
+        if let Some(f) = self.peer_bell.get() {
+            f.store(true, Ordering::Release);
+        }
+    }
+
+    /// Queues one frame without blocking and without length checks (the caller checked), and
+    /// raises the peer's arrival flag. Errors: the queue is full or the peer is gone.
+    pub fn try_send(&self, frame: Vec<u8>) -> Result<(), TrySendError<Vec<u8>>> {
+        self.tx.try_send(frame)?;
+        self.ring();
+        Ok(())
     }
 
     /// Sends one frame without blocking. Returns `false` (frame dropped) if it is shorter than
@@ -55,7 +96,7 @@ impl NetPort {
         if !(MIN_FRAME..=MAX_FRAME).contains(&frame.len()) {
             return false;
         }
-        self.tx.try_send(frame).is_ok()
+        self.try_send(frame).is_ok()
     }
 
     /// The next arrived frame, if any, without blocking.
@@ -78,6 +119,24 @@ mod tests {
         assert_eq!(b.try_recv(), None);
         assert!(b.send(vec![1; 14]));
         assert_eq!(a.try_recv(), Some(vec![1; 14]));
+    }
+
+    #[test]
+    fn sending_raises_the_peers_arrival_flag() {
+        let (a, b) = NetPort::pair();
+        let flag = Arc::new(AtomicBool::new(false));
+        b.set_arrival_flag(flag.clone());
+        // b's own sends do not raise b's flag.
+        assert!(b.send(vec![0; 60]));
+        assert!(!flag.load(Ordering::Acquire));
+        assert!(a.send(vec![0; 60]));
+        assert!(flag.swap(false, Ordering::Acquire));
+        assert!(a.try_send(vec![0; 60]).is_ok());
+        assert!(flag.load(Ordering::Acquire));
+        // A dropped frame does not.
+        flag.store(false, Ordering::Release);
+        assert!(!a.send(vec![0; 10]));
+        assert!(!flag.load(Ordering::Acquire));
     }
 
     #[test]

@@ -199,7 +199,7 @@ pub fn connect(addr: SocketAddr) -> io::Result<NetPort> {
                     Ok(0) => {}
                     Ok(n) => {
                         if let Err(crossbeam::channel::TrySendError::Disconnected(_)) =
-                            rx_back.tx.try_send(buf[..n].to_vec())
+                            rx_back.try_send(buf[..n].to_vec())
                         {
                             break;
                         }

@@ -94,7 +94,7 @@ mod imp {
                     match (&*rfile).read(&mut buf) {
                         Ok(n) if n > 0 && n <= MAX_FRAME => {
                             if let Err(crossbeam::channel::TrySendError::Disconnected(_)) =
-                                rback.tx.try_send(buf[..n].to_vec())
+                                rback.try_send(buf[..n].to_vec())
                             {
                                 break;
                             }

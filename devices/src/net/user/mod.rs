@@ -259,7 +259,7 @@ pub fn spawn(cfg: UserConfig) -> Result<(NetPort, UserNetHandle), UserNetError> 
         std::thread::Builder::new()
             .name("usernet".into())
             .spawn(move || {
-                let tx = back.tx;
+                let tx = back;
                 loop {
                     if stop.load(Ordering::Relaxed) {
                         break;
@@ -283,7 +283,7 @@ pub fn spawn(cfg: UserConfig) -> Result<(NetPort, UserNetHandle), UserNetError> 
                     nat.service();
                     // Hand frames to the NIC only while its queue has room; what stays
                     // queued holds smoltcp back (TCP backpressure instead of drops).
-                    while !tx.is_full() {
+                    while !tx.tx.is_full() {
                         match nat.pop_outgoing() {
                             Some(f) => {
                                 if tx.try_send(f).is_err() {
