@@ -142,7 +142,13 @@ fn run(args: RunArgs) -> Result<i32> {
             rinx::trace::stats::report(&m.cpu, wall, m.halted_time)
         );
         match &m.engine {
-            rinx::exec::Engine::Jit(j) => eprint!("{}", rinx::trace::stats::jit_report(&j.stats)),
+            rinx::exec::Engine::Jit(j) => {
+                eprint!("{}", rinx::trace::stats::jit_report(&j.stats));
+                eprint!(
+                    "{}",
+                    rinx::trace::stats::jit_helper_report(&j.helper_calls, 40)
+                );
+            }
             rinx::exec::Engine::Lockstep(l) => {
                 eprint!("{}", rinx::trace::stats::jit_report(&l.jit().stats));
                 eprintln!(

@@ -208,6 +208,25 @@ fn fault_in_the_middle_of_a_block_is_precise() {
 }
 
 #[test]
+fn flags_before_a_faulting_access_are_exact_even_when_later_overwritten() {
+    // 64-bit: xor ecx, ecx; add ecx, 0x7fffffff (dead: overwritten by the CMP); cmp ecx, -1
+    // (CF = 1, ZF = 0: needed, a fault may follow); mov rax, [0x8000_0000_0000_0000] (#GP,
+    // no IDT: triple fault); sub ecx, ecx (would overwrite every flag); hlt.
+    let code = [
+        0x31, 0xc9, 0x81, 0xc1, 0xff, 0xff, 0xff, 0x7f, 0x83, 0xf9, 0xff, 0x48, 0xa1, 0, 0, 0, 0,
+        0, 0, 0, 0x80, 0x29, 0xc9, 0xf4,
+    ];
+    let (i, _) = both(TestMode::Long64, &code, 1000);
+    assert_eq!(i.cpu.s.rip, CODE_BASE + 11, "stopped at the faulting load");
+    assert_eq!(
+        i.cpu.s.rflags & 0x41,
+        0x01,
+        "CF set, ZF clear, as the CMP left them"
+    );
+    check_lockstep(TestMode::Long64, &code, 1000);
+}
+
+#[test]
 fn memory_and_call_ret_loops_match() {
     // 32-bit: mov ecx, 300; mov esi, 0x20000; L: mov eax, [esi]; add eax, ecx; mov [esi+4], eax;
     // call F; dec ecx; jnz L; hlt; F: add edx, eax; ret

@@ -1,6 +1,7 @@
 //! Differential tests of the JIT's native forms beyond plain ALU code (jit/src/ir.rs): shifts
 //! and rotates by CL, rotates by a constant, CMOVcc, SETcc, IMUL (2 and 3 operands), MOVZX /
-//! MOVSX / MOVSXD, XCHG, BSWAP and BT with register operands. Each program runs under the
+//! MOVSX / MOVSXD, XCHG, BSWAP, BT, one-operand MUL / IMUL / DIV / IDIV, BSF / BSR (TZCNT /
+//! LZCNT), CBW..CQO, NOPs and JMP r64 with register operands. Each program runs under the
 //! JIT and the interpreter in lockstep (state compared after every block, guest RAM at the
 //! end); a PUSHF after every tested instruction records its RFLAGS on the stack, so a flag
 //! that a later instruction overwrites is still compared.
@@ -33,7 +34,7 @@ const COUNTS: &[u8] = &[
 
 /// Random code exercising the native forms; every tested instruction is followed by PUSHF.
 /// Register operands never name the stack pointer (SPL only without REX: AH).
-fn random_forms(rng: &mut Rng, mode: TestMode, n: usize) -> Vec<u8> {
+fn random_forms(rng: &mut Rng, mode: TestMode, n: usize, pushf: bool) -> Vec<u8> {
     let long = mode == TestMode::Long64;
     let mut c = Vec::new();
     for _ in 0..n {
@@ -50,7 +51,7 @@ fn random_forms(rng: &mut Rng, mode: TestMode, n: usize) -> Vec<u8> {
                 break r;
             }
         };
-        let kind = rng.below(12);
+        let kind = rng.below(16);
         if kind == 0 {
             // mov cl, count
             c.extend_from_slice(&[0xb1, COUNTS[usize::from(rng.below(COUNTS.len() as u8))]]);
@@ -74,6 +75,7 @@ fn random_forms(rng: &mut Rng, mode: TestMode, n: usize) -> Vec<u8> {
             }
             continue;
         }
+        let start = c.len();
         if o16 {
             c.push(0x66);
         }
@@ -81,6 +83,58 @@ fn random_forms(rng: &mut Rng, mode: TestMode, n: usize) -> Vec<u8> {
             c.push(r);
         }
         match kind {
+            12 => {
+                // One-operand MUL / IMUL / DIV / IDIV r (F7 /4../7, F6 for bytes). Divides
+                // mostly get a dividend and divisor that cannot fault (xor edx, edx or
+                // CWD / CDQ / CQO, then or r, 1); now and then anything goes (#DE ends the
+                // program under both engines, with the faulting state compared).
+                let ext = 4 + rng.below(4);
+                let r = reg(rng, false);
+                let p: Vec<u8> = c[start..].to_vec();
+                c.truncate(start);
+                if ext >= 6 && rng.below(16) != 0 {
+                    if r != 2 {
+                        c.extend_from_slice(&p);
+                        if ext == 6 {
+                            c.extend_from_slice(&[0x31, 0xd2]); // xor edx, edx
+                        } else {
+                            c.push(0x99); // cwd / cdq / cqo (same prefixes)
+                        }
+                    }
+                    c.extend_from_slice(&p);
+                    c.extend_from_slice(&[0x83, 0xc8 | r, 1]); // or r, 1
+                }
+                let op = if rng.below(8) == 0 { 0xf6 } else { 0xf7 };
+                c.extend_from_slice(&p);
+                c.extend_from_slice(&[op, 0xc0 | (ext << 3) | r]);
+            }
+            13 => {
+                // CBW / CWDE / CDQE, CWD / CDQ / CQO, NOP forms (90 with REX.B is XCHG).
+                match rng.below(5) {
+                    0 => c.push(0x98),
+                    1 => c.push(0x99),
+                    2 => c.extend_from_slice(&[0x0f, 0x1f, 0x44, 0x00, 0x00]),
+                    3 => c.extend_from_slice(&[0x0f, 0x18, 0x08 | (rng.below(4) << 3)]),
+                    _ => {
+                        c.insert(start, 0xf3); // PAUSE
+                        c.push(0x90);
+                    }
+                }
+            }
+            14 => {
+                // BSF / BSR / TZCNT / LZCNT r, r (F3 before the other prefixes).
+                let m = 0xc0 | (reg(rng, false) << 3) | reg(rng, false);
+                if rng.below(2) == 0 {
+                    c.insert(start, 0xf3);
+                }
+                c.extend_from_slice(&[0x0f, 0xbc | rng.below(2), m]);
+            }
+            15 if long => {
+                // lea r11, [rip + 3]; jmp r11 (lands on the PUSHF after it).
+                c.truncate(start);
+                c.extend_from_slice(&[0x4c, 0x8d, 0x1d, 3, 0, 0, 0, 0x41, 0xff, 0xe3]);
+            }
+            15 => c.extend_from_slice(&[0x70 | rng.below(16), 1]),
             2 | 3 => {
                 // Shift / rotate by CL (D2 / D3) or by an immediate (C0 / C1 / D0 / D1).
                 let ext = [0u8, 1, 4, 5, 6, 7][usize::from(rng.below(6))];
@@ -176,7 +230,9 @@ fn random_forms(rng: &mut Rng, mode: TestMode, n: usize) -> Vec<u8> {
                 c.extend_from_slice(&[0x70 | rng.below(16), 1]);
             }
         }
-        c.push(0x9c);
+        if pushf {
+            c.push(0x9c);
+        }
     }
     c.push(0xf4);
     c
@@ -206,11 +262,15 @@ fn seed(rng: &mut Rng) -> u64 {
     }
 }
 
+/// Rounds alternate between programs with a PUSHF after every tested instruction and
+/// programs without: there most flags are overwritten before anything reads them, which
+/// exercises the JIT's dead-flag elimination (`jit::ir::flags_needed`); the state, RFLAGS
+/// included, is still compared at every block end.
 fn run_rounds(seed0: u64, rounds: usize, len: usize) {
     let mut rng = Rng(seed0);
     for round in 0..rounds {
         let mode = [TestMode::Real, TestMode::Flat32, TestMode::Long64][round % 3];
-        let code = random_forms(&mut rng, mode, len);
+        let code = random_forms(&mut rng, mode, len, (round / 3) % 2 == 0);
         let seeds: Vec<u64> = (0..16).map(|_| seed(&mut rng)).collect();
         let flags = rng.next() & 0x8d5;
         let make = || {

@@ -382,6 +382,40 @@ pub enum Op {
         /// Index of the instruction in the block.
         index: u32,
     },
+    /// An instruction the interpreter runs as a no-op (`src/cpu/integer/data.rs` `nop`): NOP
+    /// in every encoding (a memory operand is never accessed), PAUSE, PREFETCHh, LFENCE /
+    /// MFENCE / SFENCE, ENDBR32 / ENDBR64. Only RIP advances.
+    Nop,
+    /// CWD / CDQ / CQO (SDM Vol. 2A "CWD/CDQ/CQO"): rDX = all ones if the sign bit of rAX at
+    /// `size` bytes is set, else 0 (a 4-byte result is zero-extended). No flags.
+    SignFill {
+        /// Operand size in bytes (2, 4, 8).
+        size: u8,
+    },
+    /// One-operand MUL / IMUL / DIV / IDIV of rDX:rAX by a 32- or 64-bit register (SDM Vol. 2A
+    /// "DIV", "IDIV", "IMUL", Vol. 2B "MUL"). Multiplies: CF = OF = upper half significant,
+    /// SF / ZF / PF from the low half, AF = 0 (`muldiv.rs`). Divides leave the flags alone; a
+    /// zero divisor, a quotient that may not fit, or (IDIV) a dividend that is not the sign
+    /// extension of rAX runs instruction `index` through the helper (which raises #DE).
+    MulDiv {
+        /// Operation.
+        op: MulDivOp,
+        /// Multiplier or divisor (4 or 8 bytes).
+        src: GuestReg,
+        /// Index of the instruction in the block (slow path).
+        index: u32,
+    },
+    /// BSF / BSR r, r (and TZCNT / LZCNT, which this CPU model runs as BSF / BSR: `bits.rs`):
+    /// a zero source sets ZF and leaves the destination unchanged; otherwise the bit index
+    /// is written and ZF cleared. Other flags unchanged.
+    BitScan {
+        /// BSR (highest set bit) rather than BSF.
+        reverse: bool,
+        /// Destination (2, 4 or 8 bytes).
+        dst: GuestReg,
+        /// Source, same width.
+        src: GuestReg,
+    },
     /// Guest instruction `index` of the block, executed by the interpreter's semantic function
     /// through the helper. The helper may end the block (fault, mode change, branch, SMC).
     Helper {
@@ -390,9 +424,31 @@ pub enum Op {
     },
 }
 
+/// Operation of [`Op::MulDiv`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MulDivOp {
+    /// Unsigned multiply.
+    Mul,
+    /// Signed multiply (one-operand form).
+    Imul,
+    /// Unsigned divide.
+    Div,
+    /// Signed divide.
+    Idiv,
+}
+
 /// How a block ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
+    /// 64-bit mode JMP r64 (counted as one guest instruction): RIP = the register; a
+    /// non-canonical target takes the slow path (instruction `index` through the helper,
+    /// which raises #GP(0)).
+    JmpReg {
+        /// Register holding the target.
+        src: GuestReg,
+        /// Index of the JMP in the block (for the helper).
+        index: u32,
+    },
     /// 64-bit mode near CALL rel32 (counted as one guest instruction): pushes `ret` (8 bytes,
     /// inline store) and continues at `target`; instruction `index` is the slow path.
     Call {
@@ -447,6 +503,68 @@ pub struct BlockIr {
     /// Highest IP the block fetches from or branches to natively; outside 64-bit mode the
     /// block may run only while this is within the CS limit (else the interpreter raises #GP).
     pub max_ip: u64,
+}
+
+impl Op {
+    /// How the op uses the guest status flags when it runs natively: (flags read, flags
+    /// always written, barrier). A barrier may run the helper or leave the block (a slow
+    /// path, a fault), so every status flag must be in the guest RFLAGS before it.
+    fn flag_use(&self) -> (u64, u64, bool) {
+        let st = fl::STATUS;
+        match *self {
+            Op::Alu { op, .. } => {
+                let r = if matches!(op, AluOp::Adc | AluOp::Sbb) {
+                    fl::CF
+                } else {
+                    0
+                };
+                (r, op.written_flags(), false)
+            }
+            Op::Shift { op, .. } => (0, if op.is_rotate() { fl::CF | fl::OF } else { st }, false),
+            Op::Cmov { cond, .. } | Op::Setcc { cond, .. } => (cond.reads(), 0, false),
+            Op::Imul { .. } => (0, st, false),
+            Op::Bt { .. } => (0, fl::CF, false),
+            Op::BitScan { .. } => (0, fl::ZF, false),
+            Op::MulDiv {
+                op: MulDivOp::Mul | MulDivOp::Imul,
+                ..
+            } => (0, st, false),
+            Op::AluLoad { op, .. } | Op::AluStore { op, .. } => (st, op.written_flags(), true),
+            Op::Lea { .. }
+            | Op::Movx { .. }
+            | Op::Xchg { .. }
+            | Op::Bswap { .. }
+            | Op::Nop
+            | Op::SignFill { .. } => (0, 0, false),
+            Op::ShiftCl { .. }
+            | Op::MulDiv { .. }
+            | Op::Load { .. }
+            | Op::Store { .. }
+            | Op::Push { .. }
+            | Op::Pop { .. }
+            | Op::Helper { .. } => (st, 0, true),
+        }
+    }
+}
+
+/// Flag liveness of a block: for each op, whether a status flag it writes is observed later
+/// (read by a later op, needed by a barrier, or live at the block exit, where the guest
+/// RFLAGS must be exact). Ops whose flags are dead need not compute them: the next writer
+/// replaces every one of them before anything can look. Ops that do not write flags get
+/// `false`.
+pub fn flags_needed(ir: &BlockIr) -> Vec<bool> {
+    let mut live = fl::STATUS;
+    let mut need = vec![false; ir.ops.len()];
+    for (i, op) in ir.ops.iter().enumerate().rev() {
+        let (reads, writes, barrier) = op.flag_use();
+        need[i] = writes & live != 0;
+        live = if barrier {
+            fl::STATUS
+        } else {
+            (live & !writes) | reads
+        };
+    }
+    need
 }
 
 fn canonical(a: u64) -> bool {
@@ -551,6 +669,15 @@ pub fn lower(block: &Block) -> Option<BlockIr> {
         }
     } else if plain && last.mode == Mode::Bits64 && last.insn.code() == Code::Retnq {
         Exit::Ret { index: li }
+    } else if plain
+        && last.mode == Mode::Bits64
+        && last.insn.code() == Code::Jmp_rm64
+        && last.insn.op0_kind() == OpKind::Register
+    {
+        Exit::JmpReg {
+            src: GuestReg::from_iced(last.insn.op0_register())?,
+            index: li,
+        }
     } else {
         ops.push(lower_one(last, li));
         Exit::Fallthrough {
@@ -572,12 +699,62 @@ fn lower_one(d: &DecodedInsn, index: u32) -> Op {
     if d.invalid.is_some() || d.class.needs_ring_layer() || d.class.contains(Class::INVALID) {
         return Op::Helper { index };
     }
-    lower_alu(&d.insn)
+    lower_nop(&d.insn)
+        .or_else(|| lower_alu(&d.insn))
         .or_else(|| lower_shift(&d.insn, index))
         .or_else(|| lower_misc(&d.insn))
+        .or_else(|| lower_muldiv(&d.insn, index))
         .or_else(|| lower_lea(&d.insn))
         .or_else(|| lower_mem(&d.insn, d.mode, index))
         .unwrap_or(Op::Helper { index })
+}
+
+/// The no-op forms of [`Op::Nop`], and the accumulator forms CBW / CWDE / CDQE (as
+/// [`Op::Movx`]) and CWD / CDQ / CQO ([`Op::SignFill`]).
+fn lower_nop(insn: &Instruction) -> Option<Op> {
+    use Mnemonic as M;
+    if insn.has_lock_prefix() {
+        return None;
+    }
+    let acc = |size: u8| GuestReg {
+        index: 0,
+        size,
+        high: false,
+    };
+    Some(match insn.mnemonic() {
+        M::Nop
+        | M::Pause
+        | M::Lfence
+        | M::Mfence
+        | M::Sfence
+        | M::Prefetch
+        | M::Prefetchnta
+        | M::Prefetcht0
+        | M::Prefetcht1
+        | M::Prefetcht2
+        | M::Prefetchw
+        | M::Endbr32
+        | M::Endbr64 => Op::Nop,
+        M::Cbw => Op::Movx {
+            dst: acc(2),
+            src: acc(1),
+            sign: true,
+        },
+        M::Cwde => Op::Movx {
+            dst: acc(4),
+            src: acc(2),
+            sign: true,
+        },
+        M::Cdqe => Op::Movx {
+            dst: acc(8),
+            src: acc(4),
+            sign: true,
+        },
+        M::Cwd => Op::SignFill { size: 2 },
+        M::Cdq => Op::SignFill { size: 4 },
+        M::Cqo => Op::SignFill { size: 8 },
+        _ => return None,
+    })
 }
 
 /// SHL / SAL / SHR / SAR / ROL / ROR of a register by an immediate, the implicit 1 or CL.
@@ -647,6 +824,14 @@ fn lower_misc(insn: &Instruction) -> Option<Op> {
             (b.size == dst.size).then_some(Op::Xchg { a: dst, b })
         }
         M::Bswap if n == 1 && dst.size >= 4 => Some(Op::Bswap { dst }),
+        M::Bsf | M::Tzcnt | M::Bsr | M::Lzcnt if n == 2 && dst.size >= 2 => {
+            let src = reg1()?;
+            (src.size == dst.size).then_some(Op::BitScan {
+                reverse: matches!(m, M::Bsr | M::Lzcnt),
+                dst,
+                src,
+            })
+        }
         M::Bt if n == 2 && dst.size >= 2 => {
             let src = match insn.op1_kind() {
                 OpKind::Register => {
@@ -726,6 +911,23 @@ fn lower_misc(insn: &Instruction) -> Option<Op> {
         }
         _ => None,
     }
+}
+
+/// One-operand MUL / IMUL / DIV / IDIV by a 32- or 64-bit register ([`Op::MulDiv`]).
+fn lower_muldiv(insn: &Instruction, index: u32) -> Option<Op> {
+    use Mnemonic as M;
+    if insn.has_lock_prefix() || insn.op_count() != 1 || insn.op0_kind() != OpKind::Register {
+        return None;
+    }
+    let op = match insn.mnemonic() {
+        M::Mul => MulDivOp::Mul,
+        M::Imul => MulDivOp::Imul,
+        M::Div => MulDivOp::Div,
+        M::Idiv => MulDivOp::Idiv,
+        _ => return None,
+    };
+    let src = GuestReg::from_iced(insn.op0_register())?;
+    (src.size >= 4).then_some(Op::MulDiv { op, src, index })
 }
 
 fn alu_op(m: Mnemonic) -> Option<AluOp> {

@@ -20,7 +20,9 @@ use crate::abi::{
     OFFSET_JC_RIP, OFFSET_JC_TAG, OFFSET_JTLB_ADDEND, OFFSET_JTLB_READ, OFFSET_JTLB_WRITE,
     OFFSET_RFLAGS, OFFSET_RIP, OFFSET_SEG,
 };
-use crate::ir::{AluOp, BlockIr, Cond, Exit, GuestReg, MemRef, Op, ShiftOp, Src};
+use crate::ir::{
+    flags_needed, AluOp, BlockIr, Cond, Exit, GuestReg, MemRef, MulDivOp, Op, ShiftOp, Src,
+};
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
@@ -135,11 +137,14 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         }
         _ => false,
     };
+    // Ops whose flags nothing observes skip computing them (see `flags_needed`).
+    let need = flags_needed(ir);
     for (i, op) in ir.ops.iter().enumerate() {
+        let need = need[i];
         match *op {
             Op::Alu { op, dst, src } => {
                 let fused = fuse && i + 1 == n_ops;
-                alu(&mut a, op, dst, src, !fused);
+                alu(&mut a, op, dst, src, need || fused, need && !fused);
             }
             Op::Lea {
                 dst,
@@ -159,7 +164,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                     ; jnz =>synced
                 );
             }
-            Op::Shift { op, dst, count } => shift(&mut a, op, dst, Some(count)),
+            Op::Shift { op, dst, count } => shift(&mut a, op, dst, Some(count), need),
             Op::ShiftCl { op, dst, index } => {
                 let done = a.new_dynamic_label();
                 let helper = a.new_dynamic_label();
@@ -175,7 +180,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             }
             Op::Cmov { cond, dst, src } => cmov(&mut a, cond, dst, src),
             Op::Setcc { cond, dst } => setcc(&mut a, cond, dst),
-            Op::Imul { dst, src, imm } => imul(&mut a, dst, src, imm),
+            Op::Imul { dst, src, imm } => imul(&mut a, dst, src, imm, need),
             Op::Movx { dst, src, sign } => movx(&mut a, dst, src, sign),
             Op::Xchg { a: x, b: y } => {
                 load(&mut a, 0, x);
@@ -195,6 +200,25 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 store(&mut a, dst);
             }
             Op::Bt { dst, src } => bt(&mut a, dst, src),
+            Op::Nop => {}
+            Op::SignFill { size } => sign_fill(&mut a, size),
+            Op::BitScan { reverse, dst, src } => bit_scan(&mut a, reverse, dst, src),
+            Op::MulDiv { op, src, index } => {
+                let done = a.new_dynamic_label();
+                let helper = a.new_dynamic_label();
+                mul_div(&mut a, op, src, helper);
+                dynasm!(a ; .arch x64 ; =>done);
+                if matches!(op, MulDivOp::Div | MulDivOp::Idiv) {
+                    slow.push(Slow {
+                        fill: helper,
+                        helper,
+                        retry: done,
+                        done,
+                        kind: 0,
+                        index,
+                    });
+                }
+            }
             Op::Load {
                 dst,
                 mem,
@@ -232,7 +256,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                     2 => dynasm!(a ; .arch x64 ; movzx ecx, WORD [rsi]),
                     _ => dynasm!(a ; .arch x64 ; movzx ecx, BYTE [rsi]),
                 }
-                alu_core(&mut a, op, dst, true);
+                alu_core(&mut a, op, dst, need, need);
                 dynasm!(a ; .arch x64 ; =>s);
             }
             Op::AluStore {
@@ -249,13 +273,15 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                     Src::None => {}
                 }
                 alu_op(&mut a, op, mem.size);
-                if op.captured_flags() != 0 {
+                if need && op.captured_flags() != 0 {
                     dynasm!(a ; .arch x64 ; pushfq ; pop rdx);
                 }
                 if op.writes_dst() {
                     store_host(&mut a, mem.size);
                 }
-                merge_flags(&mut a, op);
+                if need {
+                    merge_flags(&mut a, op);
+                }
                 dynasm!(a ; .arch x64 ; =>s);
             }
             Op::Push { src, index } => {
@@ -320,6 +346,36 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             exit_to(&mut a, ir, target, n, body, epilogue, &mut cx);
             // The slow path's helper ran the CALL and left the block (RIP changed).
             dynasm!(a ; .arch x64 ; =>s ; jmp =>synced);
+        }
+        Exit::JmpReg { src, index } => {
+            let helper = a.new_dynamic_label();
+            let done = a.new_dynamic_label();
+            // SDM Vol. 2A "JMP": a non-canonical target is #GP(0) (helper).
+            dynasm!(a
+                ; .arch x64
+                ; mov rcx, QWORD [rbx + src.offset()]
+                ; mov rdx, rcx
+                ; shl rdx, 16
+                ; sar rdx, 16
+                ; cmp rdx, rcx
+                ; jne =>helper
+                ; mov QWORD [rbx + RIP], rcx
+            );
+            if chain {
+                dynasm!(a ; .arch x64 ; add r13, n ; jmp =>jc);
+            } else {
+                dynasm!(a ; .arch x64 ; lea rax, [r13 + n] ; jmp =>epilogue);
+            }
+            // The helper ran the JMP (or raised the fault) and left the block.
+            dynasm!(a ; .arch x64 ; =>done ; jmp =>synced);
+            slow.push(Slow {
+                fill: helper,
+                helper,
+                retry: done,
+                done,
+                kind: 0,
+                index,
+            });
         }
         Exit::Ret { index } => {
             let retry = a.new_dynamic_label();
@@ -633,17 +689,18 @@ macro_rules! unop {
 
 /// One native ALU op. With `merge`, the captured flags are merged into the guest RFLAGS;
 /// without, they are left in rdx and the host flags stay live (for a fused Jcc).
-fn alu(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, merge: bool) {
+fn alu(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, capture: bool, merge: bool) {
     match src {
         Src::Reg(s) => load(a, 1, s),
         Src::Imm(v) => dynasm!(a ; .arch x64 ; mov rcx, QWORD v as i64),
         Src::None => {}
     }
-    alu_core(a, op, dst, merge);
+    alu_core(a, op, dst, capture, merge);
 }
 
-/// `dst op= rcx` (the source already in rcx; unused by unary ops).
-fn alu_core(a: &mut Asm, op: AluOp, dst: GuestReg, merge: bool) {
+/// `dst op= rcx` (the source already in rcx; unused by unary ops). With `capture` the host
+/// flags are saved in rdx; with `merge` they are also written to the guest RFLAGS.
+fn alu_core(a: &mut Asm, op: AluOp, dst: GuestReg, capture: bool, merge: bool) {
     let size = dst.size;
     if op == AluOp::Mov {
         dynasm!(a ; .arch x64 ; mov rax, rcx);
@@ -655,7 +712,7 @@ fn alu_core(a: &mut Asm, op: AluOp, dst: GuestReg, merge: bool) {
     }
     load(a, 0, dst);
     alu_op(a, op, size);
-    if op.captured_flags() != 0 {
+    if capture && op.captured_flags() != 0 {
         dynasm!(a ; .arch x64 ; pushfq ; pop rdx);
     }
     if op.writes_dst() {
@@ -668,7 +725,7 @@ fn alu_core(a: &mut Asm, op: AluOp, dst: GuestReg, merge: bool) {
 
 /// A register shift or rotate by a constant (`Some`) or by the masked CL already in ecx
 /// and known to be non-zero (`None`); flags as `Op::Shift` documents.
-fn shift(a: &mut Asm, op: ShiftOp, dst: GuestReg, count: Option<u8>) {
+fn shift(a: &mut Asm, op: ShiftOp, dst: GuestReg, count: Option<u8>, flags: bool) {
     use crate::abi::flags as f;
     load(a, 0, dst);
     macro_rules! sh {
@@ -691,6 +748,10 @@ fn shift(a: &mut Asm, op: ShiftOp, dst: GuestReg, count: Option<u8>) {
         ShiftOp::Sar => sh!(sar),
         ShiftOp::Rol => sh!(rol),
         ShiftOp::Ror => sh!(ror),
+    }
+    if !flags {
+        store(a, dst);
+        return;
     }
     if op.is_rotate() {
         store(a, dst);
@@ -799,7 +860,7 @@ fn shift_cl(a: &mut Asm, op: ShiftOp, dst: GuestReg, helper: DynamicLabel, done:
             ; jae =>helper
         );
     }
-    shift(a, op, dst, None);
+    shift(a, op, dst, None, true);
     dynasm!(a ; .arch x64 ; jmp =>done ; zero:);
     if dst.size == 4 {
         let off = dst.offset();
@@ -870,7 +931,7 @@ fn setcc(a: &mut Asm, cond: Cond, dst: GuestReg) {
 
 /// IMUL r, r / r, r, imm: host IMUL for the value, CF and OF; SF, ZF, PF from a TEST of the
 /// truncated result; AF cleared.
-fn imul(a: &mut Asm, dst: GuestReg, src: GuestReg, imm: Option<u64>) {
+fn imul(a: &mut Asm, dst: GuestReg, src: GuestReg, imm: Option<u64>, flags: bool) {
     use crate::abi::flags as f;
     match imm {
         None => {
@@ -881,6 +942,15 @@ fn imul(a: &mut Asm, dst: GuestReg, src: GuestReg, imm: Option<u64>) {
             load(a, 0, src);
             dynasm!(a ; .arch x64 ; mov rcx, QWORD v as i64);
         }
+    }
+    if !flags {
+        match dst.size {
+            8 => dynasm!(a ; .arch x64 ; imul rax, rcx),
+            4 => dynasm!(a ; .arch x64 ; imul eax, ecx),
+            _ => dynasm!(a ; .arch x64 ; imul ax, cx),
+        }
+        store(a, dst);
+        return;
     }
     match dst.size {
         8 => dynasm!(a ; .arch x64 ; imul rax, rcx ; pushfq ; pop rdx ; test rax, rax),
@@ -923,6 +993,149 @@ fn movx(a: &mut Asm, dst: GuestReg, src: GuestReg, sign: bool) {
         dynasm!(a ; .arch x64 ; mov eax, eax);
     }
     store(a, dst);
+}
+
+/// CWD / CDQ / CQO: rDX = the sign of rAX, replicated (see `Op::SignFill`).
+fn sign_fill(a: &mut Asm, size: u8) {
+    let rax = GuestReg {
+        index: 0,
+        size,
+        high: false,
+    };
+    let rdx = GuestReg { index: 2, ..rax };
+    load(a, 0, rax);
+    match size {
+        8 => dynasm!(a ; .arch x64 ; sar rax, 63),
+        4 => dynasm!(a ; .arch x64 ; sar eax, 31),
+        _ => dynasm!(a ; .arch x64 ; sar ax, 15),
+    }
+    store(a, rdx);
+}
+
+/// BSF / BSR r, r (see `Op::BitScan`).
+fn bit_scan(a: &mut Asm, reverse: bool, dst: GuestReg, src: GuestReg) {
+    let zf = crate::abi::flags::ZF as i32;
+    load(a, 1, src);
+    match src.size {
+        8 => dynasm!(a ; .arch x64 ; test rcx, rcx),
+        4 => dynasm!(a ; .arch x64 ; test ecx, ecx),
+        _ => dynasm!(a ; .arch x64 ; test cx, cx),
+    }
+    dynasm!(a ; .arch x64 ; jz >zero);
+    match (reverse, src.size) {
+        (false, 8) => dynasm!(a ; .arch x64 ; bsf rax, rcx),
+        (false, 4) => dynasm!(a ; .arch x64 ; bsf eax, ecx),
+        (false, _) => dynasm!(a ; .arch x64 ; bsf ax, cx),
+        (true, 8) => dynasm!(a ; .arch x64 ; bsr rax, rcx),
+        (true, 4) => dynasm!(a ; .arch x64 ; bsr eax, ecx),
+        (true, _) => dynasm!(a ; .arch x64 ; bsr ax, cx),
+    }
+    store(a, dst);
+    dynasm!(a
+        ; .arch x64
+        ; and QWORD [rbx + RFLAGS], !zf
+        ; jmp >done
+        ; zero:
+        ; or QWORD [rbx + RFLAGS], zf
+        ; done:
+    );
+}
+
+/// One-operand MUL / IMUL / DIV / IDIV (see `Op::MulDiv`); divides jump to `helper` for
+/// every case the host instruction could fault on (or the quotient might not fit).
+fn mul_div(a: &mut Asm, op: MulDivOp, src: GuestReg, helper: DynamicLabel) {
+    use crate::abi::flags as f;
+    let q = src.size == 8;
+    let rax_off = GuestReg {
+        index: 0,
+        size: 8,
+        high: false,
+    }
+    .offset();
+    let rdx_off = rax_off + 2 * 8;
+    if q {
+        dynasm!(a ; .arch x64 ; mov rcx, QWORD [rbx + src.offset()] ; mov rax, QWORD [rbx + rax_off]);
+    } else {
+        dynasm!(a ; .arch x64 ; mov ecx, DWORD [rbx + src.offset()] ; mov eax, DWORD [rbx + rax_off]);
+    }
+    match op {
+        MulDivOp::Mul | MulDivOp::Imul => {
+            match (op, q) {
+                (MulDivOp::Mul, true) => dynasm!(a ; .arch x64 ; mul rcx),
+                (MulDivOp::Mul, false) => dynasm!(a ; .arch x64 ; mul ecx),
+                (_, true) => dynasm!(a ; .arch x64 ; imul rcx),
+                (_, false) => dynasm!(a ; .arch x64 ; imul ecx),
+            }
+            // CF / OF from the multiply; SF / ZF / PF of the low half; AF = 0 (muldiv.rs).
+            dynasm!(a ; .arch x64 ; pushfq ; pop r8 ; mov QWORD [rbx + rax_off], rax ; mov QWORD [rbx + rdx_off], rdx);
+            if q {
+                dynasm!(a ; .arch x64 ; test rax, rax);
+            } else {
+                dynasm!(a ; .arch x64 ; test eax, eax);
+            }
+            let co = (f::CF | f::OF) as i32;
+            let szp = (f::SF | f::ZF | f::PF) as i32;
+            let keep = !(f::STATUS as i32);
+            dynasm!(a
+                ; .arch x64
+                ; pushfq
+                ; pop r9
+                ; and r8d, co
+                ; and r9d, szp
+                ; or r8d, r9d
+                ; mov r10, QWORD [rbx + RFLAGS]
+                ; and r10, keep
+                ; or r10, r8
+                ; mov QWORD [rbx + RFLAGS], r10
+            );
+        }
+        MulDivOp::Div | MulDivOp::Idiv => {
+            if q {
+                dynasm!(a ; .arch x64 ; mov rdx, QWORD [rbx + rdx_off] ; test rcx, rcx ; jz =>helper);
+            } else {
+                dynasm!(a ; .arch x64 ; mov edx, DWORD [rbx + rdx_off] ; test ecx, ecx ; jz =>helper);
+            }
+            match (op, q) {
+                // The quotient fits iff the high half is below the divisor.
+                (MulDivOp::Div, true) => {
+                    dynasm!(a ; .arch x64 ; cmp rdx, rcx ; jae =>helper ; div rcx)
+                }
+                (MulDivOp::Div, false) => {
+                    dynasm!(a ; .arch x64 ; cmp edx, ecx ; jae =>helper ; div ecx)
+                }
+                // Native only for a dividend that is rAX sign-extended, where the one
+                // quotient that does not fit is MIN / -1.
+                (_, true) => dynasm!(a
+                    ; .arch x64
+                    ; mov r8, rax
+                    ; sar r8, 63
+                    ; cmp r8, rdx
+                    ; jne =>helper
+                    ; cmp rcx, -1
+                    ; jne >go
+                    ; mov r8, QWORD i64::MIN
+                    ; cmp rax, r8
+                    ; je =>helper
+                    ; go:
+                    ; idiv rcx
+                ),
+                (_, false) => dynasm!(a
+                    ; .arch x64
+                    ; mov r8d, eax
+                    ; sar r8d, 31
+                    ; cmp r8d, edx
+                    ; jne =>helper
+                    ; cmp ecx, -1
+                    ; jne >go
+                    ; cmp eax, i32::MIN
+                    ; je =>helper
+                    ; go:
+                    ; idiv ecx
+                ),
+            }
+            dynasm!(a ; .arch x64 ; mov QWORD [rbx + rax_off], rax ; mov QWORD [rbx + rdx_off], rdx);
+        }
+    }
 }
 
 /// BT r, r / BT r, imm8: CF = the selected bit; other flags unchanged.

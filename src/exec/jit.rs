@@ -240,6 +240,9 @@ pub struct JitEngine {
     jc_last: Option<(JcCtx, u64)>,
     /// Last tag issued (tags are never reused, so a stale entry can never match).
     jc_next: u64,
+    /// Helper calls (instructions run through the interpreter's semantics from compiled code),
+    /// indexed by `iced_x86::Code as usize` (instruction form): shows which instructions to emit natively next.
+    pub helper_calls: Vec<u64>,
 }
 
 /// What the helper needs, behind `JitEnv::user`.
@@ -255,6 +258,8 @@ struct HelperCtx<'c, 'a, P: Platform + ?Sized> {
     shutdown: bool,
     /// Why the helper made the block exit (when it did).
     exit: ExitReason,
+    /// `JitEngine::helper_calls`.
+    helper_calls: &'c mut [u64],
 }
 
 impl JitEngine {
@@ -274,6 +279,7 @@ impl JitEngine {
             jc_tags: HashMap::new(),
             jc_last: None,
             jc_next: 0,
+            helper_calls: vec![0; iced_x86::Code::values().len()],
         })
     }
 
@@ -719,6 +725,7 @@ impl JitEngine {
             entry_icount,
             shutdown: false,
             exit: ExitReason::End,
+            helper_calls: &mut self.helper_calls,
         };
         let mut env = jit::abi::JitEnv {
             helper: helper::<P> as jit::x64::HelperFn as usize,
@@ -852,6 +859,9 @@ unsafe extern "sysv64" fn helper<P: Platform + ?Sized>(
     };
     let i = index as usize;
     let ins = &block.insns[i];
+    if let Some(c) = h.helper_calls.get_mut(ins.insn.code() as usize) {
+        *c += 1;
+    }
     let ctx = &mut *h.ctx;
     ctx.cpu.icount = h.entry_icount + done + index;
     ctx.cpu.s.rip = ins.insn.ip();

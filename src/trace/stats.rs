@@ -154,3 +154,34 @@ pub fn jit_report(j: &crate::exec::jit::JitStats) -> String {
     );
     s
 }
+
+/// The JIT's helper calls by instruction form (`JitEngine::helper_calls`, indexed by
+/// `iced_x86::Code`), most frequent first: the
+/// instructions compiled code ran through the interpreter's semantic functions, i.e. what to
+/// emit natively next. At most `top` lines; empty when there were none.
+pub fn jit_helper_report(calls: &[u64], top: usize) -> String {
+    let mut v: Vec<(usize, u64)> = calls
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|&(_, c)| c > 0)
+        .collect();
+    if v.is_empty() {
+        return String::new();
+    }
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let total: u64 = v.iter().map(|&(_, c)| c).sum();
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "  jit: helper calls       {total} (by instruction form, top {top}):"
+    );
+    for &(m, c) in v.iter().take(top) {
+        let name = iced_x86::Code::values()
+            .nth(m)
+            .map(|m| format!("{m:?}"))
+            .unwrap_or_else(|| format!("#{m}"));
+        let _ = writeln!(s, "    {name:<24} {c:>14} ({})", pct(c, total - c));
+    }
+    s
+}
