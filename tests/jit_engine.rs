@@ -227,6 +227,22 @@ fn flags_before_a_faulting_access_are_exact_even_when_later_overwritten() {
 }
 
 #[test]
+fn registers_cached_in_host_registers_see_pop_push_mul_and_div_writes() {
+    // 64-bit: mov eax, 5; push rax; mov ecx, 1; add ecx, ecx; pop rcx; add rcx, rcx;
+    // add rcx, rcx (RCX used often enough to live in a host register, then written by POP);
+    // mov edx, 7; mul rcx; add rax, rax; add rdx, rdx; hlt.
+    let code = [
+        0xb8, 5, 0, 0, 0, 0x50, 0xb9, 1, 0, 0, 0, 0x01, 0xc9, 0x59, 0x48, 0x01, 0xc9, 0x48, 0x01,
+        0xc9, 0xba, 7, 0, 0, 0, 0x48, 0xf7, 0xe1, 0x48, 0x01, 0xc0, 0x48, 0x01, 0xd2, 0xf4,
+    ];
+    let (i, _) = both(TestMode::Long64, &code, 1000);
+    assert_eq!(i.cpu.s.gpr[1], 20, "RCX after POP and two doublings");
+    assert_eq!(i.cpu.s.gpr[0], 200, "RAX = 2 * (5 * 20)");
+    assert_eq!(i.cpu.s.gpr[2], 0, "RDX = 2 * high half");
+    check_lockstep(TestMode::Long64, &code, 1000);
+}
+
+#[test]
 fn memory_and_call_ret_loops_match() {
     // 32-bit: mov ecx, 300; mov esi, 0x20000; L: mov eax, [esi]; add eax, ecx; mov [esi+4], eax;
     // call F; dec ecx; jnz L; hlt; F: add edx, eax; ret

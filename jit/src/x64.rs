@@ -116,16 +116,23 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         exits: &mut exits,
         jc,
     };
+    CACHED.with(|c| c.set(choose_cache(ir)));
+    // Six pushes and 8 more bytes keep rsp 16-byte aligned at the calls of the helpers.
     dynasm!(a
         ; .arch x64
         ; push rbx
         ; push r12
         ; push r13
+        ; push rbp
+        ; push r14
+        ; push r15
+        ; sub rsp, 8
         ; mov rbx, rdi
         ; mov r12, rsi
         ; xor r13d, r13d
         ; =>body
     );
+    reload_all(&mut a);
     let n_ops = ir.ops.len();
     // A Jcc directly after a native op that defines every flag it reads branches on the live
     // host flags (not after INC/DEC for a CF condition: the host CF is not the guest's there).
@@ -161,6 +168,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                     ; test rax, rax
                     ; jnz =>synced
                 );
+                reload_all(&mut a);
             }
             Op::Shift { op, dst, count } => shift(&mut a, op, dst, Some(count), need),
             Op::ShiftCl { op, dst, index } => {
@@ -300,8 +308,9 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                     ; .arch x64
                     ; mov QWORD [rsi], rcx
                     ; sub QWORD [rbx + RSP], 8
-                    ; =>s
                 );
+                refresh(&mut a, 4);
+                dynasm!(a ; .arch x64 ; =>s);
             }
             Op::Pop { dst, index } => {
                 let retry = a.new_dynamic_label();
@@ -317,8 +326,10 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                     ; mov rcx, QWORD [rsi]
                     ; add QWORD [rbx + RSP], 8
                     ; mov QWORD [rbx + off], rcx
-                    ; =>s
                 );
+                refresh(&mut a, 4);
+                refresh(&mut a, dst.index);
+                dynasm!(a ; .arch x64 ; =>s);
             }
         }
     }
@@ -442,6 +453,10 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 ; mov rsi, rax
                 ; mov edx, sl.kind as i32
                 ; call QWORD [r12 + FILL]
+            );
+            reload_all(&mut a);
+            dynasm!(a
+                ; .arch x64
                 ; test rax, rax
                 ; jz =>sl.retry
             );
@@ -455,9 +470,11 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             ; call QWORD [r12 + HELPER]
             ; test rax, rax
             ; jnz =>synced
-            ; jmp =>sl.done
         );
+        reload_all(&mut a);
+        dynasm!(a ; .arch x64 ; jmp =>sl.done);
     }
+    CACHED.with(|c| c.set([UNCACHED; 16]));
     // Jump-cache probe (see `JcEntry`): rcx = RIP (already in the state), r13 = instructions
     // retired in this invocation. A hit continues at the block's chained entry; a miss
     // returns the count to the driver.
@@ -491,6 +508,10 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         ; plain:
         ; mov rax, QWORD EXIT_SYNCED as i64
         ; =>epilogue
+        ; add rsp, 8
+        ; pop r15
+        ; pop r14
+        ; pop rbp
         ; pop r13
         ; pop r12
         ; pop rbx
@@ -631,7 +652,149 @@ fn jcc(a: &mut Asm, c: Cond, l: DynamicLabel) {
 }
 
 /// Loads guest register `r` into rax (`dst == 0`) or rcx (`dst == 1`) at its width.
+/// Host registers that may cache guest GPRs within a block: rbp, r14, r15 (saved by the
+/// prologue) and r8..r11 (clobbered by calls, so reloaded after each).
+const CACHE_HOST: [u8; 7] = [5, 14, 15, 8, 9, 10, 11];
+/// "Not cached" in [`CACHED`].
+const UNCACHED: u8 = 0xff;
+
+thread_local! {
+    /// Host register holding each guest GPR (by index) in the block being emitted, or
+    /// [`UNCACHED`]. Set by [`emit_block`] for the duration of one emission.
+    ///
+    /// The cache is write-through: `CpuState` always holds the current value (helpers, slow
+    /// paths, exits and the interpreter see the exact state without a write-back), and the
+    /// host register is an up-to-date copy that native code reads instead of memory, which
+    /// takes the store-to-load forwarding latency off dependent guest instructions. Copies
+    /// are (re)loaded at the block body, after every call out of generated code and after
+    /// every direct write to a cached register's slot.
+    static CACHED: std::cell::Cell<[u8; 16]> = const { std::cell::Cell::new([UNCACHED; 16]) };
+}
+
+fn cached(index: u8) -> Option<u8> {
+    let h = CACHED.with(|c| c.get())[usize::from(index & 15)];
+    (h != UNCACHED).then_some(h)
+}
+
+fn gpr_off(index: u8) -> i32 {
+    (OFFSET_GPR + usize::from(index) * 8) as i32
+}
+
+/// Reloads the host copy of guest GPR `index` from `CpuState` (after a direct write).
+fn refresh(a: &mut Asm, index: u8) {
+    if let Some(h) = cached(index) {
+        let off = gpr_off(index);
+        dynasm!(a ; .arch x64 ; mov Rq(h), QWORD [rbx + off]);
+    }
+}
+
+/// Reloads every cached guest GPR (block body, after calls). Does not touch the flags.
+fn reload_all(a: &mut Asm) {
+    for i in 0..16u8 {
+        refresh(a, i);
+    }
+}
+
+/// Picks the guest GPRs to cache in `ir`: the most used ones, at least two uses each.
+fn choose_cache(ir: &BlockIr) -> [u8; 16] {
+    let mut uses = [0u32; 16];
+    let mut add = |r: GuestReg| {
+        if !r.high {
+            uses[usize::from(r.index & 15)] += 1;
+        }
+    };
+    let full = |i: u8| GuestReg {
+        index: i,
+        size: 8,
+        high: false,
+    };
+    let mem_regs = |m: &MemRef, add: &mut dyn FnMut(GuestReg)| {
+        if let Some(b) = m.base {
+            add(full(b));
+        }
+        if let Some((i, _)) = m.index {
+            add(full(i));
+        }
+    };
+    for op in &ir.ops {
+        match *op {
+            Op::Alu { dst, src, .. } => {
+                add(dst);
+                if let Src::Reg(r) = src {
+                    add(r);
+                }
+            }
+            Op::Lea {
+                dst, base, index, ..
+            } => {
+                add(dst);
+                if let Some(b) = base {
+                    add(full(b));
+                }
+                if let Some((i, _)) = index {
+                    add(full(i));
+                }
+            }
+            Op::Shift { dst, .. } | Op::Setcc { dst, .. } | Op::Bswap { dst } => add(dst),
+            Op::ShiftCl { dst, .. } => add(dst),
+            Op::Cmov { dst, src, .. }
+            | Op::Imul { dst, src, .. }
+            | Op::Movx { dst, src, .. }
+            | Op::BitScan { dst, src, .. } => {
+                add(dst);
+                add(src);
+            }
+            Op::Xchg { a: x, b: y } => {
+                add(x);
+                add(y);
+            }
+            Op::Bt { dst, src } => {
+                add(dst);
+                if let Src::Reg(r) = src {
+                    add(r);
+                }
+            }
+            Op::Load { dst, ref mem, .. } | Op::AluLoad { dst, ref mem, .. } => {
+                add(dst);
+                mem_regs(mem, &mut add);
+            }
+            Op::Store { src, ref mem, .. } | Op::AluStore { src, ref mem, .. } => {
+                if let Src::Reg(r) = src {
+                    add(r);
+                }
+                mem_regs(mem, &mut add);
+            }
+            Op::MulDiv { src, .. } => add(src),
+            Op::Push { .. }
+            | Op::Pop { .. }
+            | Op::SignFill { .. }
+            | Op::Nop
+            | Op::Helper { .. } => {}
+        }
+    }
+    let mut order: Vec<u8> = (0..16u8).filter(|&i| uses[usize::from(i)] >= 2).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(uses[usize::from(i)]));
+    let mut map = [UNCACHED; 16];
+    for (i, h) in order.into_iter().zip(CACHE_HOST) {
+        map[usize::from(i)] = h;
+    }
+    map
+}
+
 fn load(a: &mut Asm, host: u8, r: GuestReg) {
+    if let (Some(h), false) = (cached(r.index), r.high) {
+        match (host, r.size) {
+            (0, 8) => dynasm!(a ; .arch x64 ; mov rax, Rq(h)),
+            (0, 4) => dynasm!(a ; .arch x64 ; mov eax, Rd(h)),
+            (0, 2) => dynasm!(a ; .arch x64 ; mov ax, Rw(h)),
+            (0, _) => dynasm!(a ; .arch x64 ; mov al, Rb(h)),
+            (_, 8) => dynasm!(a ; .arch x64 ; mov rcx, Rq(h)),
+            (_, 4) => dynasm!(a ; .arch x64 ; mov ecx, Rd(h)),
+            (_, 2) => dynasm!(a ; .arch x64 ; mov cx, Rw(h)),
+            (_, _) => dynasm!(a ; .arch x64 ; mov cl, Rb(h)),
+        }
+        return;
+    }
     let off = r.offset();
     match (host, r.size) {
         (0, 8) => dynasm!(a ; .arch x64 ; mov rax, QWORD [rbx + off]),
@@ -653,6 +816,14 @@ fn store(a: &mut Asm, r: GuestReg) {
         8 | 4 => dynasm!(a ; .arch x64 ; mov QWORD [rbx + off], rax),
         2 => dynasm!(a ; .arch x64 ; mov WORD [rbx + off], ax),
         _ => dynasm!(a ; .arch x64 ; mov BYTE [rbx + off], al),
+    }
+    if let Some(h) = cached(r.index) {
+        match (r.size, r.high) {
+            (_, true) => refresh(a, r.index),
+            (8 | 4, _) => dynasm!(a ; .arch x64 ; mov Rq(h), rax),
+            (2, _) => dynasm!(a ; .arch x64 ; mov Rw(h), ax),
+            _ => dynasm!(a ; .arch x64 ; mov Rb(h), al),
+        }
     }
 }
 
@@ -860,6 +1031,7 @@ fn shift_cl(a: &mut Asm, op: ShiftOp, dst: GuestReg, helper: DynamicLabel, done:
             ; mov eax, DWORD [rbx + off]
             ; mov QWORD [rbx + off], rax
         );
+        refresh(a, dst.index);
     }
     dynasm!(a ; .arch x64 ; =>done);
 }
@@ -1073,7 +1245,7 @@ fn mul_div(a: &mut Asm, op: MulDivOp, src: GuestReg, helper: DynamicLabel) {
                 (_, false) => dynasm!(a ; .arch x64 ; imul ecx),
             }
             // CF / OF from the multiply; SF / ZF / PF of the low half; AF = 0 (muldiv.rs).
-            dynasm!(a ; .arch x64 ; pushfq ; pop r8 ; mov QWORD [rbx + rax_off], rax ; mov QWORD [rbx + rdx_off], rdx);
+            dynasm!(a ; .arch x64 ; pushfq ; pop rsi ; mov QWORD [rbx + rax_off], rax ; mov QWORD [rbx + rdx_off], rdx);
             if q {
                 dynasm!(a ; .arch x64 ; test rax, rax);
             } else {
@@ -1085,15 +1257,17 @@ fn mul_div(a: &mut Asm, op: MulDivOp, src: GuestReg, helper: DynamicLabel) {
             dynasm!(a
                 ; .arch x64
                 ; pushfq
-                ; pop r9
-                ; and r8d, co
-                ; and r9d, szp
-                ; or r8d, r9d
-                ; mov r10, QWORD [rbx + RFLAGS]
-                ; and r10, keep
-                ; or r10, r8
-                ; mov QWORD [rbx + RFLAGS], r10
+                ; pop rdi
+                ; and esi, co
+                ; and edi, szp
+                ; or esi, edi
+                ; mov rcx, QWORD [rbx + RFLAGS]
+                ; and rcx, keep
+                ; or rcx, rsi
+                ; mov QWORD [rbx + RFLAGS], rcx
             );
+            refresh(a, 0);
+            refresh(a, 2);
         }
         MulDivOp::Div | MulDivOp::Idiv => {
             if q {
@@ -1113,23 +1287,23 @@ fn mul_div(a: &mut Asm, op: MulDivOp, src: GuestReg, helper: DynamicLabel) {
                 // quotient that does not fit is MIN / -1.
                 (_, true) => dynasm!(a
                     ; .arch x64
-                    ; mov r8, rax
-                    ; sar r8, 63
-                    ; cmp r8, rdx
+                    ; mov rsi, rax
+                    ; sar rsi, 63
+                    ; cmp rsi, rdx
                     ; jne =>helper
                     ; cmp rcx, -1
                     ; jne >go
-                    ; mov r8, QWORD i64::MIN
-                    ; cmp rax, r8
+                    ; mov rsi, QWORD i64::MIN
+                    ; cmp rax, rsi
                     ; je =>helper
                     ; go:
                     ; idiv rcx
                 ),
                 (_, false) => dynasm!(a
                     ; .arch x64
-                    ; mov r8d, eax
-                    ; sar r8d, 31
-                    ; cmp r8d, edx
+                    ; mov esi, eax
+                    ; sar esi, 31
+                    ; cmp esi, edx
                     ; jne =>helper
                     ; cmp ecx, -1
                     ; jne >go
@@ -1140,6 +1314,8 @@ fn mul_div(a: &mut Asm, op: MulDivOp, src: GuestReg, helper: DynamicLabel) {
                 ),
             }
             dynasm!(a ; .arch x64 ; mov QWORD [rbx + rax_off], rax ; mov QWORD [rbx + rdx_off], rdx);
+            refresh(a, 0);
+            refresh(a, 2);
         }
     }
 }
@@ -1232,10 +1408,16 @@ fn mem_access(
     let gpr = |i: u8| (OFFSET_GPR + usize::from(i) * 8) as i32;
     dynasm!(a ; .arch x64 ; mov rax, QWORD mem.disp as i64);
     if let Some(b) = mem.base {
-        dynasm!(a ; .arch x64 ; add rax, QWORD [rbx + gpr(b)]);
+        match cached(b) {
+            Some(h) => dynasm!(a ; .arch x64 ; add rax, Rq(h)),
+            None => dynasm!(a ; .arch x64 ; add rax, QWORD [rbx + gpr(b)]),
+        }
     }
     if let Some((i, scale)) = mem.index {
-        dynasm!(a ; .arch x64 ; mov rcx, QWORD [rbx + gpr(i)]);
+        match cached(i) {
+            Some(h) => dynasm!(a ; .arch x64 ; mov rcx, Rq(h)),
+            None => dynasm!(a ; .arch x64 ; mov rcx, QWORD [rbx + gpr(i)]),
+        }
         match scale {
             2 => dynasm!(a ; .arch x64 ; shl rcx, 1),
             4 => dynasm!(a ; .arch x64 ; shl rcx, 2),
@@ -1359,11 +1541,17 @@ fn lea(
     dynasm!(a ; .arch x64 ; mov rax, QWORD disp as i64);
     if let Some(b) = base {
         let off = gpr(b);
-        dynasm!(a ; .arch x64 ; add rax, QWORD [rbx + off]);
+        match cached(b) {
+            Some(h) => dynasm!(a ; .arch x64 ; add rax, Rq(h)),
+            None => dynasm!(a ; .arch x64 ; add rax, QWORD [rbx + off]),
+        }
     }
     if let Some((i, scale)) = index {
         let off = gpr(i);
-        dynasm!(a ; .arch x64 ; mov rcx, QWORD [rbx + off]);
+        match cached(i) {
+            Some(h) => dynasm!(a ; .arch x64 ; mov rcx, Rq(h)),
+            None => dynasm!(a ; .arch x64 ; mov rcx, QWORD [rbx + off]),
+        }
         match scale {
             2 => dynasm!(a ; .arch x64 ; shl rcx, 1),
             4 => dynasm!(a ; .arch x64 ; shl rcx, 2),
