@@ -681,6 +681,7 @@ fn gpr_off(index: u8) -> i32 {
 }
 
 /// Reloads the host copy of guest GPR `index` from `CpuState` (after a direct write).
+#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
 fn refresh(a: &mut Asm, index: u8) {
     if let Some(h) = cached(index) {
         let off = gpr_off(index);
@@ -781,6 +782,7 @@ fn choose_cache(ir: &BlockIr) -> [u8; 16] {
     map
 }
 
+#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
 fn load(a: &mut Asm, host: u8, r: GuestReg) {
     if let (Some(h), false) = (cached(r.index), r.high) {
         match (host, r.size) {
@@ -810,6 +812,7 @@ fn load(a: &mut Asm, host: u8, r: GuestReg) {
 
 /// Stores rax into guest register `r`; a 32-bit write stores all 64 bits (zero-extended, as
 /// the interpreter and 64-bit hardware do).
+#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
 fn store(a: &mut Asm, r: GuestReg) {
     let off = r.offset();
     match r.size {
@@ -1393,6 +1396,7 @@ fn store_host(a: &mut Asm, size: u8) {
 /// mode), probes the JIT TLB and leaves the host address in rsi. Returns the label that
 /// follows the access, which the caller binds after emitting it; misses and failed checks go
 /// to an out-of-line slow path (fill and retry, or the helper for the whole instruction).
+#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
 fn mem_access(
     a: &mut Asm,
     ir: &BlockIr,
@@ -1529,6 +1533,7 @@ fn probe_with(
 }
 
 /// LEA: the address sum in rax, masked to the address size, stored at the destination width.
+#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
 fn lea(
     a: &mut Asm,
     dst: GuestReg,
