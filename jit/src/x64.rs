@@ -855,12 +855,110 @@ macro_rules! unop {
 /// One native ALU op. With `merge`, the captured flags are merged into the guest RFLAGS;
 /// without, they are left in rdx and the host flags stay live (for a fused Jcc).
 fn alu(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, capture: bool, merge: bool) {
+    if alu_cached(a, op, dst, src, capture, merge) {
+        return;
+    }
     match src {
         Src::Reg(s) => load(a, 1, s),
         Src::Imm(v) => dynasm!(a ; .arch x64 ; mov rcx, QWORD v as i64),
         Src::None => {}
     }
     alu_core(a, op, dst, capture, merge);
+}
+
+/// The ALU op straight on the host registers caching the guest operands (no copies through
+/// rax / rcx), then the result written through to `CpuState`. Returns false (nothing
+/// emitted) unless the destination and a register source are cached and none is a high-byte
+/// register, or the source is an immediate that fits 32 bits sign-extended.
+#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
+fn alu_cached(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, capture: bool, merge: bool) -> bool {
+    let Some(d) = cached(dst.index).filter(|_| !dst.high) else {
+        return false;
+    };
+    enum S {
+        R(u8),
+        I(i32),
+        N,
+    }
+    let s = match src {
+        Src::Reg(r) if !r.high && r.size == dst.size => match cached(r.index) {
+            Some(h) => S::R(h),
+            None => return false,
+        },
+        Src::Imm(v) => match i32::try_from(v as i64) {
+            Ok(i) => S::I(i),
+            // 8/16-bit immediates: only the low bits matter.
+            Err(_) if dst.size <= 2 => S::I(v as u16 as i16 as i32),
+            Err(_) => return false,
+        },
+        Src::None => S::N,
+        Src::Reg(_) => return false,
+    };
+    if op == AluOp::Mov {
+        return false;
+    }
+    if matches!(op, AluOp::Adc | AluOp::Sbb) {
+        dynasm!(a ; .arch x64 ; bt QWORD [rbx + RFLAGS], 0);
+    }
+    macro_rules! bin {
+        ($m:ident) => {
+            match (dst.size, &s) {
+                (8, S::R(h)) => dynasm!(a ; .arch x64 ; $m Rq(d), Rq(*h)),
+                (4, S::R(h)) => dynasm!(a ; .arch x64 ; $m Rd(d), Rd(*h)),
+                (2, S::R(h)) => dynasm!(a ; .arch x64 ; $m Rw(d), Rw(*h)),
+                (_, S::R(h)) => dynasm!(a ; .arch x64 ; $m Rb(d), Rb(*h)),
+                (8, S::I(i)) => dynasm!(a ; .arch x64 ; $m Rq(d), DWORD *i),
+                (4, S::I(i)) => dynasm!(a ; .arch x64 ; $m Rd(d), DWORD *i),
+                (2, S::I(i)) => dynasm!(a ; .arch x64 ; $m Rw(d), WORD *i as i16),
+                (_, S::I(i)) => dynasm!(a ; .arch x64 ; $m Rb(d), BYTE *i as i8),
+                (_, S::N) => unreachable!("binary op without a source"),
+            }
+        };
+    }
+    macro_rules! un {
+        ($m:ident) => {
+            match dst.size {
+                8 => dynasm!(a ; .arch x64 ; $m Rq(d)),
+                4 => dynasm!(a ; .arch x64 ; $m Rd(d)),
+                2 => dynasm!(a ; .arch x64 ; $m Rw(d)),
+                _ => dynasm!(a ; .arch x64 ; $m Rb(d)),
+            }
+        };
+    }
+    if matches!(s, S::N) != matches!(op, AluOp::Inc | AluOp::Dec | AluOp::Neg | AluOp::Not) {
+        return false;
+    }
+    match op {
+        AluOp::Add => bin!(add),
+        AluOp::Adc => bin!(adc),
+        AluOp::Sub => bin!(sub),
+        AluOp::Sbb => bin!(sbb),
+        AluOp::Cmp => bin!(cmp),
+        AluOp::And => bin!(and),
+        AluOp::Or => bin!(or),
+        AluOp::Xor => bin!(xor),
+        AluOp::Test => bin!(test),
+        AluOp::Inc => un!(inc),
+        AluOp::Dec => un!(dec),
+        AluOp::Neg => un!(neg),
+        AluOp::Not => un!(not),
+        AluOp::Mov => unreachable!("handled above"),
+    }
+    if capture && op.captured_flags() != 0 {
+        dynasm!(a ; .arch x64 ; pushfq ; pop rdx);
+    }
+    if op.writes_dst() {
+        let off = dst.offset();
+        match dst.size {
+            8 | 4 => dynasm!(a ; .arch x64 ; mov QWORD [rbx + off], Rq(d)),
+            2 => dynasm!(a ; .arch x64 ; mov WORD [rbx + off], Rw(d)),
+            _ => dynasm!(a ; .arch x64 ; mov BYTE [rbx + off], Rb(d)),
+        }
+    }
+    if merge {
+        merge_flags(a, op);
+    }
+    true
 }
 
 /// `dst op= rcx` (the source already in rcx; unused by unary ops). With `capture` the host
@@ -1627,8 +1725,9 @@ mod tests {
         // Guest: L: dec ecx; cmp ecx, eax; jne L
         let h = host_asm(Mode::Bits32, &[0x49, 0x39, 0xc1, 0x75, 0xfb]);
         let text = h.join("\n");
-        assert!(h.iter().any(|l| l == "dec eax"), "{text}");
-        assert!(h.iter().any(|l| l == "sub eax,ecx"), "{text}");
+        // ECX and EAX live in host registers (used twice each): the ops work on those.
+        assert!(h.iter().any(|l| l.starts_with("dec ")), "{text}");
+        assert!(h.iter().any(|l| l.starts_with("cmp ")), "{text}");
         // DEC's flags are dead (the CMP overwrites all it writes): only the CMP's are captured.
         assert_eq!(h.iter().filter(|l| *l == "pushfq").count(), 1, "{text}");
         assert!(h.iter().any(|l| l.starts_with("jne ")), "{text}");
@@ -1650,7 +1749,7 @@ mod tests {
         );
         let text = h.join("\n");
         assert_eq!(h.iter().filter(|l| *l == "pushfq").count(), 2, "{text}");
-        let add = h.iter().position(|l| l == "add eax,ecx").expect("add");
+        let add = h.iter().position(|l| l.starts_with("add ")).expect("add");
         assert_ne!(h[add + 1], "pushfq", "{text}");
     }
 
