@@ -5,13 +5,15 @@
 //! instructions retired (RIP stored in `state`) or [`EXIT_SYNCED`].
 //!
 //! Register use: `rbx` = state, `r12` = env, `r13` = instructions retired by earlier loop
-//! iterations of this invocation; `rax`, `rcx`, `rdx` are scratch. Guest registers live in
-//! `CpuState` (each native op loads and stores them), so every guest instruction boundary is
-//! a precise state and a helper sees the exact architectural state.
+//! iterations of this invocation; `rax`, `rcx`, `rdx`, `rsi`, `rdi` are scratch; `rbp`, `r14`,
+//! `r15`, `r8`-`r11` hold copies of up to seven guest GPRs ([`CACHED`]). Guest registers are
+//! always current in `CpuState` (every write goes through to it), so every guest instruction
+//! boundary is a precise state and a helper sees the exact architectural state.
 //!
 //! Flags: a native ALU op runs the same host instruction on the guest values, so the host
 //! flags *are* the guest flags; they are captured with `pushfq` and merged into the eager
-//! guest RFLAGS. A Jcc right after such an op branches on the live host flags.
+//! guest RFLAGS, unless [`flags_needed`] shows nothing can observe them. A Jcc right after
+//! such an op branches on the live host flags.
 
 use crate::abi::{
     JitEnv, EXIT_SYNCED, JC_ENTRIES, JC_ENTRY_SHIFT, JTLB_ENTRIES, JTLB_ENTRY_SHIFT,
