@@ -244,7 +244,7 @@ pub struct CpuState {
     pub cr2: u64,
     pub cr3: u64,
     pub cr4: u64,
-    /// CR8 = TPR[7:4] (Intel SDM Vol. 3A §10.8.6.1).
+    /// CR8 = TPR\[7:4\] (Intel SDM Vol. 3A §10.8.6.1).
     pub cr8: u64,
     pub efer: u64,
     pub dr: [u64; 8],

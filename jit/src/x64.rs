@@ -6,7 +6,7 @@
 //!
 //! Register use: `rbx` = state, `r12` = env, `r13` = instructions retired by earlier loop
 //! iterations of this invocation; `rax`, `rcx`, `rdx`, `rsi`, `rdi` are scratch; `rbp`, `r14`,
-//! `r15`, `r8`-`r11` hold copies of up to seven guest GPRs ([`CACHED`]). Guest registers are
+//! `r15`, `r8`-`r11` hold copies of up to seven guest GPRs (`CACHED`). Guest registers are
 //! always current in `CpuState` (every write goes through to it), so every guest instruction
 //! boundary is a precise state and a helper sees the exact architectural state.
 //!
