@@ -243,6 +243,25 @@ fn registers_cached_in_host_registers_see_pop_push_mul_and_div_writes() {
 }
 
 #[test]
+fn scaled_index_loads_through_cached_registers_match() {
+    // 64-bit: lea rsi, [rip + 0x100]; mov ecx, 16; xor eax, eax;
+    // L: add eax, [rsi + rcx*4 + 8]; add rax, [rsi + rcx*8 - 16]; add eax, [rsi + rcx];
+    // dec ecx; jnz L; hlt. RSI, RCX and RAX live in host registers; the addresses are one LEA.
+    let code = [
+        0x48, 0x8d, 0x35, 0x00, 0x01, 0, 0, 0xb9, 16, 0, 0, 0, 0x31, 0xc0, 0x03, 0x44, 0x8e, 0x08,
+        0x48, 0x03, 0x44, 0xce, 0xf0, 0x03, 0x04, 0x0e, 0xff, 0xc9, 0x75, 0xf0, 0xf4,
+    ];
+    let mut code = code.to_vec();
+    code.resize(0x100 + 0x1a0, 0);
+    for (k, b) in code.iter_mut().enumerate().skip(0x107) {
+        *b = (k * 37 % 251) as u8;
+    }
+    let (i, _) = both(TestMode::Long64, &code, 10_000);
+    assert_eq!(i.cpu.s.gpr[1], 0, "loop ran to the end");
+    check_lockstep(TestMode::Long64, &code, 10_000);
+}
+
+#[test]
 fn memory_and_call_ret_loops_match() {
     // 32-bit: mov ecx, 300; mov esi, 0x20000; L: mov eax, [esi]; add eax, ecx; mov [esi+4], eax;
     // call F; dec ecx; jnz L; hlt; F: add edx, eax; ret

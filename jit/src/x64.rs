@@ -135,6 +135,9 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         ; =>body
     );
     reload_all(&mut a);
+    // Loop back edges come here: the cached copies are still current.
+    let hot = a.new_dynamic_label();
+    dynasm!(a ; .arch x64 ; =>hot);
     let n_ops = ir.ops.len();
     // A Jcc directly after a native op that defines every flag it reads branches on the live
     // host flags (not after INC/DEC for a CF condition: the host CF is not the guest's there).
@@ -337,8 +340,8 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
     }
     let n = ir.ninsns as i32;
     match ir.exit {
-        Exit::Fallthrough { next } => exit_to(&mut a, ir, next, n, body, epilogue, &mut cx),
-        Exit::Jump { target } => exit_to(&mut a, ir, target, n, body, epilogue, &mut cx),
+        Exit::Fallthrough { next } => exit_to(&mut a, ir, next, n, hot, epilogue, &mut cx),
+        Exit::Jump { target } => exit_to(&mut a, ir, target, n, hot, epilogue, &mut cx),
         Exit::Call { target, ret, index } => {
             let retry = a.new_dynamic_label();
             dynasm!(a
@@ -354,7 +357,8 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 ; mov QWORD [rsi], rcx
                 ; sub QWORD [rbx + RSP], 8
             );
-            exit_to(&mut a, ir, target, n, body, epilogue, &mut cx);
+            refresh(&mut a, 4);
+            exit_to(&mut a, ir, target, n, hot, epilogue, &mut cx);
             // The slow path's helper ran the CALL and left the block (RIP changed).
             dynasm!(a ; .arch x64 ; =>s ; jmp =>synced);
         }
@@ -437,12 +441,12 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             if let Some(op) = last_alu {
                 merge_flags(&mut a, op);
             }
-            exit_to(&mut a, ir, not_taken, n, body, epilogue, &mut cx);
+            exit_to(&mut a, ir, not_taken, n, hot, epilogue, &mut cx);
             dynasm!(a ; .arch x64 ; =>taken_l);
             if let Some(op) = last_alu {
                 merge_flags(&mut a, op);
             }
-            exit_to(&mut a, ir, taken, n, body, epilogue, &mut cx);
+            exit_to(&mut a, ir, taken, n, hot, epilogue, &mut cx);
         }
     }
     for sl in &slow {
@@ -1496,19 +1500,46 @@ fn store_host(a: &mut Asm, size: u8) {
 /// mode), probes the JIT TLB and leaves the host address in rsi. Returns the label that
 /// follows the access, which the caller binds after emitting it; misses and failed checks go
 /// to an out-of-line slow path (fill and retry, or the helper for the whole instruction).
+/// rax = base + index * scale + disp of `mem` in one LEA, when every register it names is
+/// cached in a host register and the displacement fits 32 bits sign-extended. Returns false
+/// (nothing emitted) otherwise.
 #[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
-fn mem_access(
-    a: &mut Asm,
-    ir: &BlockIr,
-    mem: &MemRef,
-    write: bool,
-    user: bool,
-    index: u32,
-    slow: &mut Vec<Slow>,
-) -> DynamicLabel {
-    let retry = a.new_dynamic_label();
-    let helper = a.new_dynamic_label();
-    dynasm!(a ; .arch x64 ; =>retry);
+fn effective_address_cached(a: &mut Asm, mem: &MemRef) -> bool {
+    let Ok(d) = i32::try_from(mem.disp as i64) else {
+        return false;
+    };
+    let b = match mem.base {
+        Some(r) => match cached(r) {
+            Some(h) => Some(h),
+            None => return false,
+        },
+        None => None,
+    };
+    let i = match mem.index {
+        Some((r, s)) => match cached(r) {
+            Some(h) => Some((h, s)),
+            None => return false,
+        },
+        None => None,
+    };
+    match (b, i) {
+        (Some(b), None) => dynasm!(a ; .arch x64 ; lea rax, [Rq(b) + d]),
+        (Some(b), Some((i, 1))) => dynasm!(a ; .arch x64 ; lea rax, [Rq(b) + Rq(i) + d]),
+        (Some(b), Some((i, 2))) => dynasm!(a ; .arch x64 ; lea rax, [Rq(b) + Rq(i) * 2 + d]),
+        (Some(b), Some((i, 4))) => dynasm!(a ; .arch x64 ; lea rax, [Rq(b) + Rq(i) * 4 + d]),
+        (Some(b), Some((i, _))) => dynasm!(a ; .arch x64 ; lea rax, [Rq(b) + Rq(i) * 8 + d]),
+        (None, Some((i, 1))) => dynasm!(a ; .arch x64 ; lea rax, [Rq(i) + d]),
+        (None, Some((i, 2))) => dynasm!(a ; .arch x64 ; lea rax, [Rq(i) * 2 + d]),
+        (None, Some((i, 4))) => dynasm!(a ; .arch x64 ; lea rax, [Rq(i) * 4 + d]),
+        (None, Some((i, _))) => dynasm!(a ; .arch x64 ; lea rax, [Rq(i) * 8 + d]),
+        (None, None) => return false,
+    }
+    true
+}
+
+/// rax = base + index * scale + disp of `mem` (64-bit sum, masked by the caller).
+#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
+fn address_sum(a: &mut Asm, mem: &MemRef) {
     let gpr = |i: u8| (OFFSET_GPR + usize::from(i) * 8) as i32;
     dynasm!(a ; .arch x64 ; mov rax, QWORD mem.disp as i64);
     if let Some(b) = mem.base {
@@ -1529,6 +1560,24 @@ fn mem_access(
             _ => {}
         }
         dynasm!(a ; .arch x64 ; add rax, rcx);
+    }
+}
+
+#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
+fn mem_access(
+    a: &mut Asm,
+    ir: &BlockIr,
+    mem: &MemRef,
+    write: bool,
+    user: bool,
+    index: u32,
+    slow: &mut Vec<Slow>,
+) -> DynamicLabel {
+    let retry = a.new_dynamic_label();
+    let helper = a.new_dynamic_label();
+    dynasm!(a ; .arch x64 ; =>retry);
+    if !effective_address_cached(a, mem) {
+        address_sum(a, mem);
     }
     match mem.addr_size {
         2 => dynasm!(a ; .arch x64 ; movzx eax, ax),
