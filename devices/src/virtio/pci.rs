@@ -409,12 +409,15 @@ impl<D: VirtioDevice> VirtioPci<D> {
         if touched(8, 12) {
             self.driver_feature_select = u32_at(8);
         }
-        if touched(12, 16) && self.status & status::FEATURES_OK == 0 {
+        // Feature words beyond the two the device has read as 0 and ignore writes
+        // (`32 * select` must not be computed for them: it overflows from 0x0800_0000 on).
+        if touched(12, 16)
+            && self.status & status::FEATURES_OK == 0
+            && self.driver_feature_select < 2
+        {
             let shift = 32 * self.driver_feature_select;
-            if shift < 64 {
-                self.driver_features = (self.driver_features & !(0xffff_ffffu64 << shift))
-                    | (u64::from(u32_at(12)) << shift);
-            }
+            self.driver_features = (self.driver_features & !(0xffff_ffffu64 << shift))
+                | (u64::from(u32_at(12)) << shift);
         }
         if touched(16, 18) {
             self.config_msix_vector = u16_at(16);
@@ -704,5 +707,81 @@ impl<D: VirtioDevice + 'static> crate::bus::MmioDevice for PciMmioWindow<D> {
     }
     fn write(&mut self, offset: u64, size: u8, value: u64) {
         self.with(offset, |d, o| d.bar_write(o, size, value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::irq::IrqLines;
+
+    #[derive(Debug)]
+    struct NoMsi;
+    impl MsiSink for NoMsi {
+        fn signal(&self, _addr: u64, _data: u32) {}
+    }
+
+    /// A device with one queue and one feature bit, no configuration.
+    #[derive(Debug)]
+    struct Dummy;
+    impl VirtioDevice for Dummy {
+        fn device_id(&self) -> u16 {
+            1
+        }
+        fn class(&self) -> [u8; 3] {
+            [0x02, 0, 0]
+        }
+        fn features(&self) -> u64 {
+            1 << 5
+        }
+        fn queue_max_sizes(&self) -> Vec<u16> {
+            vec![16]
+        }
+        fn read_config(&self, _offset: u64, data: &mut [u8]) {
+            data.fill(0);
+        }
+        fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+        fn process_queue(
+            &mut self,
+            _index: u16,
+            _queue: &mut SplitQueue,
+            _mem: &mut dyn GuestMemory,
+        ) -> Result<bool, QueueError> {
+            Ok(false)
+        }
+        fn reset(&mut self) {}
+    }
+
+    /// Found by the `virtio_net` fuzz target: a driver_feature_select of 0x0800_0000 or more
+    /// followed by a driver_feature write overflowed `32 * select` (a panic with overflow
+    /// checks; without them the write landed in feature word 0 or 1).
+    #[test]
+    fn driver_feature_write_with_a_huge_select_is_ignored() {
+        let mut dev = VirtioPci::new(Dummy, IrqLines::new().line(11), Box::new(NoMsi));
+        dev.assign_bar0(0xe200_0000);
+        dev.bar_write(0x14, 1, u64::from(status::ACKNOWLEDGE | status::DRIVER));
+        dev.bar_write(0x08, 4, 0);
+        dev.bar_write(0x0c, 4, 1 << 5);
+        dev.bar_write(0x08, 4, 1);
+        dev.bar_write(0x0c, 4, 1);
+        for sel in [2u32, 0x0800_0000, 0x0800_0001, 0xffff_ffff] {
+            dev.bar_write(0x08, 4, u64::from(sel));
+            dev.bar_write(0x0c, 4, 0xffff_ffff);
+            assert_eq!(dev.bar_read(0x08, 4), u64::from(sel));
+            assert_eq!(dev.bar_read(0x0c, 4), 0, "feature word {sel:#x} reads as 0");
+        }
+        dev.bar_write(0x08, 4, 0);
+        assert_eq!(dev.bar_read(0x0c, 4), 1 << 5, "word 0 unchanged");
+        dev.bar_write(0x08, 4, 1);
+        assert_eq!(dev.bar_read(0x0c, 4), 1, "word 1 unchanged");
+        dev.bar_write(
+            0x14,
+            1,
+            u64::from(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK),
+        );
+        assert_ne!(dev.status() & status::FEATURES_OK, 0);
+        // The same for the device feature window: words past 1 read as 0.
+        dev.bar_write(0x00, 4, 0x0800_0000);
+        assert_eq!(dev.bar_read(0x04, 4), 0);
     }
 }
