@@ -146,7 +146,7 @@ fn run(args: RunArgs) -> Result<i32> {
                 eprint!("{}", rinx::trace::stats::jit_report(&j.stats));
                 eprint!(
                     "{}",
-                    rinx::trace::stats::jit_helper_report(&j.helper_calls, 40)
+                    rinx::trace::stats::jit_helper_report(&j.helper_calls, 12)
                 );
             }
             rinx::exec::Engine::Lockstep(l) => {
