@@ -473,6 +473,12 @@ fn cli_stats_under_the_jit_report_its_counters() {
     assert!(num(&exits, "ring-layer ") > 1000, "{exits}");
     assert_eq!(num(&line("jit: interpreter steps"), "steps  "), 0, "{err}");
     assert!(line("time per engine").contains("compiled code"), "{err}");
+    // Helper calls by instruction form: the serial port's IN / OUT lead the list (each of the
+    // demo's characters is one IN of the line status and one OUT).
+    let helpers = line("jit: helper calls");
+    assert!(num(&helpers, "calls       ") > 1000, "{helpers}");
+    assert!(line("In_AL_DX").contains('%'), "{err}");
+    assert!(line("Out_DX_AL").contains('%'), "{err}");
     // The trace itself (stderr here): the demo's exceptions and mode switches.
     assert!(
         err.contains("vector 0x0e #PF fault error_code=0x6 cr2=0x1f0000"),
