@@ -70,6 +70,21 @@ struct Slow {
     index: u32,
 }
 
+impl Slow {
+    /// A slow path that only runs instruction `index` through the helper (no memory access
+    /// to fill): entered at `helper`, continuing at `done` when the block goes on.
+    fn helper_only(helper: DynamicLabel, done: DynamicLabel, index: u32) -> Slow {
+        Slow {
+            fill: helper,
+            helper,
+            retry: done,
+            done,
+            kind: 0,
+            index,
+        }
+    }
+}
+
 /// A jump of a block exit that the driver may patch to go straight to the next block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChainExit {
@@ -180,14 +195,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 let done = a.new_dynamic_label();
                 let helper = a.new_dynamic_label();
                 shift_cl(&mut a, op, dst, helper, done);
-                slow.push(Slow {
-                    fill: helper,
-                    helper,
-                    retry: done,
-                    done,
-                    kind: 0,
-                    index,
-                });
+                slow.push(Slow::helper_only(helper, done, index));
             }
             Op::Cmov { cond, dst, src } => cmov(&mut a, cond, dst, src),
             Op::Setcc { cond, dst } => setcc(&mut a, cond, dst),
@@ -220,14 +228,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 mul_div(&mut a, op, src, helper);
                 dynasm!(a ; .arch x64 ; =>done);
                 if matches!(op, MulDivOp::Div | MulDivOp::Idiv) {
-                    slow.push(Slow {
-                        fill: helper,
-                        helper,
-                        retry: done,
-                        done,
-                        kind: 0,
-                        index,
-                    });
+                    slow.push(Slow::helper_only(helper, done, index));
                 }
             }
             Op::Load {
@@ -366,31 +367,13 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             let helper = a.new_dynamic_label();
             let done = a.new_dynamic_label();
             // SDM Vol. 2A "JMP": a non-canonical target is #GP(0) (helper).
-            dynasm!(a
-                ; .arch x64
-                ; mov rcx, QWORD [rbx + src.offset()]
-                ; mov rdx, rcx
-                ; shl rdx, 16
-                ; sar rdx, 16
-                ; cmp rdx, rcx
-                ; jne =>helper
-                ; mov QWORD [rbx + RIP], rcx
-            );
-            if chain {
-                dynasm!(a ; .arch x64 ; add r13, n ; jmp =>jc);
-            } else {
-                dynasm!(a ; .arch x64 ; lea rax, [r13 + n] ; jmp =>epilogue);
-            }
+            dynasm!(a ; .arch x64 ; mov rcx, QWORD [rbx + src.offset()]);
+            canonical_or(&mut a, helper);
+            dynasm!(a ; .arch x64 ; mov QWORD [rbx + RIP], rcx);
+            exit_to_rcx(&mut a, n, chain, jc, epilogue);
             // The helper ran the JMP (or raised the fault) and left the block.
             dynasm!(a ; .arch x64 ; =>done ; jmp =>synced);
-            slow.push(Slow {
-                fill: helper,
-                helper,
-                retry: done,
-                done,
-                kind: 0,
-                index,
-            });
+            slow.push(Slow::helper_only(helper, done, index));
         }
         Exit::Ret { index } => {
             let retry = a.new_dynamic_label();
@@ -402,22 +385,14 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             );
             let s = probe_with(&mut a, 8, false, user, index, retry, helper, &mut slow);
             // SDM Vol. 2B "RET": a non-canonical return address is #GP(0) (helper).
+            dynasm!(a ; .arch x64 ; mov rcx, QWORD [rsi]);
+            canonical_or(&mut a, helper);
             dynasm!(a
                 ; .arch x64
-                ; mov rcx, QWORD [rsi]
-                ; mov rdx, rcx
-                ; shl rdx, 16
-                ; sar rdx, 16
-                ; cmp rdx, rcx
-                ; jne =>helper
                 ; add QWORD [rbx + RSP], 8
                 ; mov QWORD [rbx + RIP], rcx
             );
-            if chain {
-                dynasm!(a ; .arch x64 ; add r13, n ; jmp =>jc);
-            } else {
-                dynasm!(a ; .arch x64 ; lea rax, [r13 + n] ; jmp =>epilogue);
-            }
+            exit_to_rcx(&mut a, n, chain, jc, epilogue);
             dynasm!(a
                 ; .arch x64
                 ; =>s
@@ -633,6 +608,28 @@ fn exit_to(
             ; lea rax, [r13 + n]
             ; jmp =>epilogue
         );
+    }
+}
+
+/// Jumps to `helper` unless the branch target in rcx is canonical (clobbers rdx).
+fn canonical_or(a: &mut Asm, helper: DynamicLabel) {
+    dynasm!(a
+        ; .arch x64
+        ; mov rdx, rcx
+        ; shl rdx, 16
+        ; sar rdx, 16
+        ; cmp rdx, rcx
+        ; jne =>helper
+    );
+}
+
+/// Leaves a block of `n` instructions for the RIP in rcx (already stored in the state):
+/// through the jump cache when chaining, else back to the driver.
+fn exit_to_rcx(a: &mut Asm, n: i32, chain: bool, jc: DynamicLabel, epilogue: DynamicLabel) {
+    if chain {
+        dynasm!(a ; .arch x64 ; add r13, n ; jmp =>jc);
+    } else {
+        dynasm!(a ; .arch x64 ; lea rax, [r13 + n] ; jmp =>epilogue);
     }
 }
 
@@ -1217,7 +1214,6 @@ fn setcc(a: &mut Asm, cond: Cond, dst: GuestReg) {
 /// IMUL r, r / r, r, imm: host IMUL for the value, CF and OF; SF, ZF, PF from a TEST of the
 /// truncated result; AF cleared.
 fn imul(a: &mut Asm, dst: GuestReg, src: GuestReg, imm: Option<u64>, flags: bool) {
-    use crate::abi::flags as f;
     match imm {
         None => {
             load(a, 0, dst);
@@ -1228,19 +1224,27 @@ fn imul(a: &mut Asm, dst: GuestReg, src: GuestReg, imm: Option<u64>, flags: bool
             dynasm!(a ; .arch x64 ; mov rcx, QWORD v as i64);
         }
     }
-    if !flags {
-        match dst.size {
-            8 => dynasm!(a ; .arch x64 ; imul rax, rcx),
-            4 => dynasm!(a ; .arch x64 ; imul eax, ecx),
-            _ => dynasm!(a ; .arch x64 ; imul ax, cx),
-        }
-        store(a, dst);
-        return;
-    }
     match dst.size {
-        8 => dynasm!(a ; .arch x64 ; imul rax, rcx ; pushfq ; pop rdx ; test rax, rax),
-        4 => dynasm!(a ; .arch x64 ; imul eax, ecx ; pushfq ; pop rdx ; test eax, eax),
-        _ => dynasm!(a ; .arch x64 ; imul ax, cx ; pushfq ; pop rdx ; test ax, ax),
+        8 => dynasm!(a ; .arch x64 ; imul rax, rcx),
+        4 => dynasm!(a ; .arch x64 ; imul eax, ecx),
+        _ => dynasm!(a ; .arch x64 ; imul ax, cx),
+    }
+    store(a, dst);
+    if flags {
+        mul_flags(a, dst.size);
+    }
+}
+
+/// Guest RFLAGS after a multiply whose host flags are still live and whose low half is in rax
+/// (results already stored: clobbers rax, rcx, rdx): CF / OF from the multiply; SF, ZF, PF
+/// of the low half; AF = 0 (the interpreter's `muldiv.rs` definitions).
+fn mul_flags(a: &mut Asm, size: u8) {
+    use crate::abi::flags as f;
+    dynasm!(a ; .arch x64 ; pushfq ; pop rdx);
+    match size {
+        8 => dynasm!(a ; .arch x64 ; test rax, rax),
+        4 => dynasm!(a ; .arch x64 ; test eax, eax),
+        _ => dynasm!(a ; .arch x64 ; test ax, ax),
     }
     let co = (f::CF | f::OF) as i32;
     let szp = (f::SF | f::ZF | f::PF) as i32;
@@ -1252,10 +1256,6 @@ fn imul(a: &mut Asm, dst: GuestReg, src: GuestReg, imm: Option<u64>, flags: bool
         ; and edx, co
         ; and ecx, szp
         ; or edx, ecx
-    );
-    store(a, dst);
-    dynasm!(a
-        ; .arch x64
         ; mov rax, QWORD [rbx + RFLAGS]
         ; and rax, keep
         ; or rax, rdx
@@ -1329,7 +1329,6 @@ fn bit_scan(a: &mut Asm, reverse: bool, dst: GuestReg, src: GuestReg) {
 /// One-operand MUL / IMUL / DIV / IDIV (see `Op::MulDiv`); divides jump to `helper` for
 /// every case the host instruction could fault on (or the quotient might not fit).
 fn mul_div(a: &mut Asm, op: MulDivOp, src: GuestReg, helper: DynamicLabel) {
-    use crate::abi::flags as f;
     let q = src.size == 8;
     let rax_off = GuestReg {
         index: 0,
@@ -1351,30 +1350,11 @@ fn mul_div(a: &mut Asm, op: MulDivOp, src: GuestReg, helper: DynamicLabel) {
                 (_, true) => dynasm!(a ; .arch x64 ; imul rcx),
                 (_, false) => dynasm!(a ; .arch x64 ; imul ecx),
             }
-            // CF / OF from the multiply; SF / ZF / PF of the low half; AF = 0 (muldiv.rs).
-            dynasm!(a ; .arch x64 ; pushfq ; pop rsi ; mov QWORD [rbx + rax_off], rax ; mov QWORD [rbx + rdx_off], rdx);
-            if q {
-                dynasm!(a ; .arch x64 ; test rax, rax);
-            } else {
-                dynasm!(a ; .arch x64 ; test eax, eax);
-            }
-            let co = (f::CF | f::OF) as i32;
-            let szp = (f::SF | f::ZF | f::PF) as i32;
-            let keep = !(f::STATUS as i32);
-            dynasm!(a
-                ; .arch x64
-                ; pushfq
-                ; pop rdi
-                ; and esi, co
-                ; and edi, szp
-                ; or esi, edi
-                ; mov rcx, QWORD [rbx + RFLAGS]
-                ; and rcx, keep
-                ; or rcx, rsi
-                ; mov QWORD [rbx + RFLAGS], rcx
-            );
+            // Plain moves keep the multiply's flags live for `mul_flags`.
+            dynasm!(a ; .arch x64 ; mov QWORD [rbx + rax_off], rax ; mov QWORD [rbx + rdx_off], rdx);
             refresh(a, 0);
             refresh(a, 2);
+            mul_flags(a, src.size);
         }
         MulDivOp::Div | MulDivOp::Idiv => {
             if q {
