@@ -897,7 +897,9 @@ fn alu_cached(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, capture: bool, me
         Src::None => S::N,
         Src::Reg(_) => return false,
     };
-    if op == AluOp::Mov {
+    // Nothing is emitted before every reason to fall back has been checked.
+    let unary = matches!(op, AluOp::Inc | AluOp::Dec | AluOp::Neg | AluOp::Not);
+    if op == AluOp::Mov || matches!(s, S::N) != unary {
         return false;
     }
     if matches!(op, AluOp::Adc | AluOp::Sbb) {
@@ -927,9 +929,6 @@ fn alu_cached(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, capture: bool, me
                 _ => dynasm!(a ; .arch x64 ; $m Rb(d)),
             }
         };
-    }
-    if matches!(s, S::N) != matches!(op, AluOp::Inc | AluOp::Dec | AluOp::Neg | AluOp::Not) {
-        return false;
     }
     match op {
         AluOp::Add => bin!(add),
