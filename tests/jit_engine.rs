@@ -591,3 +591,113 @@ fn cr3_switch_maps_the_same_address_to_different_code() {
     }
     assert_eq!(results[0], results[1]);
 }
+
+/// 32-bit: mov ecx, 50; xor eax, eax; jmp L; ... L (at CODE_BASE + 0xffe): add eax, imm32 —
+/// an instruction whose immediate continues on the next page; then, with `patch`,
+/// mov [CODE_BASE + 0x1000], cl (rewrites the immediate's second byte, on the second page);
+/// dec ecx; jnz L; hlt.
+fn page_crossing_loop32(patch: bool) -> Vec<u8> {
+    let mut code = vec![0xb9, 50, 0, 0, 0, 0x31, 0xc0, 0xe9];
+    let l = 0xffe_usize;
+    code.extend_from_slice(&((l - (code.len() + 4)) as u32).to_le_bytes());
+    code.resize(l, 0x90);
+    code.extend_from_slice(&[0x05, 0x11, 0x02, 0x00, 0x00]); // add eax, 0x211
+    if patch {
+        code.extend_from_slice(&[0x88, 0x0d]);
+        code.extend_from_slice(&((CODE_BASE + 0x1000) as u32).to_le_bytes());
+    }
+    code.extend_from_slice(&[0x49, 0x0f, 0x85]);
+    let next = code.len() + 4;
+    code.extend_from_slice(&((l as i64 - next as i64) as i32).to_le_bytes());
+    code.push(0xf4);
+    code
+}
+
+#[test]
+fn an_instruction_crossing_into_the_next_page_runs_in_compiled_code() {
+    let code = page_crossing_loop32(false);
+    let (i, mut j) = both(TestMode::Flat32, &code, 100_000);
+    assert_eq!(i.gpr(0), 50 * 0x211);
+    check_lockstep(TestMode::Flat32, &code, 100_000);
+    let rinx::exec::Engine::Jit(jit) = &mut j.engine else {
+        panic!("JIT engine expected on this host")
+    };
+    if jit::HOST_SUPPORTED {
+        assert_eq!(jit.stats.failed_translations, 0, "{:?}", jit.stats);
+        assert!(jit.stats.block_insns >= 150, "{:?}", jit.stats);
+    }
+}
+
+#[test]
+fn a_store_to_the_second_page_of_a_crossing_instruction_retranslates_it() {
+    let code = page_crossing_loop32(true);
+    let (i, _) = both(TestMode::Flat32, &code, 100_000);
+    // Iteration k (ECX = 50 - k) adds 0x11 + 0x100 * (its byte), which the previous
+    // iteration set to its ECX (0x02 before the first).
+    let want: u64 = (0..50u64)
+        .map(|k| 0x11 + 0x100 * if k == 0 { 2 } else { 51 - k })
+        .sum();
+    assert_eq!(i.gpr(0), want);
+    check_lockstep(TestMode::Flat32, &code, 100_000);
+}
+
+/// The second page of a crossing instruction is remapped (4 KiB PTE rewritten, INVLPG)
+/// between calls: each call must fetch the bytes of the current mapping.
+#[test]
+fn remapping_the_second_page_of_a_crossing_instruction_changes_what_runs() {
+    let pt: u64 = 0xb_0000;
+    let f = 0x20_0ffe_u64; // mov eax, imm32 at the end of page 0x200000; ret on the next page
+    let frame_x: u64 = 0x20_1000;
+    let frame_y: u64 = 0x40_0000;
+    // 64-bit main: mov ecx, 100; mov esi, 0x201000; mov rdi, pt + 8; L: call f; add ebx, eax;
+    // mov rdx, Y | 7; mov [rdi], rdx; invlpg [rsi]; call f; add ebp, eax; mov rdx, X | 7;
+    // mov [rdi], rdx; invlpg [rsi]; dec ecx; jnz L; hlt
+    let mut code = vec![0xb9, 100, 0, 0, 0, 0xbe, 0x00, 0x10, 0x20, 0x00, 0x48, 0xbf];
+    code.extend_from_slice(&(pt + 8).to_le_bytes());
+    let top = code.len();
+    let call_f = |code: &mut Vec<u8>| {
+        let next = CODE_BASE + code.len() as u64 + 5;
+        code.push(0xe8);
+        code.extend_from_slice(&(f.wrapping_sub(next) as u32).to_le_bytes());
+    };
+    let remap = |code: &mut Vec<u8>, frame: u64| {
+        code.extend_from_slice(&[0x48, 0xba]);
+        code.extend_from_slice(&(frame | 7).to_le_bytes());
+        code.extend_from_slice(&[0x48, 0x89, 0x17, 0x0f, 0x01, 0x3e]);
+    };
+    call_f(&mut code);
+    code.extend_from_slice(&[0x01, 0xc3]); // add ebx, eax
+    remap(&mut code, frame_y);
+    call_f(&mut code);
+    code.extend_from_slice(&[0x01, 0xc5]); // add ebp, eax
+    remap(&mut code, frame_x);
+    code.extend_from_slice(&[0xff, 0xc9, 0x0f, 0x85]);
+    let next = code.len() as i64 + 4;
+    code.extend_from_slice(&((top as i64 - next) as i32).to_le_bytes());
+    code.push(0xf4);
+    let setup = |t: &mut TestMachine| {
+        // PD entry 1 (va 0x200000..0x400000) -> a page table of 4 KiB pages, identity-mapped.
+        for i in 0..512u64 {
+            t.mem
+                .write_le(pt + i * 8, 8, (0x20_0000 + i * 0x1000) | 7)
+                .unwrap();
+        }
+        t.mem.write_le(PAGE_TABLES_PD0 + 8, 8, pt | 7).unwrap();
+        t.mem.write(f, &[0xb8, 0x11]).unwrap();
+        t.mem.write(frame_x, &[0x00, 0x00, 0x00, 0xc3]).unwrap(); // eax = 0x11
+        t.mem.write(frame_y, &[0x01, 0x00, 0x00, 0xc3]).unwrap(); // eax = 0x111
+    };
+    let mut results = Vec::new();
+    for engine in EngineKind::ALL {
+        let mut t = TestMachine::new(TestMode::Long64, &code).with_engine(engine);
+        setup(&mut t);
+        assert_eq!(t.run(1_000_000), StopReason::Halted, "{engine:?}");
+        assert_eq!(t.gpr(3), 100 * 0x11, "frame X ({engine:?})");
+        assert_eq!(t.gpr(5), 100 * 0x111, "frame Y ({engine:?})");
+        results.push((t.cpu.s, t.cpu.icount));
+    }
+    assert_eq!(results[0], results[1]);
+}
+
+/// The first page directory of the harness's 64-bit page tables (see `TestMachine::new`).
+const PAGE_TABLES_PD0: u64 = rinx::testing::PAGE_TABLES + 0x2000;

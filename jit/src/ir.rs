@@ -618,13 +618,23 @@ fn lower_alu(insn: &Instruction) -> Option<Op> {
 /// if not even the first instruction qualifies (the caller interprets it).
 ///
 /// Instructions that straddle into the next page are left out (the block ends before them),
-/// so a block depends on the bytes of exactly one physical page.
+/// so a block depends on the bytes of one physical page; except that a *first* instruction
+/// crossing into the next page makes a one-instruction block (its translator then depends on
+/// both pages), so that a hot loop with such an instruction stays in compiled code.
 pub fn lower(block: &Block) -> Option<BlockIr> {
     let page = block.start_linear & !0xfff;
     let mut insns: Vec<&DecodedInsn> = Vec::new();
     for d in &block.insns {
         let last = d.linear.wrapping_add(u64::from(d.len).saturating_sub(1));
-        if d.linear & !0xfff != page || last & !0xfff != page || d.len == 0 {
+        if d.linear & !0xfff != page || d.len == 0 {
+            break;
+        }
+        if last & !0xfff != page {
+            // A first instruction that crosses into the next page is a block of its own (the
+            // driver then depends on both pages); any later one starts the next block.
+            if insns.is_empty() && last & !0xfff == page.wrapping_add(0x1000) {
+                insns.push(d);
+            }
             break;
         }
         insns.push(d);

@@ -207,6 +207,10 @@ struct Block {
     epoch: u64,
     pa_page: u64,
     gen: u32,
+    /// Frame and generation of the next page when the first instruction crosses into it
+    /// (the block is then that one instruction). Such a block is only entered after its
+    /// second page's translation was checked (`run_block`), never through a chained exit.
+    page2: Option<(u64, u32)>,
     ninsns: u64,
     max_ip: u64,
     insns: Vec<Insn>,
@@ -243,6 +247,33 @@ pub struct JitEngine {
     /// Helper calls (instructions run through the interpreter's semantics from compiled code),
     /// indexed by `iced_x86::Code as usize` (instruction form): shows which instructions to emit natively next.
     pub helper_calls: Vec<u64>,
+    /// `RINX_PERF_MAP=1`: one line per installed block (`host-addr size name`, hex) appended
+    /// to `/tmp/perf-<pid>.map`, the file Linux `perf report` reads to name JIT code.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    perf_map: Option<std::io::LineWriter<std::fs::File>>,
+    /// `RINX_PERF_MAP=2`: also `/tmp/rinx-jit-<pid>.dump`, one line per block: host entry,
+    /// guest RIP, host code (hex), guest instructions.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    code_dump: Option<std::io::LineWriter<std::fs::File>>,
+}
+
+/// Opens the perf map when `RINX_PERF_MAP=1` (Linux perf's `tools/perf/Documentation/jit-interface.txt`).
+fn open_perf_map() -> Option<std::io::LineWriter<std::fs::File>> {
+    if !matches!(std::env::var("RINX_PERF_MAP").ok()?.as_str(), "1" | "2") {
+        return None;
+    }
+    let path = std::env::temp_dir().join(format!("perf-{}.map", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        Ok(f) => Some(std::io::LineWriter::new(f)),
+        Err(e) => {
+            log::warn!("RINX_PERF_MAP: cannot open {}: {e}", path.display());
+            None
+        }
+    }
 }
 
 /// What the helper needs, behind `JitEnv::user`.
@@ -280,6 +311,15 @@ impl JitEngine {
             jc_last: None,
             jc_next: 0,
             helper_calls: vec![0; iced_x86::Code::values().len()],
+            perf_map: open_perf_map(),
+            code_dump: std::env::var("RINX_PERF_MAP")
+                .is_ok_and(|v| v == "2")
+                .then(|| {
+                    let p =
+                        std::env::temp_dir().join(format!("rinx-jit-{}.dump", std::process::id()));
+                    std::fs::File::create(p).ok().map(std::io::LineWriter::new)
+                })
+                .flatten(),
         })
     }
 
@@ -491,7 +531,7 @@ impl JitEngine {
             mode: mbits,
         };
         let block = match self.blocks.get(&key) {
-            Some(b) if self.valid(ctx.cpu, b) => {
+            Some(b) if self.valid(ctx.cpu, b) && page2_current(ctx, b, la) => {
                 self.stats.cache_hits += 1;
                 b.clone()
             }
@@ -553,6 +593,8 @@ impl JitEngine {
             return false;
         }
         cpu.dcache.page_gen(b.pa_page) == Some(b.gen)
+            && b.page2
+                .map_or(true, |(p2, g2)| cpu.dcache.page_gen(p2) == Some(g2))
     }
 
     #[cfg(not(target_arch = "x86_64"))]
@@ -578,27 +620,52 @@ impl JitEngine {
     ) -> Option<Rc<Block>> {
         let t0 = std::time::Instant::now();
         let cs_base = ctx.cpu.s.seg[sreg::CS].base;
-        let page_la = la & !0xfff;
-        let mem = &*ctx.mem;
-        // Fetch only from this physical page: the block never depends on another page.
-        let mut fetch = |a: u64, buf: &mut [u8]| -> Result<usize, decoder::FetchFault> {
-            if a & !0xfff != page_la {
-                return Err(decoder::FetchFault {
-                    addr: a,
-                    kind: decoder::FetchFaultKind::GeneralProtection,
-                });
-            }
-            let n = buf.len().min((0x1000 - (a & 0xfff)) as usize);
-            mem.read(pa_page | (a & 0xfff), &mut buf[..n])
-                .map_err(|_| decoder::FetchFault {
-                    addr: a,
-                    kind: decoder::FetchFaultKind::GeneralProtection,
-                })?;
-            Ok(n)
-        };
         let rip = ctx.cpu.s.rip;
-        let blk = decoder::scan_block(mode, cs_base, rip, &mut fetch, self.max_block_insns).ok()?;
-        let ir = jit::ir::lower(&blk)?;
+        let page_la = la & !0xfff;
+        let scan = |mem: &GuestMemory, page2: Option<u64>| {
+            // Fetch only from this physical page (and, for a first instruction that crosses
+            // into the next page, from that page's frame `page2`).
+            let mut fetch = |a: u64, buf: &mut [u8]| -> Result<usize, decoder::FetchFault> {
+                let fault = decoder::FetchFault {
+                    addr: a,
+                    kind: decoder::FetchFaultKind::GeneralProtection,
+                };
+                let pa = match page2 {
+                    _ if a & !0xfff == page_la => pa_page,
+                    Some(p2) if a & !0xfff == page_la.wrapping_add(0x1000) => p2,
+                    _ => return Err(fault),
+                };
+                let n = buf.len().min((0x1000 - (a & 0xfff)) as usize);
+                mem.read(pa | (a & 0xfff), &mut buf[..n])
+                    .map_err(|_| fault)?;
+                Ok(n)
+            };
+            let blk =
+                decoder::scan_block(mode, cs_base, rip, &mut fetch, self.max_block_insns).ok()?;
+            let ir = jit::ir::lower(&blk)?;
+            Some((blk, ir))
+        };
+        let mut page2 = None;
+        let (blk, ir) = match scan(ctx.mem, None) {
+            Some(r) => r,
+            // The first instruction may cross into the next page (MAX_INSN_LEN = 15): that
+            // page's frame joins the block's dependencies, translated now as the interpreter's
+            // fetch would (a fault or MMIO leaves the instruction to the interpreter).
+            None if la & 0xfff > 0x1000 - 15
+                && page_la & 0xffff_ffff != 0xffff_f000
+                // A 16-bit IP wraps inside CS: its next bytes are not at the next page.
+                && (matches!(mode, decoder::Mode::Bits32 | decoder::Mode::Bits64)
+                    || rip & 0xffff <= 0xfff0) =>
+            {
+                let p2 = ctx
+                    .translate(page_la + 0x1000, Access::Execute, false)
+                    .ok()?;
+                p2.host?;
+                page2 = Some(p2.pa_page);
+                scan(ctx.mem, page2)?
+            }
+            None => return None,
+        };
         let insns: Vec<Insn> = blk.insns[..ir.ninsns as usize]
             .iter()
             .map(|d| Insn {
@@ -626,11 +693,29 @@ impl JitEngine {
             }
         }
         let (entry, e, id) = done?;
+        if let Some(m) = &mut self.perf_map {
+            use std::io::Write;
+            // A failed write only loses profiler names.
+            let _ = writeln!(m, "{entry:x} {:x} rinx:{rip:#x}@{pa_page:#x}", e.code.len());
+            if let Some(d) = &mut self.code_dump {
+                // `RINX_PERF_MAP=2`: host bytes and guest instructions of every block, for
+                // reading profiles at instruction level (scripts/jit-profile.py).
+                let hex: String = e.code.iter().map(|b| format!("{b:02x}")).collect();
+                let guest: Vec<String> = insns.iter().map(|i| format!("{}", i.insn)).collect();
+                let _ = writeln!(d, "{entry:x} {rip:x} {hex} {}", guest.join(";"));
+            }
+        }
         if !ctx.cpu.dcache.is_code_page(pa_page) {
             // Inline stores bypass `note_write`: they must not reach this page any more.
             ctx.cpu.tlb.jit_protect(pa_page);
         }
         let gen = ctx.cpu.dcache.track_page(pa_page);
+        let page2 = page2.map(|p2| {
+            if !ctx.cpu.dcache.is_code_page(p2) {
+                ctx.cpu.tlb.jit_protect(p2);
+            }
+            (p2, ctx.cpu.dcache.track_page(p2))
+        });
         self.stats.translations += 1;
         self.stats.translate_ns += t0.elapsed().as_nanos() as u64;
         let b = Rc::new(Block {
@@ -646,6 +731,7 @@ impl JitEngine {
             epoch: self.cache.flushes,
             pa_page,
             gen,
+            page2,
             ninsns: u64::from(ir.ninsns),
             max_ip: ir.max_ip,
             insns,
@@ -671,6 +757,7 @@ impl JitEngine {
             || a.pa_page != to.pa_page
             || a.gen != to.gen
             || a.mode != to.mode
+            || to.page2.is_some()
             || *target != to.insns[0].insn.ip()
         {
             return;
@@ -779,6 +866,16 @@ impl JitEngine {
             Ok(())
         }
     }
+}
+
+/// True unless `b` crosses into a second page that linear `la`'s next page no longer maps to
+/// (translated as the interpreter's fetch of the instruction would).
+fn page2_current<P: Platform + ?Sized>(ctx: &mut Ctx<'_, P>, b: &Block, la: u64) -> bool {
+    let Some((p2, _)) = b.page2 else {
+        return true;
+    };
+    ctx.translate((la & !0xfff) + 0x1000, Access::Execute, false)
+        .is_ok_and(|p| p.pa_page == p2 && p.host.is_some())
 }
 
 /// The TLB fill compiled code calls when its inline probe misses for an access of
