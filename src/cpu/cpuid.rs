@@ -4,8 +4,8 @@
 //! **Flipping a feature.** Each advertised feature is a named constant in [`bits`]; the
 //! advertised sets are [`LEAF1_EDX`], [`LEAF1_ECX`], [`EXT1_EDX`] and [`EXT1_ECX`]. When your
 //! part lands (e.g. SSE3 in `cpu/simd`), add the constant to the set (`| bits::ecx1::SSE3`) and
-//! add a test that a guest can use it. Leaf 7 and XSAVE (leaf 0xD) are not reported
-//! (max basic leaf 0xB, leaf 7 returns zeros). CR4 bits that depend on a feature are accepted
+//! add a test that a guest can use it. Leaf 7 reports only IA32_ARCH_CAPABILITIES (EDX[29],
+//! see [`EDX7`]); XSAVE (leaf 0xD) is not reported. CR4 bits that depend on a feature are accepted
 //! only when the feature is advertised ([`cr4_reserved`]).
 //!
 //! **Vendor.** We report "GenuineIntel", family 6 model 15 stepping 1 (a Core 2-class part with
@@ -60,6 +60,11 @@ pub mod bits {
         pub const XSAVE: u32 = 1 << 26;
         pub const RDRAND: u32 = 1 << 30;
     }
+    /// CPUID.(EAX=07H,ECX=0):EDX.
+    pub mod edx7 {
+        /// The IA32_ARCH_CAPABILITIES MSR (10AH) exists.
+        pub const ARCH_CAPABILITIES: u32 = 1 << 29;
+    }
     /// CPUID.80000001H:EDX.
     pub mod edx81 {
         pub const SYSCALL: u32 = 1 << 11;
@@ -113,6 +118,11 @@ pub const LEAF1_EDX: u32 = edx1::FPU
 /// differential test (tests/diff_simd.rs).
 pub const LEAF1_ECX: u32 =
     ecx1::SSE3 | ecx1::SSSE3 | ecx1::CX16 | ecx1::SSE41 | ecx1::SSE42 | ecx1::POPCNT;
+/// CPUID.(EAX=07H,ECX=0):EDX: only IA32_ARCH_CAPABILITIES, whose "not affected" bits
+/// ([`crate::cpu::msr::ARCH_CAPABILITIES_VALUE`]) tell the guest that rinx has none of the
+/// speculative-execution side channels of hardware (a guest kernel then skips page-table
+/// isolation, VERW buffer clearing and the like, which only cost time here).
+pub const EDX7: u32 = edx7::ARCH_CAPABILITIES;
 /// CPUID.80000001H:EDX.
 pub const EXT1_EDX: u32 = edx81::SYSCALL | edx81::NX | edx81::RDTSCP | edx81::LM;
 /// CPUID.80000001H:ECX.
@@ -180,6 +190,11 @@ pub fn cpuid(leaf: u32, subleaf: u32, apic_id: u32) -> [u32; 4] {
             2 => [0x143, (15 << 22) | 63, 1023, 0],
             _ => [0, 0, 0, 0],
         },
+        // Structured extended features: subleaf 0 only (EAX = highest subleaf = 0).
+        7 => match subleaf {
+            0 => [0, 0, 0, EDX7],
+            _ => [0, 0, 0, 0],
+        },
         // Extended topology: one thread (SMT level), one core (core level).
         0xb => match subleaf {
             0 => [0, 1, 0x100, apic_id],
@@ -236,6 +251,9 @@ mod tests {
         assert_eq!(cpuid(0x4000_0000, 0, 0), cpuid(MAX_BASIC, 0, 0));
         let b = cpuid(0x8000_0002, 0, 0);
         assert_eq!(&b[0].to_le_bytes(), b"rinx");
+        // Leaf 7: only ARCH_CAPABILITIES (no SMEP/SMAP/FSGSBASE/AVX2/... in EBX, ECX).
+        assert_eq!(cpuid(7, 0, 0), [0, 0, 0, edx7::ARCH_CAPABILITIES]);
+        assert_eq!(cpuid(7, 1, 0), [0; 4]);
         assert_ne!(cr4_reserved() & cr::CR4_VME, 0);
         assert_eq!(cr4_reserved() & cr::CR4_PAE, 0);
     }

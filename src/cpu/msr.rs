@@ -13,6 +13,7 @@ pub mod idx {
     pub const APIC_BASE: u32 = 0x1b;
     pub const FEATURE_CONTROL: u32 = 0x3a;
     pub const BIOS_SIGN_ID: u32 = 0x8b;
+    pub const ARCH_CAPABILITIES: u32 = 0x10a;
     pub const MTRRCAP: u32 = 0xfe;
     pub const SYSENTER_CS: u32 = 0x174;
     pub const SYSENTER_ESP: u32 = 0x175;
@@ -43,6 +44,25 @@ pub mod idx {
 
 /// IA32_MTRRCAP: 8 variable ranges, fixed ranges, write-combining (SDM Vol. 3A §11.11.1).
 pub const MTRRCAP_VALUE: u64 = 0x508;
+/// IA32_ARCH_CAPABILITIES (read-only; Intel SDM Vol. 4 Table 2-2, enumerated by
+/// CPUID.(EAX=07H,ECX=0):EDX[29]): the "not affected" bits RDCL_NO (0, no Meltdown), SSB_NO (4),
+/// MDS_NO (5), IF_PSCHANGE_MC_NO (6), TAA_NO (8), SBDR_SSDP_NO (13), FBSDP_NO (14), PSDP_NO
+/// (15), BHI_NO (20), PBRSB_NO (24), GDS_NO (26), RFDS_NO (27). They are true of rinx: guest
+/// code never runs speculatively past a privilege check, a fault or a buffer of another
+/// context (every guest access is checked before it is made). Linux then uses no page-table
+/// isolation (two CR3 writes per kernel entry) and no VERW on return to user mode.
+pub const ARCH_CAPABILITIES_VALUE: u64 = 1 << 0
+    | 1 << 4
+    | 1 << 5
+    | 1 << 6
+    | 1 << 8
+    | 1 << 13
+    | 1 << 14
+    | 1 << 15
+    | 1 << 20
+    | 1 << 24
+    | 1 << 26
+    | 1 << 27;
 
 /// Bits above MAXPHYADDR in a physical-address field.
 fn above_phys() -> u64 {
@@ -93,6 +113,7 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
             idx::FEATURE_CONTROL => 1,
             idx::APIC_BASE => m.apic_base,
             idx::MTRRCAP => MTRRCAP_VALUE,
+            idx::ARCH_CAPABILITIES => ARCH_CAPABILITIES_VALUE,
             idx::SYSENTER_CS => m.sysenter_cs,
             idx::SYSENTER_ESP => m.sysenter_esp,
             idx::SYSENTER_EIP => m.sysenter_eip,
@@ -229,5 +250,33 @@ impl<P: Platform + ?Sized> Ctx<'_, P> {
     /// The guest's time-stamp counter: platform time plus the IA32_TSC offset.
     pub fn read_tsc(&mut self) -> u64 {
         self.plat.tsc().wrapping_add(self.cpu.s.msr.tsc_offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cpu::StopReason;
+    use crate::testing::{TestMachine, TestMode};
+
+    #[test]
+    fn arch_capabilities_is_enumerated_readable_and_read_only() {
+        // mov eax, 7; xor ecx, ecx; cpuid; mov edi, edx; mov ecx, 0x10a; rdmsr; hlt
+        let code = [
+            0xb8, 7, 0, 0, 0, 0x31, 0xc9, 0x0f, 0xa2, 0x89, 0xd7, 0xb9, 0x0a, 0x01, 0, 0, 0x0f,
+            0x32, 0xf4,
+        ];
+        let mut t = TestMachine::new(TestMode::Long64, &code);
+        assert_eq!(t.run(100), StopReason::Halted);
+        assert_ne!(t.gpr(7) & (1 << 29), 0, "CPUID.7.0:EDX[29]");
+        let v = t.gpr(0) | t.gpr(2) << 32;
+        assert_eq!(v, super::ARCH_CAPABILITIES_VALUE);
+        assert_eq!(v & 0b10_0001, 0b10_0001, "RDCL_NO and MDS_NO");
+        // mov ecx, 0x10a; xor eax, eax; xor edx, edx; wrmsr: #GP(0), and with no IDT a
+        // triple fault.
+        let code = [
+            0xb9, 0x0a, 0x01, 0, 0, 0x31, 0xc0, 0x31, 0xd2, 0x0f, 0x30, 0xf4,
+        ];
+        let mut t = TestMachine::new(TestMode::Long64, &code);
+        assert_eq!(t.run(100), StopReason::TripleFault);
     }
 }
