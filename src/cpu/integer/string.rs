@@ -251,8 +251,15 @@ fn bulk<P: Platform + ?Sized>(
     if pd.host.is_none() {
         return 0;
     }
-    let mut buf = [0u8; 4096];
-    let data = &mut buf[..bytes as usize];
+    // Most copies are short (memcpy of a few cache lines): zero only what is used.
+    let mut small = [0u8; 256];
+    let mut big = Vec::new();
+    let data = if bytes <= 256 {
+        &mut small[..bytes as usize]
+    } else {
+        big.resize(bytes as usize, 0);
+        &mut big[..]
+    };
     if op == Op::Movs {
         if ctx.linear(src_seg, si, blen, false).is_err() {
             return 0;
