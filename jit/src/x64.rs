@@ -238,11 +238,13 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 index,
             } => {
                 let s = mem_access(&mut a, ir, &mem, false, user, index, &mut slow);
-                load_host(&mut a, mem.size, sign);
-                if dst.size == 4 {
-                    dynasm!(a ; .arch x64 ; mov eax, eax);
+                if !load_cached(&mut a, dst, mem.size, sign) {
+                    load_host(&mut a, mem.size, sign);
+                    if dst.size == 4 {
+                        dynasm!(a ; .arch x64 ; mov eax, eax);
+                    }
+                    store(&mut a, dst);
                 }
-                store(&mut a, dst);
                 dynasm!(a ; .arch x64 ; =>s);
             }
             Op::Store { src, mem, index } => {
@@ -656,8 +658,9 @@ fn jcc(a: &mut Asm, c: Cond, l: DynamicLabel) {
 
 /// Loads guest register `r` into rax (`dst == 0`) or rcx (`dst == 1`) at its width.
 /// Host registers that may cache guest GPRs within a block: rbp, r14, r15 (saved by the
-/// prologue) and r8..r11 (clobbered by calls, so reloaded after each).
-const CACHE_HOST: [u8; 7] = [5, 14, 15, 8, 9, 10, 11];
+/// prologue) and r8..r11 and rdi (clobbered by calls, so reloaded after each; rdi is set
+/// only right before calls, all of which are followed by [`reload_all`]).
+const CACHE_HOST: [u8; 8] = [5, 14, 15, 8, 9, 10, 11, 7];
 /// "Not cached" in [`CACHED`].
 const UNCACHED: u8 = 0xff;
 
@@ -833,6 +836,51 @@ fn store(a: &mut Asm, r: GuestReg) {
     }
 }
 
+/// Writes guest register `r` (not a high-byte register, cached in host register `h`, which
+/// already holds the new value; zero-extended for 32-bit writes) through to `CpuState`.
+#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
+fn write_through(a: &mut Asm, r: GuestReg, h: u8) {
+    let off = r.offset();
+    match r.size {
+        8 | 4 => dynasm!(a ; .arch x64 ; mov QWORD [rbx + off], Rq(h)),
+        2 => dynasm!(a ; .arch x64 ; mov WORD [rbx + off], Rw(h)),
+        _ => dynasm!(a ; .arch x64 ; mov BYTE [rbx + off], Rb(h)),
+    }
+}
+
+/// MOV r, r / MOV r, imm with a cached destination: straight into its host register (no
+/// copies through rax / rcx). Returns false (nothing emitted) for other forms.
+#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
+fn mov_cached(a: &mut Asm, dst: GuestReg, src: Src) -> bool {
+    let Some(d) = cached(dst.index).filter(|_| !dst.high) else {
+        return false;
+    };
+    match src {
+        Src::Reg(s) if !s.high && s.size == dst.size => match (cached(s.index), dst.size) {
+            (Some(h), 8) => dynasm!(a ; .arch x64 ; mov Rq(d), Rq(h)),
+            (Some(h), 4) => dynasm!(a ; .arch x64 ; mov Rd(d), Rd(h)),
+            (Some(h), 2) => dynasm!(a ; .arch x64 ; mov Rw(d), Rw(h)),
+            (Some(h), _) => dynasm!(a ; .arch x64 ; mov Rb(d), Rb(h)),
+            (None, 8) => dynasm!(a ; .arch x64 ; mov Rq(d), QWORD [rbx + s.offset()]),
+            (None, 4) => dynasm!(a ; .arch x64 ; mov Rd(d), DWORD [rbx + s.offset()]),
+            (None, 2) => dynasm!(a ; .arch x64 ; mov Rw(d), WORD [rbx + s.offset()]),
+            (None, _) => dynasm!(a ; .arch x64 ; mov Rb(d), BYTE [rbx + s.offset()]),
+        },
+        Src::Imm(v) => match dst.size {
+            8 => match i32::try_from(v as i64) {
+                Ok(i) => dynasm!(a ; .arch x64 ; mov Rq(d), DWORD i),
+                Err(_) => dynasm!(a ; .arch x64 ; mov Rq(d), QWORD v as i64),
+            },
+            4 => dynasm!(a ; .arch x64 ; mov Rd(d), DWORD v as u32 as i32),
+            2 => dynasm!(a ; .arch x64 ; mov Rw(d), WORD v as u16 as i16),
+            _ => dynasm!(a ; .arch x64 ; mov Rb(d), BYTE v as u8 as i8),
+        },
+        _ => return false,
+    }
+    write_through(a, dst, d);
+    true
+}
+
 macro_rules! binop {
     ($a:expr, $size:expr, $m:ident) => {
         match $size {
@@ -858,6 +906,9 @@ macro_rules! unop {
 /// One native ALU op. With `merge`, the captured flags are merged into the guest RFLAGS;
 /// without, they are left in rdx and the host flags stay live (for a fused Jcc).
 fn alu(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, capture: bool, merge: bool) {
+    if op == AluOp::Mov && mov_cached(a, dst, src) {
+        return;
+    }
     if alu_cached(a, op, dst, src, capture, merge) {
         return;
     }
@@ -990,8 +1041,53 @@ fn alu_core(a: &mut Asm, op: AluOp, dst: GuestReg, capture: bool, merge: bool) {
 
 /// A register shift or rotate by a constant (`Some`) or by the masked CL already in ecx
 /// and known to be non-zero (`None`); flags as `Op::Shift` documents.
+#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
 fn shift(a: &mut Asm, op: ShiftOp, dst: GuestReg, count: Option<u8>, flags: bool) {
-    use crate::abi::flags as f;
+    // A cached destination is shifted in its host register, then copied to rax (plain moves:
+    // the host flags stay those of the shift) for the flag code below.
+    let hd = cached(dst.index).filter(|_| !dst.high);
+    if let Some(d) = hd {
+        macro_rules! shc {
+            ($m:ident) => {
+                match (dst.size, count) {
+                    (8, Some(c)) => dynasm!(a ; .arch x64 ; $m Rq(d), c as i8),
+                    (4, Some(c)) => dynasm!(a ; .arch x64 ; $m Rd(d), c as i8),
+                    (2, Some(c)) => dynasm!(a ; .arch x64 ; $m Rw(d), c as i8),
+                    (_, Some(c)) => dynasm!(a ; .arch x64 ; $m Rb(d), c as i8),
+                    (8, None) => dynasm!(a ; .arch x64 ; $m Rq(d), cl),
+                    (4, None) => dynasm!(a ; .arch x64 ; $m Rd(d), cl),
+                    (2, None) => dynasm!(a ; .arch x64 ; $m Rw(d), cl),
+                    (_, None) => dynasm!(a ; .arch x64 ; $m Rb(d), cl),
+                }
+            };
+        }
+        match op {
+            ShiftOp::Shl => shc!(shl),
+            ShiftOp::Shr => shc!(shr),
+            ShiftOp::Sar => shc!(sar),
+            ShiftOp::Rol => shc!(rol),
+            ShiftOp::Ror => shc!(ror),
+        }
+        if flags {
+            match dst.size {
+                8 => dynasm!(a ; .arch x64 ; mov rax, Rq(d)),
+                4 => dynasm!(a ; .arch x64 ; mov eax, Rd(d)),
+                2 => dynasm!(a ; .arch x64 ; movzx eax, Rw(d)),
+                _ => dynasm!(a ; .arch x64 ; movzx eax, Rb(d)),
+            }
+        }
+    } else {
+        shift_rax(a, op, dst, count);
+    }
+    let store = |a: &mut Asm, dst: GuestReg| match hd {
+        Some(d) => write_through(a, dst, d),
+        None => store(a, dst),
+    };
+    shift_flags(a, op, dst, count, flags, store);
+}
+
+/// The shift of [`shift`] on a copy of the destination in rax.
+fn shift_rax(a: &mut Asm, op: ShiftOp, dst: GuestReg, count: Option<u8>) {
     load(a, 0, dst);
     macro_rules! sh {
         ($m:ident) => {
@@ -1014,6 +1110,19 @@ fn shift(a: &mut Asm, op: ShiftOp, dst: GuestReg, count: Option<u8>, flags: bool
         ShiftOp::Rol => sh!(rol),
         ShiftOp::Ror => sh!(ror),
     }
+}
+
+/// The rest of [`shift`]: the result (in rax, host flags of the shift live) written back by
+/// `store` and, with `flags`, the guest flags.
+fn shift_flags(
+    a: &mut Asm,
+    op: ShiftOp,
+    dst: GuestReg,
+    count: Option<u8>,
+    flags: bool,
+    store: impl Fn(&mut Asm, GuestReg),
+) {
+    use crate::abi::flags as f;
     if !flags {
         store(a, dst);
         return;
@@ -1452,6 +1561,31 @@ fn alu_op(a: &mut Asm, op: AluOp, size: u8) {
     }
 }
 
+/// A load from host address rsi straight into the host register of a cached destination of 4
+/// or 8 bytes (zero- or sign-extended from `size` bytes), written through. Returns false
+/// (nothing emitted) for other destinations.
+#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
+fn load_cached(a: &mut Asm, dst: GuestReg, size: u8, sign: bool) -> bool {
+    let Some(d) = cached(dst.index).filter(|_| !dst.high && dst.size >= 4) else {
+        return false;
+    };
+    match (dst.size, size, sign) {
+        (8, 8, _) => dynasm!(a ; .arch x64 ; mov Rq(d), QWORD [rsi]),
+        (4, 4, _) => dynasm!(a ; .arch x64 ; mov Rd(d), DWORD [rsi]),
+        (8, 4, false) => dynasm!(a ; .arch x64 ; mov Rd(d), DWORD [rsi]),
+        (8, 4, true) => dynasm!(a ; .arch x64 ; movsxd Rq(d), DWORD [rsi]),
+        (_, 2, false) => dynasm!(a ; .arch x64 ; movzx Rd(d), WORD [rsi]),
+        (8, 2, true) => dynasm!(a ; .arch x64 ; movsx Rq(d), WORD [rsi]),
+        (_, 2, true) => dynasm!(a ; .arch x64 ; movsx Rd(d), WORD [rsi]),
+        (_, 1, false) => dynasm!(a ; .arch x64 ; movzx Rd(d), BYTE [rsi]),
+        (8, 1, true) => dynasm!(a ; .arch x64 ; movsx Rq(d), BYTE [rsi]),
+        (_, 1, true) => dynasm!(a ; .arch x64 ; movsx Rd(d), BYTE [rsi]),
+        _ => return false,
+    }
+    write_through(a, dst, d);
+    true
+}
+
 /// Loads `size` bytes at host address rsi into rax, zero- or sign-extended to 64 bits.
 fn load_host(a: &mut Asm, size: u8, sign: bool) {
     match (size, sign) {
@@ -1484,6 +1618,12 @@ fn store_host(a: &mut Asm, size: u8) {
 /// (nothing emitted) otherwise.
 #[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
 fn effective_address_cached(a: &mut Asm, mem: &MemRef) -> bool {
+    effective_address_into(a, mem, 0)
+}
+
+/// [`effective_address_cached`] into host register `t` (0 = rax).
+#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
+fn effective_address_into(a: &mut Asm, mem: &MemRef, t: u8) -> bool {
     let Ok(d) = i32::try_from(mem.disp as i64) else {
         return false;
     };
@@ -1502,15 +1642,15 @@ fn effective_address_cached(a: &mut Asm, mem: &MemRef) -> bool {
         None => None,
     };
     match (b, i) {
-        (Some(b), None) => dynasm!(a ; .arch x64 ; lea rax, [Rq(b) + d]),
-        (Some(b), Some((i, 1))) => dynasm!(a ; .arch x64 ; lea rax, [Rq(b) + Rq(i) + d]),
-        (Some(b), Some((i, 2))) => dynasm!(a ; .arch x64 ; lea rax, [Rq(b) + Rq(i) * 2 + d]),
-        (Some(b), Some((i, 4))) => dynasm!(a ; .arch x64 ; lea rax, [Rq(b) + Rq(i) * 4 + d]),
-        (Some(b), Some((i, _))) => dynasm!(a ; .arch x64 ; lea rax, [Rq(b) + Rq(i) * 8 + d]),
-        (None, Some((i, 1))) => dynasm!(a ; .arch x64 ; lea rax, [Rq(i) + d]),
-        (None, Some((i, 2))) => dynasm!(a ; .arch x64 ; lea rax, [Rq(i) * 2 + d]),
-        (None, Some((i, 4))) => dynasm!(a ; .arch x64 ; lea rax, [Rq(i) * 4 + d]),
-        (None, Some((i, _))) => dynasm!(a ; .arch x64 ; lea rax, [Rq(i) * 8 + d]),
+        (Some(b), None) => dynasm!(a ; .arch x64 ; lea Rq(t), [Rq(b) + d]),
+        (Some(b), Some((i, 1))) => dynasm!(a ; .arch x64 ; lea Rq(t), [Rq(b) + Rq(i) + d]),
+        (Some(b), Some((i, 2))) => dynasm!(a ; .arch x64 ; lea Rq(t), [Rq(b) + Rq(i) * 2 + d]),
+        (Some(b), Some((i, 4))) => dynasm!(a ; .arch x64 ; lea Rq(t), [Rq(b) + Rq(i) * 4 + d]),
+        (Some(b), Some((i, _))) => dynasm!(a ; .arch x64 ; lea Rq(t), [Rq(b) + Rq(i) * 8 + d]),
+        (None, Some((i, 1))) => dynasm!(a ; .arch x64 ; lea Rq(t), [Rq(i) + d]),
+        (None, Some((i, 2))) => dynasm!(a ; .arch x64 ; lea Rq(t), [Rq(i) * 2 + d]),
+        (None, Some((i, 4))) => dynasm!(a ; .arch x64 ; lea Rq(t), [Rq(i) * 4 + d]),
+        (None, Some((i, _))) => dynasm!(a ; .arch x64 ; lea Rq(t), [Rq(i) * 8 + d]),
         (None, None) => return false,
     }
     true
@@ -1670,6 +1810,37 @@ fn lea(
     disp: u64,
     addr_size: u8,
 ) {
+    // Every register cached and the displacement a 32-bit one: one host LEA into the
+    // destination's host register (zero-extended at 32 bits, then the size masks).
+    if base.is_none() && index.is_none() && dst.size >= 4 {
+        // An absolute (or RIP-relative) address is a constant.
+        let mask = if dst.size == 4 || addr_size == 4 {
+            0xffff_ffff
+        } else {
+            u64::MAX
+        };
+        let mask = if addr_size == 2 { 0xffff } else { mask };
+        if mov_cached(a, dst, Src::Imm(disp & mask)) {
+            return;
+        }
+    }
+    if let Some(d) = cached(dst.index).filter(|_| !dst.high && dst.size >= 4 && addr_size >= 4) {
+        let m = MemRef {
+            base,
+            index,
+            disp,
+            seg: 0,
+            size: 8,
+            addr_size,
+        };
+        if effective_address_into(a, &m, d) {
+            if dst.size == 4 || addr_size == 4 {
+                dynasm!(a ; .arch x64 ; mov Rd(d), Rd(d));
+            }
+            write_through(a, dst, d);
+            return;
+        }
+    }
     let gpr = |i: u8| (crate::abi::OFFSET_GPR + usize::from(i) * 8) as i32;
     dynasm!(a ; .arch x64 ; mov rax, QWORD disp as i64);
     if let Some(b) = base {
