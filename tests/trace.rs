@@ -797,8 +797,8 @@ fn jit_stats_count_failed_translations_of_page_straddling_code() {
     if !jit::HOST_SUPPORTED {
         return;
     }
-    // jmp to 0x10ffd, where `mov eax, 1` (5 bytes) straddles into the next page: the JIT never
-    // translates such an instruction (a block stays within one page), it interprets it.
+    // jmp to 0x10ffd, where `mov eax, 1` (5 bytes) straddles into the next page: the JIT
+    // translates it as a one-instruction block that depends on both pages.
     let code = asm64(|a| a.jmp(0x1_0ffdu64));
     let mut t = TestMachine::new(TestMode::Long64, &code).with_engine(EngineKind::Jit);
     t.mem.write(0x1_0ffd, &[0xb8, 1, 0, 0, 0, 0xf4]).unwrap();
@@ -808,10 +808,29 @@ fn jit_stats_count_failed_translations_of_page_straddling_code() {
         unreachable!()
     };
     let s = j.stats;
+    assert_eq!((s.failed_translations, s.interp_steps), (0, 0), "{s:?}");
+    assert_eq!((s.translations, s.cache_misses), (3, 3), "{s:?}");
+
+    // The same with the second page not present (a 4 KiB page table for the first 2 MiB,
+    // page 0x11000 absent): the translation fails, the interpreter runs the instruction and
+    // raises #PF (no IDT: a triple fault).
+    let mut t = TestMachine::new(TestMode::Long64, &code).with_engine(EngineKind::Jit);
+    t.mem.write(0x1_0ffd, &[0xb8, 1, 0, 0, 0, 0xf4]).unwrap();
+    let pt = 0xb_0000u64;
+    for i in 0..512u64 {
+        let present = if i == 0x11 { 0 } else { 7 };
+        t.mem.write_le(pt + i * 8, 8, (i << 12) | present).unwrap();
+    }
+    t.mem
+        .write_le(rinx::testing::PAGE_TABLES + 0x2000, 8, pt | 7)
+        .unwrap();
+    assert_eq!(t.run(100), StopReason::TripleFault);
+    let Engine::Jit(j) = &t.engine else {
+        unreachable!()
+    };
+    let s = j.stats;
     assert_eq!(s.failed_translations, 1, "{s:?}");
     assert_eq!(s.interp_steps, 1, "{s:?}");
-    // The jmp's block and the hlt's block translate; the mov's lookup missed and failed.
-    assert_eq!((s.translations, s.cache_misses), (2, 3), "{s:?}");
     let report = rinx::trace::stats::jit_report(&s);
     assert!(report.contains(", 1 attempts failed,"), "{report}");
 }
