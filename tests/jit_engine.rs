@@ -701,3 +701,25 @@ fn remapping_the_second_page_of_a_crossing_instruction_changes_what_runs() {
 
 /// The first page directory of the harness's 64-bit page tables (see `TestMachine::new`).
 const PAGE_TABLES_PD0: u64 = rinx::testing::PAGE_TABLES + 0x2000;
+
+/// A Jcc fused with a memory-operand op (`dec dword [esi]; jnz`, `cmp [esi], eax; jne`) whose
+/// access crosses a page, so the helper runs it every time: the branch must follow the flags
+/// the helper wrote. 32-bit: mov esi, 0x20ffe; mov dword [esi], 3; L1: inc ebx;
+/// dec dword [esi]; jnz L1; mov eax, 7; mov dword [esi], 0; L2: inc edi; inc dword [esi];
+/// cmp [esi], eax; jne L2; hlt.
+#[test]
+fn fused_branches_after_memory_ops_follow_the_helper_on_the_slow_path() {
+    let mut code = vec![0xbe, 0xfe, 0x0f, 0x02, 0x00, 0xc7, 0x06, 3, 0, 0, 0];
+    code.extend_from_slice(&[0x43, 0xff, 0x0e, 0x75, 0xfb]);
+    code.extend_from_slice(&[0xb8, 7, 0, 0, 0, 0xc7, 0x06, 0, 0, 0, 0]);
+    code.extend_from_slice(&[0x47, 0xff, 0x06, 0x39, 0x06, 0x75, 0xf9, 0xf4]);
+    let (i, _) = both(TestMode::Flat32, &code, 10_000);
+    assert_eq!(i.gpr(3), 3, "dec/jnz iterations");
+    assert_eq!(i.gpr(7), 7, "inc/cmp/jne iterations");
+    check_lockstep(TestMode::Flat32, &code, 10_000);
+    // The same with the data inside one page (inline accesses, live host flags).
+    code[1] = 0x00;
+    let (i, _) = both(TestMode::Flat32, &code, 10_000);
+    assert_eq!((i.gpr(3), i.gpr(7)), (3, 7));
+    check_lockstep(TestMode::Flat32, &code, 10_000);
+}

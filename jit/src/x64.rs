@@ -68,6 +68,9 @@ struct Slow {
     done: DynamicLabel,
     kind: u64,
     index: u32,
+    /// The op's host flags feed a fused Jcc: after the helper ran the instruction, rdx and
+    /// the host status flags are set from the guest RFLAGS it wrote.
+    restore_flags: bool,
 }
 
 impl Slow {
@@ -81,6 +84,7 @@ impl Slow {
             done,
             kind: 0,
             index,
+            restore_flags: false,
         }
     }
 }
@@ -156,10 +160,13 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
     let n_ops = ir.ops.len();
     // A Jcc directly after a native op that defines every flag it reads branches on the live
     // host flags (not after INC/DEC for a CF condition: the host CF is not the guest's there).
+    // Also after an op with a memory operand (CMP [mem], r; DEC [mem]; ...): its slow path
+    // (the helper ran the instruction) restores the host flags from the guest RFLAGS.
     let fuse = match (ir.exit, ir.ops.last()) {
-        (Exit::Branch { cond, .. }, Some(Op::Alu { op, .. })) => {
-            op.captured_flags() != 0 && cond.reads() & !op.written_flags() == 0
-        }
+        (
+            Exit::Branch { cond, .. },
+            Some(Op::Alu { op, .. } | Op::AluLoad { op, .. } | Op::AluStore { op, .. }),
+        ) => op.captured_flags() != 0 && cond.reads() & !op.written_flags() == 0,
         _ => false,
     };
     // Ops whose flags nothing observes skip computing them (see `flags_needed`).
@@ -263,14 +270,18 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 mem,
                 index,
             } => {
+                let fused = fuse && i + 1 == n_ops;
                 let s = mem_access(&mut a, ir, &mem, false, user, index, &mut slow);
+                if let Some(sl) = slow.last_mut() {
+                    sl.restore_flags = fused;
+                }
                 match mem.size {
                     8 => dynasm!(a ; .arch x64 ; mov rcx, QWORD [rsi]),
                     4 => dynasm!(a ; .arch x64 ; mov ecx, DWORD [rsi]),
                     2 => dynasm!(a ; .arch x64 ; movzx ecx, WORD [rsi]),
                     _ => dynasm!(a ; .arch x64 ; movzx ecx, BYTE [rsi]),
                 }
-                alu_core(&mut a, op, dst, need, need);
+                alu_core(&mut a, op, dst, need || fused, need && !fused);
                 dynasm!(a ; .arch x64 ; =>s);
             }
             Op::AluStore {
@@ -279,7 +290,11 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 src,
                 index,
             } => {
+                let fused = fuse && i + 1 == n_ops;
                 let s = mem_access(&mut a, ir, &mem, op.writes_dst(), user, index, &mut slow);
+                if let Some(sl) = slow.last_mut() {
+                    sl.restore_flags = fused;
+                }
                 load_host(&mut a, mem.size, false);
                 match src {
                     Src::Reg(r) => load(&mut a, 1, r),
@@ -287,13 +302,13 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                     Src::None => {}
                 }
                 alu_op(&mut a, op, mem.size);
-                if need && op.captured_flags() != 0 {
+                if (need || fused) && op.captured_flags() != 0 {
                     dynasm!(a ; .arch x64 ; pushfq ; pop rdx);
                 }
                 if op.writes_dst() {
                     store_host(&mut a, mem.size);
                 }
-                if need {
+                if need && !fused {
                     merge_flags(&mut a, op);
                 }
                 dynasm!(a ; .arch x64 ; =>s);
@@ -408,7 +423,11 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         } => {
             let taken_l = a.new_dynamic_label();
             let last_alu = match ir.ops.last() {
-                Some(Op::Alu { op, .. }) if fuse => Some(*op),
+                Some(Op::Alu { op, .. } | Op::AluLoad { op, .. } | Op::AluStore { op, .. })
+                    if fuse =>
+                {
+                    Some(*op)
+                }
                 _ => None,
             };
             if last_alu.is_none() {
@@ -455,6 +474,18 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             ; jnz =>synced
         );
         reload_all(&mut a);
+        if sl.restore_flags {
+            // Status flags only (POPFQ of the whole RFLAGS could set AC or TF on the host).
+            let status = crate::abi::flags::STATUS as i32;
+            dynasm!(a
+                ; .arch x64
+                ; mov rdx, QWORD [rbx + RFLAGS]
+                ; mov rax, rdx
+                ; and eax, status
+                ; push rax
+                ; popfq
+            );
+        }
         dynasm!(a ; .arch x64 ; jmp =>sl.done);
     }
     CACHED.with(|c| c.set([UNCACHED; 16]));
@@ -1796,6 +1827,7 @@ fn probe_with(
         done,
         kind: u64::from(size) | if write { 0x100 } else { 0 },
         index,
+        restore_flags: false,
     });
     done
 }
@@ -1952,6 +1984,17 @@ mod tests {
         assert_eq!(h.iter().filter(|l| *l == "pushfq").count(), 2, "{text}");
         let add = h.iter().position(|l| l.starts_with("add ")).expect("add");
         assert_ne!(h[add + 1], "pushfq", "{text}");
+    }
+
+    #[test]
+    fn golden_cmp_mem_then_jne_branches_on_live_host_flags() {
+        // Guest: cmp [ebx], eax; jne +0 — the CMP with a memory operand feeds the Jcc directly;
+        // only its slow path (helper) restores host flags, with POPFQ.
+        let h = host_asm(Mode::Bits32, &[0x39, 0x03, 0x75, 0x00]);
+        let text = h.join("\n");
+        assert!(!h.iter().any(|l| l == "sahf"), "{text}");
+        assert_eq!(h.iter().filter(|l| *l == "popfq").count(), 1, "{text}");
+        assert!(h.iter().any(|l| l.starts_with("jne ")), "{text}");
     }
 
     #[test]
