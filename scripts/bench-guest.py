@@ -9,6 +9,9 @@ is measured the same way (no guest clock involved). The same script runs nativel
 same busybox binary (taken from the initramfs). All of it in one run on one machine; the table
 gives seconds and the ratio to QEMU TCG (lower is better for rinx) and to native.
 
+The outputs (md5sum, sha256sum, gzip and bzip2 output digests) of every run must equal the
+native ones, else the script reports OUTPUT MISMATCH.
+
 Usage: scripts/bench-guest.py [--rinx target/release/rinx] [--engines interp,jit] [--runs N]
                               [--skip-qemu] [--timeout S]
 Needs: scripts/guest-images.sh run once; qemu-system-x86 (installed with apt-get when missing
@@ -38,6 +41,9 @@ def guest_script(tmp="/tmp"):
     for i, (_, cmd) in enumerate(WORKLOADS):
         cmd = cmd.replace("/tmp/", tmp + "/")
         lines.append(f"echo BENCH-START-{i}; {cmd} >/dev/null; echo BENCH-END-{i}")
+    # Outputs checked against the native run: a fast but wrong emulator must not pass.
+    lines.append(f"echo BENCH-CHECK $(md5sum < {tmp}/d) $(md5sum < {tmp}/d.gz) "
+                 f"$(md5sum < {tmp}/d.bz2) $(sha256sum < {tmp}/d)")
     lines.append("echo BENCH-DONE")
     return "\n".join(lines) + "\n"
 
@@ -143,6 +149,7 @@ def main():
     cmds["native"] = [bb, "sh", "-c", guest_script(tmp)]
 
     results = {}
+    checks = {}
     for name, cmd in cmds.items():
         best = None
         for _ in range(args.runs):
@@ -151,12 +158,24 @@ def main():
                 print(f"{name}: did not finish (status {status})", file=sys.stderr)
                 print(out.decode(errors="replace")[-3000:], file=sys.stderr)
             d = durations(marks)
+            for line in out.decode(errors="replace").splitlines():
+                if line.startswith("BENCH-CHECK") and "$(" not in line:
+                    checks.setdefault(name, set()).add(line.split(None, 1)[-1].strip())
             if best is None or sum(v or 1e9 for v in d.values() if v is not None) < \
                     sum(v or 1e9 for v in best.values() if v is not None):
                 best = d
         results[name] = best
         print(f"{name:12} " + "  ".join(f"{k} {fmt(v)}" for k, v in best.items()), flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
+    want = checks.get("native")
+    bad = [n for n in cmds if n != "native" and (checks.get(n) != want or len(want) != 1)]
+    if want is None or bad:
+        print(f"OUTPUT MISMATCH against native (md5 of data, gzip, bzip2 output; sha256): "
+              f"{bad or 'native run failed'}", file=sys.stderr)
+        for n in cmds:
+            print(f"  {n}: {checks.get(n)}", file=sys.stderr)
+    else:
+        print("outputs (md5sum, gzip, bzip2, sha256sum) identical to native in every run")
 
     rows = ["time to shell"] + [w for w, _ in WORKLOADS]
     print()
