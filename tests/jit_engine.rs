@@ -723,3 +723,39 @@ fn fused_branches_after_memory_ops_follow_the_helper_on_the_slow_path() {
     assert_eq!((i.gpr(3), i.gpr(7)), (3, 7));
     check_lockstep(TestMode::Flat32, &code, 10_000);
 }
+
+/// Two pages 4 MiB apart share a TLB set: the loop's accesses alternate between them, so the
+/// inline probe hits way 0 for one and way 1 (out of line) for the other. The first is
+/// mapped to other physical memory (va 0x400000 -> pa 0xa00000) so that using the wrong
+/// way's host address would show. 64-bit: mov ecx, 500; mov esi, 0x400ff8;
+/// mov edi, 0x800ff8; L: add [rsi], rcx; mov rax, [rsi]; add [rdi], rax; mov rdx, [rdi];
+/// add [rsi+8], edx (crosses into the next page: helper); dec ecx; jnz L; hlt
+#[test]
+fn two_pages_of_one_tlb_set_alternate_in_a_loop() {
+    let code = [
+        0xb9, 0xf4, 0x01, 0, 0, 0xbe, 0xf8, 0x0f, 0x40, 0x00, 0xbf, 0xf8, 0x0f, 0x80, 0x00, 0x48,
+        0x01, 0x0e, 0x48, 0x8b, 0x06, 0x48, 0x01, 0x07, 0x48, 0x8b, 0x17, 0x01, 0x56, 0x08, 0xff,
+        0xc9, 0x75, 0xeb, 0xf4,
+    ];
+    let mut results = Vec::new();
+    for engine in EngineKind::ALL {
+        let mut t = TestMachine::new(TestMode::Long64, &code).with_engine(engine);
+        // PD0 entry 2 (va 0x400000, 2 MiB) -> pa 0xa00000.
+        t.mem
+            .write_le(PAGE_TABLES_PD0 + 16, 8, 0xa0_0000 | 0x87)
+            .unwrap();
+        assert_eq!(t.run(100_000), StopReason::Halted, "{engine:?}");
+        assert_eq!(t.gpr(1), 0, "the loop ran to the end ({engine:?})");
+        let mut m = Vec::new();
+        for pa in [0xa0_0ff8u64, 0x80_0ff8, 0xa0_1000, 0x40_0ff8] {
+            m.push(t.mem.read_le(pa, 8).unwrap());
+        }
+        assert_ne!(m[0], 0, "{engine:?}");
+        assert_eq!(
+            m[3], 0,
+            "nothing written at the identity address ({engine:?})"
+        );
+        results.push((t.cpu.s, t.cpu.icount, m));
+    }
+    assert_eq!(results[0], results[1]);
+}

@@ -386,7 +386,8 @@ pub struct JitEnv {
     pub limit: u64,
     /// Opaque pointer for the helper.
     pub user: *mut core::ffi::c_void,
-    /// Address of the `[JitTlbEntry; JTLB_ENTRIES]` array the inline memory accesses probe.
+    /// Address of the `[JitTlbEntry; JTLB_WAYS * JTLB_ENTRIES]` array the inline memory
+    /// accesses probe (way 0 inline; way 1, `JTLB_ENTRIES` entries further, out of line).
     pub tlb: usize,
     /// Called when an inline probe misses, as `fill(env, la, kind) -> 0` if the entry for
     /// `la` now hits (the access is retried) or non-zero to execute the whole instruction
@@ -474,8 +475,12 @@ pub const OFFSET_JTLB_WRITE: usize = offset_of!(JitTlbEntry, write_tag);
 pub const OFFSET_JTLB_ADDEND: usize = offset_of!(JitTlbEntry, addend);
 /// log2 of `size_of::<JitTlbEntry>()` (generated code scales the slot index by it).
 pub const JTLB_ENTRY_SHIFT: u8 = 5;
-/// Number of JIT TLB entries (direct-mapped by linear page number; a power of two).
+/// Number of JIT TLB sets (indexed by linear page number; a power of two).
 pub const JTLB_ENTRIES: usize = 1024;
+/// Ways of the JIT TLB (and of the shadow TLB): set `s` is entries `s` and
+/// `s + JTLB_ENTRIES`; a fill moves the previous way-0 entry to way 1 (two hot pages 4 MiB
+/// apart no longer evict each other on every access).
+pub const JTLB_WAYS: usize = 2;
 
 /// One entry of the JIT's inline TLB probe, read by generated code (offsets `OFFSET_JTLB_*`).
 ///

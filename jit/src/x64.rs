@@ -60,8 +60,12 @@ const JC_TAG_ENV: i32 = OFFSET_ENV_JC_TAG as i32;
 
 /// Out-of-line slow path of one inline memory access.
 struct Slow {
-    /// Probe missed (la in rax): ask `fill`, then retry at `retry`.
+    /// Probe of way 0 missed (la in rax, entry address in rcx, tag in rdx): check way 1 (hit:
+    /// host address in rsi, continue at `hit`), else ask `fill`, then retry at `retry`.
     fill: DynamicLabel,
+    hit: DynamicLabel,
+    /// Offset of the tag the probe compares (read or write tag).
+    tag_off: i32,
     /// Run the whole instruction through the helper, then continue at `done`.
     helper: DynamicLabel,
     retry: DynamicLabel,
@@ -79,6 +83,8 @@ impl Slow {
     fn helper_only(helper: DynamicLabel, done: DynamicLabel, index: u32) -> Slow {
         Slow {
             fill: helper,
+            hit: done,
+            tag_off: 0,
             helper,
             retry: done,
             done,
@@ -448,9 +454,17 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
     for sl in &slow {
         // kind 0: no memory access, only the helper (`fill` is `helper`).
         if sl.kind != 0 {
+            let way1 = (JTLB_ENTRIES << JTLB_ENTRY_SHIFT) as i32;
+            let addend = OFFSET_JTLB_ADDEND as i32;
             dynasm!(a
                 ; .arch x64
                 ; =>sl.fill
+                ; cmp rdx, QWORD [rcx + way1 + sl.tag_off]
+                ; jne >fill
+                ; mov rsi, rax
+                ; add rsi, QWORD [rcx + way1 + addend]
+                ; jmp =>sl.hit
+                ; fill:
                 ; mov rdi, r12
                 ; mov rsi, rax
                 ; mov edx, sl.kind as i32
@@ -810,7 +824,19 @@ fn choose_cache(ir: &BlockIr) -> [u8; 16] {
             | Op::Helper { .. } => {}
         }
     }
-    let mut order: Vec<u8> = (0..16u8).filter(|&i| uses[usize::from(i)] >= 2).collect();
+    // A register used once costs one load either way, except in a block that loops to its
+    // own start: the back edge skips the reload, so every iteration saves the load.
+    let loops = match ir.exit {
+        Exit::Jump { target } => target == ir.start_ip,
+        Exit::Branch {
+            taken, not_taken, ..
+        } => taken == ir.start_ip || not_taken == ir.start_ip,
+        _ => false,
+    };
+    let min_uses = if loops { 1 } else { 2 };
+    let mut order: Vec<u8> = (0..16u8)
+        .filter(|&i| uses[usize::from(i)] >= min_uses)
+        .collect();
     order.sort_by_key(|&i| std::cmp::Reverse(uses[usize::from(i)]));
     let mut map = [UNCACHED; 16];
     for (i, h) in order.into_iter().zip(CACHE_HOST) {
@@ -1403,7 +1429,69 @@ fn mul_flags(a: &mut Asm, size: u8) {
 }
 
 /// MOVZX / MOVSX / MOVSXD r, r.
+#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
 fn movx(a: &mut Asm, dst: GuestReg, src: GuestReg, sign: bool) {
+    if let Some(d) = cached(dst.index).filter(|_| !dst.high && dst.size >= 2) {
+        // Straight into the destination's host register, from the source's host register
+        // or (not cached, or AH..BH) its slot in the state.
+        let hs = cached(src.index).filter(|_| !src.high);
+        let off = src.offset();
+        macro_rules! ext {
+            ($m:ident, $dst:ident, $reg:ident, $mem:ident) => {
+                match hs {
+                    Some(h) => dynasm!(a ; .arch x64 ; $m $dst(d), $reg(h)),
+                    None => dynasm!(a ; .arch x64 ; $m $dst(d), $mem [rbx + off]),
+                }
+            };
+        }
+        let done = match (src.size, sign, dst.size) {
+            (1, false, 2) => {
+                ext!(movzx, Rw, Rb, BYTE);
+                true
+            }
+            (1, false, _) => {
+                ext!(movzx, Rd, Rb, BYTE);
+                true
+            }
+            (1, true, 2) => {
+                ext!(movsx, Rw, Rb, BYTE);
+                true
+            }
+            (1, true, 4) => {
+                ext!(movsx, Rd, Rb, BYTE);
+                true
+            }
+            (1, true, _) => {
+                ext!(movsx, Rq, Rb, BYTE);
+                true
+            }
+            (2, false, 4 | 8) => {
+                ext!(movzx, Rd, Rw, WORD);
+                true
+            }
+            (2, true, 4) => {
+                ext!(movsx, Rd, Rw, WORD);
+                true
+            }
+            (2, true, 8) => {
+                ext!(movsx, Rq, Rw, WORD);
+                true
+            }
+            (4, true, 8) => {
+                ext!(movsxd, Rq, Rd, DWORD);
+                true
+            }
+            (4, false, 4 | 8) => {
+                ext!(mov, Rd, Rd, DWORD);
+                true
+            }
+            _ => false,
+        };
+        if done {
+            write_through(a, dst, d);
+            return;
+        }
+    }
     load(a, 0, src);
     match (src.size, sign) {
         (1, false) => dynasm!(a ; .arch x64 ; movzx eax, al),
@@ -1644,34 +1732,40 @@ fn store_host(a: &mut Asm, size: u8) {
 /// mode), probes the JIT TLB and leaves the host address in rsi. Returns the label that
 /// follows the access, which the caller binds after emitting it; misses and failed checks go
 /// to an out-of-line slow path (fill and retry, or the helper for the whole instruction).
-/// rax = base + index * scale + disp of `mem` in one LEA, when every register it names is
-/// cached in a host register and the displacement fits 32 bits sign-extended. Returns false
-/// (nothing emitted) otherwise.
+/// rax = base + index * scale + disp of `mem` in one LEA (registers not cached in host
+/// registers loaded into rax / rcx first), when it names a register and the displacement
+/// fits 32 bits sign-extended. Returns false (nothing emitted) otherwise.
 #[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
 fn effective_address_cached(a: &mut Asm, mem: &MemRef) -> bool {
     effective_address_into(a, mem, 0)
 }
 
-/// [`effective_address_cached`] into host register `t` (0 = rax).
+/// [`effective_address_cached`] into host register `t` (0 = rax; rcx is clobbered when the
+/// index register is not cached).
 #[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
 fn effective_address_into(a: &mut Asm, mem: &MemRef, t: u8) -> bool {
     let Ok(d) = i32::try_from(mem.disp as i64) else {
         return false;
     };
-    let b = match mem.base {
-        Some(r) => match cached(r) {
-            Some(h) => Some(h),
-            None => return false,
-        },
-        None => None,
-    };
-    let i = match mem.index {
-        Some((r, s)) => match cached(r) {
-            Some(h) => Some((h, s)),
-            None => return false,
-        },
-        None => None,
-    };
+    if mem.base.is_none() && mem.index.is_none() {
+        return false;
+    }
+    // Registers not cached are loaded into rax (base) and rcx (index) first.
+    let b = mem.base.map(|r| {
+        cached(r).unwrap_or_else(|| {
+            let off = gpr_off(r);
+            dynasm!(a ; .arch x64 ; mov rax, QWORD [rbx + off]);
+            0
+        })
+    });
+    let i = mem.index.map(|(r, s)| {
+        let h = cached(r).unwrap_or_else(|| {
+            let off = gpr_off(r);
+            dynasm!(a ; .arch x64 ; mov rcx, QWORD [rbx + off]);
+            1
+        });
+        (h, s)
+    });
     match (b, i) {
         (Some(b), None) => dynasm!(a ; .arch x64 ; lea Rq(t), [Rq(b) + d]),
         (Some(b), Some((i, 1))) => dynasm!(a ; .arch x64 ; lea Rq(t), [Rq(b) + Rq(i) + d]),
@@ -1813,15 +1907,19 @@ fn probe_with(
     if user {
         dynasm!(a ; .arch x64 ; or rdx, 1);
     }
+    let hit = a.new_dynamic_label();
     dynasm!(a
         ; .arch x64
         ; cmp rdx, QWORD [rcx + tag_off]
         ; jne =>fill
         ; mov rsi, rax
         ; add rsi, QWORD [rcx + addend]
+        ; =>hit
     );
     slow.push(Slow {
         fill,
+        hit,
+        tag_off,
         helper,
         retry,
         done,

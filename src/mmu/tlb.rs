@@ -9,8 +9,12 @@ use super::phys::HostPage;
 use super::walk::Translation;
 pub use jit::abi::JitTlbEntry;
 
-/// Number of entries (direct-mapped by linear page number).
+/// Number of sets (indexed by linear page number); each has [`WAYS`] entries, set `s` being
+/// entries `s` and `s + TLB_ENTRIES` (the JIT's inline probe checks way 0 first).
 pub const TLB_ENTRIES: usize = jit::abi::JTLB_ENTRIES;
+/// Entries per set.
+pub const WAYS: usize = jit::abi::JTLB_WAYS;
+const ALL: usize = TLB_ENTRIES * WAYS;
 
 /// One cached translation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,10 +56,10 @@ pub struct TlbStats {
 /// The shadow TLB.
 #[derive(Debug, Clone)]
 pub struct Tlb {
-    entries: Box<[TlbEntry; TLB_ENTRIES]>,
+    entries: Box<[TlbEntry; ALL]>,
     /// The JIT's view of the same translations with raw host addresses (see [`JitTlbEntry`]).
     /// Every flush below drops it too, so it never outlives the entry it was derived from.
-    pub jit: Box<[JitTlbEntry; TLB_ENTRIES]>,
+    pub jit: Box<[JitTlbEntry; ALL]>,
     /// Host address of the guest RAM the `jit` entries point into (0 = none filled yet): a
     /// CPU moved to other guest memory (a clone) must not use them.
     pub jit_mem: usize,
@@ -70,8 +74,8 @@ pub struct Tlb {
 impl Default for Tlb {
     fn default() -> Self {
         Tlb {
-            entries: Box::new([TlbEntry::INVALID; TLB_ENTRIES]),
-            jit: Box::new([JitTlbEntry::INVALID; TLB_ENTRIES]),
+            entries: Box::new([TlbEntry::INVALID; ALL]),
+            jit: Box::new([JitTlbEntry::INVALID; ALL]),
             jit_mem: 0,
             has_large: false,
             gen: 0,
@@ -88,8 +92,14 @@ impl Tlb {
     /// The cached entry for linear address `la`, if any.
     #[inline]
     pub fn lookup(&self, la: u64) -> Option<&TlbEntry> {
-        let e = &self.entries[slot(la)];
-        (e.tag == (la >> 12) + 1).then_some(e)
+        let s = slot(la);
+        let tag = (la >> 12) + 1;
+        let e = &self.entries[s];
+        if e.tag == tag {
+            return Some(e);
+        }
+        let e = &self.entries[s + TLB_ENTRIES];
+        (e.tag == tag).then_some(e)
     }
 
     /// Caches a translation for linear address `la`.
@@ -97,8 +107,17 @@ impl Tlb {
         if t.page_size > 4096 {
             self.has_large = true;
         }
-        self.entries[slot(la)] = TlbEntry {
-            tag: (la >> 12) + 1,
+        let s = slot(la);
+        let tag = (la >> 12) + 1;
+        // The newest entry goes to way 0; the one it displaces (another page) to way 1.
+        if self.entries[s + TLB_ENTRIES].tag == tag {
+            self.entries[s + TLB_ENTRIES] = TlbEntry::INVALID;
+        }
+        if self.entries[s].tag != 0 && self.entries[s].tag != tag {
+            self.entries[s + TLB_ENTRIES] = self.entries[s];
+        }
+        self.entries[s] = TlbEntry {
+            tag,
             pa_page: t.pa_page,
             host,
             t,
@@ -116,7 +135,18 @@ impl Tlb {
     pub fn jit_fill(&mut self, la: u64, pa_page: u64, host_page: usize, user: bool, write: bool) {
         let page = la & !0xfff;
         let tag = page | u64::from(user);
-        let e = &mut self.jit[slot(la)];
+        let s = slot(la);
+        let i = if self.jit[s + TLB_ENTRIES].read_tag == tag {
+            // Way 1 holds this page (e.g. its read tag, now filled for a store).
+            s + TLB_ENTRIES
+        } else {
+            if self.jit[s].read_tag != tag && self.jit[s].read_tag != JitTlbEntry::INVALID.read_tag
+            {
+                self.jit[s + TLB_ENTRIES] = self.jit[s];
+            }
+            s
+        };
+        let e = &mut self.jit[i];
         if e.read_tag != tag || e.pa_page != pa_page {
             *e = JitTlbEntry::INVALID;
         }
@@ -170,10 +200,12 @@ impl Tlb {
     pub fn invlpg(&mut self, la: u64) {
         self.gen += 1;
         let s = slot(la);
-        if self.entries[s].tag == (la >> 12) + 1 {
-            self.entries[s] = TlbEntry::INVALID;
+        for i in [s, s + TLB_ENTRIES] {
+            if self.entries[i].tag == (la >> 12) + 1 {
+                self.entries[i] = TlbEntry::INVALID;
+            }
+            self.jit[i] = JitTlbEntry::INVALID;
         }
-        self.jit[s] = JitTlbEntry::INVALID;
         if self.has_large {
             self.jit_flush();
             for e in self.entries.iter_mut() {
@@ -218,6 +250,40 @@ mod tests {
             dirty: true,
             page_size: size,
         }
+    }
+
+    #[test]
+    fn two_pages_of_one_set_both_stay_cached_and_a_third_evicts_the_older() {
+        let mut t = Tlb::default();
+        let (a, b, c) = (0x40_0000, 0x80_0000, 0xc0_0000); // 4 MiB apart: one set
+        assert_eq!(slot(a), slot(b));
+        t.insert(a, None, tr(0x1000, false, 4096));
+        t.insert(b, None, tr(0x2000, false, 4096));
+        assert_eq!(t.lookup(a).map(|e| e.pa_page), Some(0x1000));
+        assert_eq!(t.lookup(b).map(|e| e.pa_page), Some(0x2000));
+        t.insert(c, None, tr(0x3000, false, 4096));
+        assert!(t.lookup(a).is_none(), "the oldest is evicted");
+        assert_eq!(t.lookup(b).map(|e| e.pa_page), Some(0x2000));
+        assert_eq!(t.lookup(c).map(|e| e.pa_page), Some(0x3000));
+        // Re-inserting a page held in way 1 leaves one copy.
+        t.insert(b, None, tr(0x4000, false, 4096));
+        assert_eq!(t.lookup(b).map(|e| e.pa_page), Some(0x4000));
+        t.invlpg(b);
+        assert!(t.lookup(b).is_none());
+        assert_eq!(t.lookup(c).map(|e| e.pa_page), Some(0x3000));
+        // The JIT entries: both pages of a set, in way 0 and way 1.
+        t.jit_fill(a, 0x1000, 0x10_0000, false, false);
+        t.jit_fill(b, 0x2000, 0x20_0000, false, true);
+        let s = Tlb::jit_slot(a);
+        assert_eq!(t.jit[s].read_tag, b);
+        assert_eq!(t.jit[s + TLB_ENTRIES].read_tag, a);
+        // A store fill for the page in way 1 updates it there.
+        t.jit_fill(a, 0x1000, 0x10_0000, false, true);
+        assert_eq!(t.jit[s + TLB_ENTRIES].write_tag, a);
+        assert_eq!(t.jit[s].read_tag, b);
+        t.invlpg(a);
+        assert_eq!(t.jit[s].read_tag, u64::MAX);
+        assert_eq!(t.jit[s + TLB_ENTRIES].read_tag, u64::MAX);
     }
 
     #[test]
