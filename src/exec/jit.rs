@@ -189,6 +189,8 @@ struct Insn {
     len: u8,
     next_ip: u64,
     ring: bool,
+    /// A ring-layer instruction after which the block may go on (see [`continues_block`]).
+    ring_continue: bool,
     family: Cell<Family>,
 }
 
@@ -677,6 +679,7 @@ impl JitEngine {
                 len: d.len,
                 next_ip: d.next_ip(),
                 ring: d.needs_ring_layer(),
+                ring_continue: continues_block(&d.insn),
                 family: Cell::new(Family::Unknown),
             })
             .collect();
@@ -988,7 +991,7 @@ unsafe extern "sysv64" fn helper<P: Platform + ?Sized>(
     // flush, the mode bits, CS) ends the block: later exits of this invocation probe the jump
     // cache with the tag of the entry context.
     let may_go_on = !faulted
-        && !ins.ring
+        && (!ins.ring || ins.ring_continue)
         && ctx.cpu.dcache.page_gen(block.pa_page) == Some(block.gen)
         && !ctx.cpu.stop_requested
         && !ctx.cpu.halted
@@ -1010,13 +1013,28 @@ unsafe extern "sysv64" fn helper<P: Platform + ?Sized>(
     1
 }
 
+/// Ring-layer instructions that change nothing the block depends on (mode, CS, paging,
+/// IF = 1 interrupt windows, control flow) and are frequent in guest kernels: after the ring
+/// layer ran them the block goes on instead of returning to the dispatcher. RDTSC/RDTSCP
+/// (timekeeping), PUSHF (`local_irq_save`), CLI (interrupts only become *disabled*), CPUID.
+/// Everything else the helper checks after any instruction (faults, page generations, the
+/// jump-cache context, TF/RF/DR7, stop requests) still applies.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn continues_block(insn: &iced_x86::Instruction) -> bool {
+    use iced_x86::Mnemonic as M;
+    matches!(
+        insn.mnemonic(),
+        M::Rdtsc | M::Rdtscp | M::Pushf | M::Pushfd | M::Pushfq | M::Cli | M::Cpuid
+    )
+}
+
 /// Why the helper ends the block after `ins` (for `--stats`).
 #[cfg(target_arch = "x86_64")]
 #[cold]
 fn exit_reason(cpu: &Cpu, block: &Block, ins: &Insn, faulted: bool) -> ExitReason {
     if faulted {
         ExitReason::Exception
-    } else if ins.ring {
+    } else if ins.ring && !ins.ring_continue {
         ExitReason::Ring
     } else if cpu.dcache.page_gen(block.pa_page) != Some(block.gen) {
         ExitReason::Smc
