@@ -1444,54 +1444,27 @@ fn movx(a: &mut Asm, dst: GuestReg, src: GuestReg, sign: bool) {
                 }
             };
         }
-        let done = match (src.size, sign, dst.size) {
-            (1, false, 2) => {
-                ext!(movzx, Rw, Rb, BYTE);
-                true
-            }
-            (1, false, _) => {
-                ext!(movzx, Rd, Rb, BYTE);
-                true
-            }
-            (1, true, 2) => {
-                ext!(movsx, Rw, Rb, BYTE);
-                true
-            }
-            (1, true, 4) => {
-                ext!(movsx, Rd, Rb, BYTE);
-                true
-            }
-            (1, true, _) => {
-                ext!(movsx, Rq, Rb, BYTE);
-                true
-            }
-            (2, false, 4 | 8) => {
-                ext!(movzx, Rd, Rw, WORD);
-                true
-            }
-            (2, true, 4) => {
-                ext!(movsx, Rd, Rw, WORD);
-                true
-            }
-            (2, true, 8) => {
-                ext!(movsx, Rq, Rw, WORD);
-                true
-            }
-            (4, true, 8) => {
-                ext!(movsxd, Rq, Rd, DWORD);
-                true
-            }
-            (4, false, 4 | 8) => {
-                ext!(mov, Rd, Rd, DWORD);
-                true
-            }
-            _ => false,
-        };
-        if done {
-            write_through(a, dst, d);
-            return;
+        match (src.size, sign, dst.size) {
+            (1, false, 2) => ext!(movzx, Rw, Rb, BYTE),
+            (1, false, _) => ext!(movzx, Rd, Rb, BYTE),
+            (1, true, 2) => ext!(movsx, Rw, Rb, BYTE),
+            (1, true, 4) => ext!(movsx, Rd, Rb, BYTE),
+            (1, true, _) => ext!(movsx, Rq, Rb, BYTE),
+            (2, false, 4 | 8) => ext!(movzx, Rd, Rw, WORD),
+            (2, true, 4) => ext!(movsx, Rd, Rw, WORD),
+            (2, true, 8) => ext!(movsx, Rq, Rw, WORD),
+            (4, true, 8) => ext!(movsxd, Rq, Rd, DWORD),
+            (4, false, 4 | 8) => ext!(mov, Rd, Rd, DWORD),
+            _ => return movx_rax(a, dst, src, sign),
         }
+        write_through(a, dst, d);
+        return;
     }
+    movx_rax(a, dst, src, sign);
+}
+
+/// [`movx`] through rax (any destination).
+fn movx_rax(a: &mut Asm, dst: GuestReg, src: GuestReg, sign: bool) {
     load(a, 0, src);
     match (src.size, sign) {
         (1, false) => dynasm!(a ; .arch x64 ; movzx eax, al),
@@ -1728,20 +1701,9 @@ fn store_host(a: &mut Asm, size: u8) {
     }
 }
 
-/// Computes the linear address of `mem` into rax (segment checks inline outside 64-bit
-/// mode), probes the JIT TLB and leaves the host address in rsi. Returns the label that
-/// follows the access, which the caller binds after emitting it; misses and failed checks go
-/// to an out-of-line slow path (fill and retry, or the helper for the whole instruction).
-/// rax = base + index * scale + disp of `mem` in one LEA (registers not cached in host
-/// registers loaded into rax / rcx first), when it names a register and the displacement
-/// fits 32 bits sign-extended. Returns false (nothing emitted) otherwise.
-#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
-fn effective_address_cached(a: &mut Asm, mem: &MemRef) -> bool {
-    effective_address_into(a, mem, 0)
-}
-
-/// [`effective_address_cached`] into host register `t` (0 = rax; rcx is clobbered when the
-/// index register is not cached).
+/// Host register `t` (0 = rax) = base + index * scale + disp of `mem` in one LEA (registers
+/// not cached in host registers loaded into rax / rcx first), when it names a register and
+/// the displacement fits 32 bits sign-extended. Returns false (nothing emitted) otherwise.
 #[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
 fn effective_address_into(a: &mut Asm, mem: &MemRef, t: u8) -> bool {
     let Ok(d) = i32::try_from(mem.disp as i64) else {
@@ -1807,6 +1769,10 @@ fn address_sum(a: &mut Asm, mem: &MemRef) {
     }
 }
 
+/// Computes the linear address of `mem` into rax (segment checks inline outside 64-bit
+/// mode), probes the JIT TLB and leaves the host address in rsi. Returns the label that
+/// follows the access, which the caller binds after emitting it; misses and failed checks go
+/// to an out-of-line slow path (fill and retry, or the helper for the whole instruction).
 #[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
 fn mem_access(
     a: &mut Asm,
@@ -1820,7 +1786,7 @@ fn mem_access(
     let retry = a.new_dynamic_label();
     let helper = a.new_dynamic_label();
     dynasm!(a ; .arch x64 ; =>retry);
-    if !effective_address_cached(a, mem) {
+    if !effective_address_into(a, mem, 0) {
         address_sum(a, mem);
     }
     match mem.addr_size {

@@ -253,31 +253,43 @@ pub struct JitEngine {
     /// `RINX_PERF_MAP=1`: one line per installed block (`host-addr size name`, hex) appended
     /// to `/tmp/perf-<pid>.map`, the file Linux `perf report` reads to name JIT code.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    perf_map: Option<std::io::LineWriter<std::fs::File>>,
+    perf_map: Option<PerfFile>,
     /// `RINX_PERF_MAP=2`: also `/tmp/rinx-jit-<pid>.dump`, one line per block: host entry,
     /// guest RIP, host code (hex), guest instructions.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    code_dump: Option<std::io::LineWriter<std::fs::File>>,
+    code_dump: Option<PerfFile>,
 }
 
-/// Opens the perf map when `RINX_PERF_MAP=1` (Linux perf's `tools/perf/Documentation/jit-interface.txt`).
-fn open_perf_map() -> Option<std::io::LineWriter<std::fs::File>> {
-    if !matches!(std::env::var("RINX_PERF_MAP").ok()?.as_str(), "1" | "2") {
-        return None;
+/// Opens the perf map when `RINX_PERF_MAP` is 1 or 2 (Linux perf's
+/// `tools/perf/Documentation/jit-interface.txt`), and with 2 also the code dump.
+fn open_perf_files() -> (Option<PerfFile>, Option<PerfFile>) {
+    let mode = std::env::var("RINX_PERF_MAP").unwrap_or_default();
+    if !matches!(mode.as_str(), "1" | "2") {
+        return (None, None);
     }
-    let path = std::env::temp_dir().join(format!("perf-{}.map", std::process::id()));
-    match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-    {
-        Ok(f) => Some(std::io::LineWriter::new(f)),
-        Err(e) => {
-            log::warn!("RINX_PERF_MAP: cannot open {}: {e}", path.display());
-            None
+    let pid = std::process::id();
+    let open = |name: String| {
+        let path = std::env::temp_dir().join(name);
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
+            Ok(f) => Some(std::io::LineWriter::new(f)),
+            Err(e) => {
+                log::warn!("RINX_PERF_MAP: cannot open {}: {e}", path.display());
+                None
+            }
         }
-    }
+    };
+    let dump = (mode == "2")
+        .then(|| open(format!("rinx-jit-{pid}.dump")))
+        .flatten();
+    (open(format!("perf-{pid}.map")), dump)
 }
+
+/// A line-buffered profiler file (perf map, code dump).
+type PerfFile = std::io::LineWriter<std::fs::File>;
 
 /// What the helper needs, behind `JitEnv::user`.
 struct HelperCtx<'c, 'a, P: Platform + ?Sized> {
@@ -299,6 +311,7 @@ struct HelperCtx<'c, 'a, P: Platform + ?Sized> {
 impl JitEngine {
     /// A JIT with a code cache of `code_bytes` bytes.
     pub fn with_cache_size(code_bytes: usize) -> std::io::Result<Self> {
+        let (perf_map, code_dump) = open_perf_files();
         Ok(JitEngine {
             #[cfg(target_arch = "x86_64")]
             cache: jit::cache::CodeCache::new(code_bytes)?,
@@ -314,15 +327,8 @@ impl JitEngine {
             jc_last: None,
             jc_next: 0,
             helper_calls: vec![0; iced_x86::Code::values().len()],
-            perf_map: open_perf_map(),
-            code_dump: std::env::var("RINX_PERF_MAP")
-                .is_ok_and(|v| v == "2")
-                .then(|| {
-                    let p =
-                        std::env::temp_dir().join(format!("rinx-jit-{}.dump", std::process::id()));
-                    std::fs::File::create(p).ok().map(std::io::LineWriter::new)
-                })
-                .flatten(),
+            perf_map,
+            code_dump,
         })
     }
 
