@@ -75,6 +75,9 @@ struct Slow {
     /// The op's host flags feed a fused Jcc: after the helper ran the instruction, rdx and
     /// the host status flags are set from the guest RFLAGS it wrote.
     restore_flags: bool,
+    /// Guest GPRs (bit = index) whose cached host copy is newer than `CpuState` where the
+    /// slow path is entered: written back before any call (see [`DIRTY`]).
+    dirty: u16,
 }
 
 impl Slow {
@@ -91,6 +94,7 @@ impl Slow {
             kind: 0,
             index,
             restore_flags: false,
+            dirty: dirty(),
         }
     }
 }
@@ -144,6 +148,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         jc,
     };
     CACHED.with(|c| c.set(choose_cache(ir)));
+    DIRTY.with(|d| d.set(0));
     // Six pushes and 8 more bytes keep rsp 16-byte aligned at the calls of the helpers.
     dynasm!(a
         ; .arch x64
@@ -179,6 +184,18 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
     let need = flags_needed(ir);
     for (i, op) in ir.ops.iter().enumerate() {
         let need = need[i];
+        // Ops that read or write guest registers in `CpuState` directly (or call out) see the
+        // cached copies written back first; the others work on the copies (see `DIRTY`).
+        if matches!(
+            op,
+            Op::ShiftCl { .. }
+                | Op::MulDiv { .. }
+                | Op::Push { .. }
+                | Op::Pop { .. }
+                | Op::Helper { .. }
+        ) {
+            flush_dirty(&mut a);
+        }
         match *op {
             Op::Alu { op, dst, src } => {
                 let fused = fuse && i + 1 == n_ops;
@@ -363,6 +380,9 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         }
     }
     let n = ir.ninsns as i32;
+    // Every exit (and the loop back edge) leaves `CpuState` current; plain moves, so live
+    // host flags survive for a fused Jcc.
+    flush_dirty(&mut a);
     match ir.exit {
         Exit::Fallthrough { next } => exit_to(&mut a, ir, next, n, hot, epilogue, &mut cx),
         Exit::Jump { target } => exit_to(&mut a, ir, target, n, hot, epilogue, &mut cx),
@@ -465,6 +485,10 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 ; add rsi, QWORD [rcx + way1 + addend]
                 ; jmp =>sl.hit
                 ; fill:
+            );
+            write_back(&mut a, sl.dirty);
+            dynasm!(a
+                ; .arch x64
                 ; mov rdi, r12
                 ; mov rsi, rax
                 ; mov edx, sl.kind as i32
@@ -477,9 +501,10 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 ; jz =>sl.retry
             );
         }
+        dynasm!(a ; .arch x64 ; =>sl.helper);
+        write_back(&mut a, sl.dirty);
         dynasm!(a
             ; .arch x64
-            ; =>sl.helper
             ; mov rdi, r12
             ; mov esi, sl.index as i32
             ; mov rdx, r13
@@ -503,6 +528,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         dynasm!(a ; .arch x64 ; jmp =>sl.done);
     }
     CACHED.with(|c| c.set([UNCACHED; 16]));
+    DIRTY.with(|d| d.set(0));
     // Jump-cache probe (see `JcEntry`): rcx = RIP (already in the state), r13 = instructions
     // retired in this invocation. A hit continues at the block's chained entry; a miss
     // returns the count to the driver.
@@ -713,13 +739,55 @@ thread_local! {
     /// Host register holding each guest GPR (by index) in the block being emitted, or
     /// [`UNCACHED`]. Set by [`emit_block`] for the duration of one emission.
     ///
-    /// The cache is write-through: `CpuState` always holds the current value (helpers, slow
-    /// paths, exits and the interpreter see the exact state without a write-back), and the
-    /// host register is an up-to-date copy that native code reads instead of memory, which
-    /// takes the store-to-load forwarding latency off dependent guest instructions. Copies
-    /// are (re)loaded at the block body, after every call out of generated code and after
+    /// Native code reads and writes the host copy; `CpuState` is brought up to date
+    /// ([`DIRTY`]) before anything else can look at it: calls out of generated code (slow
+    /// paths, helpers), ops that use the state's slots directly, and every block exit. So
+    /// each guest instruction boundary where control can leave compiled code is still a
+    /// precise state. Copies are (re)loaded at the block body, after every call and after
     /// every direct write to a cached register's slot.
     static CACHED: std::cell::Cell<[u8; 16]> = const { std::cell::Cell::new([UNCACHED; 16]) };
+
+    /// Guest GPRs (bit = index) whose host copy (in [`CACHED`]) may be newer than their slot
+    /// in `CpuState`, at the point of emission. Bits are set by writes to a copy and cleared
+    /// only by [`flush_dirty`] between ops, where the emitted code is straight-line; code
+    /// paths that merge keep the union (an extra write-back of an equal value is harmless).
+    static DIRTY: std::cell::Cell<u16> = const { std::cell::Cell::new(0) };
+}
+
+fn dirty() -> u16 {
+    DIRTY.with(|d| d.get())
+}
+
+fn mark_dirty(index: u8) {
+    DIRTY.with(|d| d.set(d.get() | 1 << (index & 15)));
+}
+
+/// Writes the host copies of the guest GPRs in `set` back to `CpuState` (plain moves: the
+/// host flags are untouched).
+#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
+fn write_back(a: &mut Asm, set: u16) {
+    for i in 0..16u8 {
+        if set & 1 << i != 0 {
+            if let Some(h) = cached(i) {
+                let off = gpr_off(i);
+                dynasm!(a ; .arch x64 ; mov QWORD [rbx + off], Rq(h));
+            }
+        }
+    }
+}
+
+/// Writes back every dirty copy; `CpuState` is current afterwards.
+fn flush_dirty(a: &mut Asm) {
+    write_back(a, dirty());
+    DIRTY.with(|d| d.set(0));
+}
+
+/// Before code reads or partly writes guest GPR `index` in `CpuState`: writes its copy back
+/// if dirty (the bit stays set: this may be on one arm of a branch).
+fn sync(a: &mut Asm, index: u8) {
+    if dirty() & 1 << (index & 15) != 0 {
+        write_back(a, 1 << (index & 15));
+    }
 }
 
 fn cached(index: u8) -> Option<u8> {
@@ -860,6 +928,9 @@ fn load(a: &mut Asm, host: u8, r: GuestReg) {
         }
         return;
     }
+    if r.high {
+        sync(a, r.index);
+    }
     let off = r.offset();
     match (host, r.size) {
         (0, 8) => dynasm!(a ; .arch x64 ; mov rax, QWORD [rbx + off]),
@@ -874,35 +945,39 @@ fn load(a: &mut Asm, host: u8, r: GuestReg) {
 }
 
 /// Stores rax into guest register `r`; a 32-bit write stores all 64 bits (zero-extended, as
-/// the interpreter and 64-bit hardware do).
+/// the interpreter and 64-bit hardware do). A cached register gets only its host copy
+/// written (and becomes dirty), except AH..BH, which go through the state's slot.
 #[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
 fn store(a: &mut Asm, r: GuestReg) {
+    if let (Some(h), false) = (cached(r.index), r.high) {
+        match r.size {
+            8 | 4 => dynasm!(a ; .arch x64 ; mov Rq(h), rax),
+            2 => dynasm!(a ; .arch x64 ; mov Rw(h), ax),
+            _ => dynasm!(a ; .arch x64 ; mov Rb(h), al),
+        }
+        mark_dirty(r.index);
+        return;
+    }
+    if r.high {
+        sync(a, r.index);
+    }
     let off = r.offset();
     match r.size {
         8 | 4 => dynasm!(a ; .arch x64 ; mov QWORD [rbx + off], rax),
         2 => dynasm!(a ; .arch x64 ; mov WORD [rbx + off], ax),
         _ => dynasm!(a ; .arch x64 ; mov BYTE [rbx + off], al),
     }
-    if let Some(h) = cached(r.index) {
-        match (r.size, r.high) {
-            (_, true) => refresh(a, r.index),
-            (8 | 4, _) => dynasm!(a ; .arch x64 ; mov Rq(h), rax),
-            (2, _) => dynasm!(a ; .arch x64 ; mov Rw(h), ax),
-            _ => dynasm!(a ; .arch x64 ; mov Rb(h), al),
-        }
+    if r.high {
+        refresh(a, r.index);
     }
 }
 
-/// Writes guest register `r` (not a high-byte register, cached in host register `h`, which
-/// already holds the new value; zero-extended for 32-bit writes) through to `CpuState`.
-#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
-fn write_through(a: &mut Asm, r: GuestReg, h: u8) {
-    let off = r.offset();
-    match r.size {
-        8 | 4 => dynasm!(a ; .arch x64 ; mov QWORD [rbx + off], Rq(h)),
-        2 => dynasm!(a ; .arch x64 ; mov WORD [rbx + off], Rw(h)),
-        _ => dynasm!(a ; .arch x64 ; mov BYTE [rbx + off], Rb(h)),
-    }
+/// Records that guest register `r` (not a high-byte register, cached in host register `h`,
+/// which already holds the new value; zero-extended for 32-bit writes) has changed: the copy
+/// is written back to `CpuState` before anything reads the state ([`DIRTY`]).
+fn written(r: GuestReg, h: u8) {
+    debug_assert!(!r.high && cached(r.index) == Some(h));
+    mark_dirty(r.index);
 }
 
 /// MOV r, r / MOV r, imm with a cached destination: straight into its host register (no
@@ -934,7 +1009,7 @@ fn mov_cached(a: &mut Asm, dst: GuestReg, src: Src) -> bool {
         },
         _ => return false,
     }
-    write_through(a, dst, d);
+    written(dst, d);
     true
 }
 
@@ -1058,12 +1133,7 @@ fn alu_cached(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, capture: bool, me
         dynasm!(a ; .arch x64 ; pushfq ; pop rdx);
     }
     if op.writes_dst() {
-        let off = dst.offset();
-        match dst.size {
-            8 | 4 => dynasm!(a ; .arch x64 ; mov QWORD [rbx + off], Rq(d)),
-            2 => dynasm!(a ; .arch x64 ; mov WORD [rbx + off], Rw(d)),
-            _ => dynasm!(a ; .arch x64 ; mov BYTE [rbx + off], Rb(d)),
-        }
+        written(dst, d);
     }
     if merge {
         merge_flags(a, op);
@@ -1137,7 +1207,7 @@ fn shift(a: &mut Asm, op: ShiftOp, dst: GuestReg, count: Option<u8>, flags: bool
         shift_rax(a, op, dst, count);
     }
     let store = |a: &mut Asm, dst: GuestReg| match hd {
-        Some(d) => write_through(a, dst, d),
+        Some(d) => written(dst, d),
         None => store(a, dst),
     };
     shift_flags(a, op, dst, count, flags, store);
@@ -1435,6 +1505,9 @@ fn movx(a: &mut Asm, dst: GuestReg, src: GuestReg, sign: bool) {
         // Straight into the destination's host register, from the source's host register
         // or (not cached, or AH..BH) its slot in the state.
         let hs = cached(src.index).filter(|_| !src.high);
+        if src.high {
+            sync(a, src.index);
+        }
         let off = src.offset();
         macro_rules! ext {
             ($m:ident, $dst:ident, $reg:ident, $mem:ident) => {
@@ -1457,7 +1530,7 @@ fn movx(a: &mut Asm, dst: GuestReg, src: GuestReg, sign: bool) {
             (4, false, 4 | 8) => ext!(mov, Rd, Rd, DWORD),
             _ => return movx_rax(a, dst, src, sign),
         }
-        write_through(a, dst, d);
+        written(dst, d);
         return;
     }
     movx_rax(a, dst, src, sign);
@@ -1674,7 +1747,7 @@ fn load_cached(a: &mut Asm, dst: GuestReg, size: u8, sign: bool) -> bool {
         (_, 1, true) => dynasm!(a ; .arch x64 ; movsx Rd(d), BYTE [rsi]),
         _ => return false,
     }
-    write_through(a, dst, d);
+    written(dst, d);
     true
 }
 
@@ -1892,6 +1965,7 @@ fn probe_with(
         kind: u64::from(size) | if write { 0x100 } else { 0 },
         index,
         restore_flags: false,
+        dirty: dirty(),
     });
     done
 }
@@ -1933,7 +2007,7 @@ fn lea(
             if dst.size == 4 || addr_size == 4 {
                 dynasm!(a ; .arch x64 ; mov Rd(d), Rd(d));
             }
-            write_through(a, dst, d);
+            written(dst, d);
             return;
         }
     }
@@ -2034,6 +2108,28 @@ mod tests {
         );
         // The loop back edge checks the instruction limit in env (r12 + 8).
         assert!(h.iter().any(|l| l == "cmp rax,[r12+8]"), "{text}");
+    }
+
+    #[test]
+    fn golden_cached_registers_are_written_back_once_per_block_exit() {
+        // Guest: add eax, ecx; add eax, ecx; xor eax, ecx; mov edx, [ebx]; add eax, edx; hlt.
+        // EAX (written four times) lives in a host register; its slot in the state (rbx + 0)
+        // is written before code outside the block can look (HLT's helper call, the load's
+        // two slow paths), not after each op.
+        let h = host_asm(
+            Mode::Bits32,
+            &[
+                0x01, 0xc8, 0x01, 0xc8, 0x31, 0xc8, 0x8b, 0x13, 0x01, 0xd0, 0xf4,
+            ],
+        );
+        let text = h.join("\n");
+        let stores = |h: &[String]| h.iter().filter(|l| l.starts_with("mov [rbx],")).count();
+        let call = h
+            .iter()
+            .position(|l| l.starts_with("call "))
+            .expect("helper call");
+        assert_eq!(stores(&h[..call]), 1, "{text}");
+        assert_eq!(stores(&h), 3, "{text}");
     }
 
     #[test]
