@@ -13,7 +13,9 @@
 //! Flags: a native ALU op runs the same host instruction on the guest values, so the host
 //! flags *are* the guest flags; they are captured with `pushfq` and merged into the eager
 //! guest RFLAGS, unless [`flags_needed`] shows nothing can observe them. A Jcc right after
-//! such an op branches on the live host flags.
+//! such an op branches on the live host flags. In 64-bit blocks the captured flags may stay
+//! pending in rdx across loads and stores (merged on their slow paths, at the next op that
+//! needs RFLAGS, or at the exit) and are dropped when a later op overwrites them all.
 
 use crate::abi::{
     JitEnv, EXIT_SYNCED, JC_ENTRIES, JC_ENTRY_SHIFT, JTLB_ENTRIES, JTLB_ENTRY_SHIFT,
@@ -60,7 +62,7 @@ const JC_TAG_ENV: i32 = OFFSET_ENV_JC_TAG as i32;
 
 /// Out-of-line slow path of one inline memory access.
 struct Slow {
-    /// Probe of way 0 missed (la in rax, entry address in rcx, tag in rdx): check way 1 (hit:
+    /// Probe of way 0 missed (la in rax, entry address in rcx, tag in rsi; rdx may hold pending flags): check way 1 (hit:
     /// host address in rsi, continue at `hit`), else ask `fill`, then retry at `retry`.
     fill: DynamicLabel,
     hit: DynamicLabel,
@@ -78,6 +80,9 @@ struct Slow {
     /// Guest GPRs (bit = index) whose cached host copy is newer than `CpuState` where the
     /// slow path is entered: written back before any call (see [`DIRTY`]).
     dirty: u16,
+    /// Flags of this op captured in rdx and not yet in the guest RFLAGS where the slow path
+    /// is entered (see [`PENDING`]): merged before any call.
+    pending: Option<AluOp>,
 }
 
 impl Slow {
@@ -95,6 +100,7 @@ impl Slow {
             index,
             restore_flags: false,
             dirty: dirty(),
+            pending: pending(),
         }
     }
 }
@@ -149,6 +155,8 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
     };
     CACHED.with(|c| c.set(choose_cache(ir)));
     DIRTY.with(|d| d.set(0));
+    PENDING.with(|p| p.set(None));
+    DEFER.with(|d| d.set(ir.bits64));
     // Six pushes and 8 more bytes keep rsp 16-byte aligned at the calls of the helpers.
     dynasm!(a
         ; .arch x64
@@ -196,6 +204,25 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         ) {
             flush_dirty(&mut a);
         }
+        // Pending flags (see `PENDING`) stay in rdx across ops that neither read RFLAGS nor
+        // use rdx; an ALU op that overwrites every flag they hold drops them (its slow path,
+        // entered before it ran, still merges them).
+        let mut dropping = false;
+        if let Some(p) = pending() {
+            match *op {
+                Op::Load { .. } | Op::Store { .. } | Op::Lea { .. } | Op::Movx { .. } | Op::Nop => {
+                }
+                Op::Alu { op: AluOp::Mov, .. } => {}
+                Op::Alu { op: o, .. } | Op::AluLoad { op: o, .. } | Op::AluStore { op: o, .. }
+                    if !matches!(o, AluOp::Adc | AluOp::Sbb)
+                        && o.written_flags() & p.written_flags() == p.written_flags() =>
+                {
+                    dropping = true;
+                }
+                _ => merge_pending(&mut a),
+            }
+        }
+        SETTLED.with(|s| s.set(false));
         match *op {
             Op::Alu { op, dst, src } => {
                 let fused = fuse && i + 1 == n_ops;
@@ -332,7 +359,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                     store_host(&mut a, mem.size);
                 }
                 if need && !fused {
-                    merge_flags(&mut a, op);
+                    settle_flags(&mut a, op);
                 }
                 dynasm!(a ; .arch x64 ; =>s);
             }
@@ -378,11 +405,15 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 dynasm!(a ; .arch x64 ; =>s);
             }
         }
+        if dropping && !SETTLED.with(|s| s.get()) {
+            PENDING.with(|p| p.set(None));
+        }
     }
     let n = ir.ninsns as i32;
     // Every exit (and the loop back edge) leaves `CpuState` current; plain moves, so live
     // host flags survive for a fused Jcc.
     flush_dirty(&mut a);
+    merge_pending(&mut a);
     match ir.exit {
         Exit::Fallthrough { next } => exit_to(&mut a, ir, next, n, hot, epilogue, &mut cx),
         Exit::Jump { target } => exit_to(&mut a, ir, target, n, hot, epilogue, &mut cx),
@@ -479,13 +510,14 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             dynasm!(a
                 ; .arch x64
                 ; =>sl.fill
-                ; cmp rdx, QWORD [rcx + way1 + sl.tag_off]
+                ; cmp rsi, QWORD [rcx + way1 + sl.tag_off]
                 ; jne >fill
                 ; mov rsi, rax
                 ; add rsi, QWORD [rcx + way1 + addend]
                 ; jmp =>sl.hit
                 ; fill:
             );
+            merge_into_rflags(&mut a, sl.pending);
             write_back(&mut a, sl.dirty);
             dynasm!(a
                 ; .arch x64
@@ -495,6 +527,10 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 ; call QWORD [r12 + FILL]
             );
             reload_all(&mut a);
+            if sl.pending.is_some() {
+                // The fast path may merge rdx again later: make that a no-op.
+                dynasm!(a ; .arch x64 ; mov rdx, QWORD [rbx + RFLAGS]);
+            }
             dynasm!(a
                 ; .arch x64
                 ; test rax, rax
@@ -502,6 +538,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             );
         }
         dynasm!(a ; .arch x64 ; =>sl.helper);
+        merge_into_rflags(&mut a, sl.pending);
         write_back(&mut a, sl.dirty);
         dynasm!(a
             ; .arch x64
@@ -513,6 +550,11 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             ; jnz =>synced
         );
         reload_all(&mut a);
+        if DEFER.with(|d| d.get()) && !sl.restore_flags {
+            // The helper ran the instruction and wrote RFLAGS; code after the join may merge
+            // rdx as the op's (or an older op's) pending flags: make that a no-op.
+            dynasm!(a ; .arch x64 ; mov rdx, QWORD [rbx + RFLAGS]);
+        }
         if sl.restore_flags {
             // Status flags only (POPFQ of the whole RFLAGS could set AC or TF on the host).
             let status = crate::abi::flags::STATUS as i32;
@@ -529,6 +571,8 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
     }
     CACHED.with(|c| c.set([UNCACHED; 16]));
     DIRTY.with(|d| d.set(0));
+    PENDING.with(|p| p.set(None));
+    DEFER.with(|d| d.set(false));
     // Jump-cache probe (see `JcEntry`): rcx = RIP (already in the state), r13 = instructions
     // retired in this invocation. A hit continues at the block's chained entry; a miss
     // returns the count to the driver.
@@ -752,6 +796,39 @@ thread_local! {
     /// only by [`flush_dirty`] between ops, where the emitted code is straight-line; code
     /// paths that merge keep the union (an extra write-back of an equal value is harmless).
     static DIRTY: std::cell::Cell<u16> = const { std::cell::Cell::new(0) };
+
+    /// In 64-bit blocks: the ALU op whose captured flags (rdx) are still to be merged into
+    /// the guest RFLAGS. A flag result that is live only because a later load or store might
+    /// fault stays in rdx across those accesses (the probe does not use rdx) and is merged on
+    /// their slow paths, at the next op that needs RFLAGS, or at the exit; or dropped when a
+    /// later op overwrites every flag it wrote.
+    static PENDING: std::cell::Cell<Option<AluOp>> = const { std::cell::Cell::new(None) };
+    /// Whether [`PENDING`] may be used in the block being emitted (64-bit mode: no segment
+    /// checks, which use rdx, before the probe).
+    static DEFER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set by [`settle_flags`]: the current op left its own flags pending.
+    static SETTLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn pending() -> Option<AluOp> {
+    PENDING.with(|p| p.get())
+}
+
+/// Flags captured in rdx by `op`: merged into RFLAGS now, or left pending (64-bit blocks).
+fn settle_flags(a: &mut Asm, op: AluOp) {
+    if DEFER.with(|d| d.get()) && op.captured_flags() != 0 {
+        PENDING.with(|p| p.set(Some(op)));
+        SETTLED.with(|s| s.set(true));
+    } else {
+        merge_flags(a, op);
+    }
+}
+
+/// Merges the pending flags, if any, into RFLAGS (clobbers rax, rdx and host flags).
+fn merge_pending(a: &mut Asm) {
+    if let Some(op) = PENDING.with(|p| p.take()) {
+        merge_flags(a, op);
+    }
 }
 
 fn dirty() -> u16 {
@@ -1136,7 +1213,7 @@ fn alu_cached(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, capture: bool, me
         written(dst, d);
     }
     if merge {
-        merge_flags(a, op);
+        settle_flags(a, op);
     }
     true
 }
@@ -1162,7 +1239,7 @@ fn alu_core(a: &mut Asm, op: AluOp, dst: GuestReg, capture: bool, merge: bool) {
         store(a, dst);
     }
     if merge {
-        merge_flags(a, op);
+        settle_flags(a, op);
     }
 }
 
@@ -1940,16 +2017,16 @@ fn probe_with(
         ; shr rcx, shift
         ; and ecx, mask
         ; add rcx, QWORD [r12 + TLB]
-        ; lea rdx, [rax + last]
-        ; and rdx, -4096
+        ; lea rsi, [rax + last]
+        ; and rsi, -4096
     );
     if user {
-        dynasm!(a ; .arch x64 ; or rdx, 1);
+        dynasm!(a ; .arch x64 ; or rsi, 1);
     }
     let hit = a.new_dynamic_label();
     dynasm!(a
         ; .arch x64
-        ; cmp rdx, QWORD [rcx + tag_off]
+        ; cmp rsi, QWORD [rcx + tag_off]
         ; jne =>fill
         ; mov rsi, rax
         ; add rsi, QWORD [rcx + addend]
@@ -1966,6 +2043,7 @@ fn probe_with(
         index,
         restore_flags: false,
         dirty: dirty(),
+        pending: pending(),
     });
     done
 }
@@ -2043,6 +2121,26 @@ fn lea(
         dynasm!(a ; .arch x64 ; mov eax, eax);
     }
     store(a, dst);
+}
+
+/// On a slow path: merges pending flags (rdx) into RFLAGS, keeping rax (the linear address)
+/// and rdx; clobbers rcx and host flags.
+fn merge_into_rflags(a: &mut Asm, pending: Option<AluOp>) {
+    let Some(op) = pending else {
+        return;
+    };
+    let cap = op.captured_flags() as i32;
+    let keep = !(op.written_flags() as i32);
+    dynasm!(a
+        ; .arch x64
+        ; mov rcx, QWORD [rbx + RFLAGS]
+        ; and rcx, keep
+        ; push rdx
+        ; and edx, cap
+        ; or rcx, rdx
+        ; pop rdx
+        ; mov QWORD [rbx + RFLAGS], rcx
+    );
 }
 
 /// Merges the host flags in rdx into the guest RFLAGS (clobbers rax, rdx and host flags).
@@ -2133,6 +2231,31 @@ mod tests {
     }
 
     #[test]
+    fn golden_flags_before_a_load_stay_pending_and_are_dropped_when_overwritten() {
+        // Guest (64-bit): add eax, ecx (live: the load may fault); mov edx, [rbx];
+        // sub eax, 1 (overwrites every flag ADD wrote); hlt. ADD's flags stay in rdx across
+        // the load (merged only on its slow paths) and are dropped by the SUB; only the SUB's
+        // are merged into RFLAGS (rbx + 0x88), before HLT's helper call.
+        let h = host_asm(
+            Mode::Bits64,
+            &[0x01, 0xc8, 0x8b, 0x13, 0x83, 0xe8, 0x01, 0xf4],
+        );
+        let text = h.join("\n");
+        assert_eq!(h.iter().filter(|l| *l == "pushfq").count(), 2, "{text}");
+        let call = h
+            .iter()
+            .position(|l| l.starts_with("call "))
+            .expect("helper call");
+        let merges = h[..call]
+            .iter()
+            .filter(|l| *l == "mov [rbx+88h],rax")
+            .count();
+        assert_eq!(merges, 1, "{text}");
+        // The load's slow paths merge ADD's flags before calling out.
+        assert!(h[call..].iter().any(|l| l == "mov [rbx+88h],rcx"), "{text}");
+    }
+
+    #[test]
     fn golden_dead_flags_are_not_captured_but_flags_before_a_load_are() {
         // Guest: add eax, ecx (dead: the XOR overwrites them); xor edx, eax (live: the load
         // may fault); mov eax, [ebx]; sub eax, 1 (live at the block end); hlt.
@@ -2180,7 +2303,7 @@ mod tests {
             h.iter().any(|l| l == "cmp edx,92h"),
             "segment type check\n{text}"
         );
-        assert!(h.iter().any(|l| l == "cmp rdx,[rcx]"), "read tag\n{text}");
+        assert!(h.iter().any(|l| l == "cmp rsi,[rcx]"), "read tag\n{text}");
         assert!(h.iter().any(|l| l == "mov eax,[rsi]"), "host load\n{text}");
     }
 }
