@@ -222,7 +222,6 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 _ => merge_pending(&mut a),
             }
         }
-        SETTLED.with(|s| s.set(false));
         match *op {
             Op::Alu { op, dst, src } => {
                 let fused = fuse && i + 1 == n_ops;
@@ -405,7 +404,9 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 dynasm!(a ; .arch x64 ; =>s);
             }
         }
-        if dropping && !SETTLED.with(|s| s.get()) {
+        // A dropping op that did not leave its own flags pending (dead, or fused with the
+        // branch) leaves nothing pending: what was is overwritten.
+        if dropping && !(need && !(fuse && i + 1 == n_ops)) {
             PENDING.with(|p| p.set(None));
         }
     }
@@ -806,8 +807,6 @@ thread_local! {
     /// Whether [`PENDING`] may be used in the block being emitted (64-bit mode: no segment
     /// checks, which use rdx, before the probe).
     static DEFER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// Set by [`settle_flags`]: the current op left its own flags pending.
-    static SETTLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn pending() -> Option<AluOp> {
@@ -818,7 +817,6 @@ fn pending() -> Option<AluOp> {
 fn settle_flags(a: &mut Asm, op: AluOp) {
     if DEFER.with(|d| d.get()) && op.captured_flags() != 0 {
         PENDING.with(|p| p.set(Some(op)));
-        SETTLED.with(|s| s.set(true));
     } else {
         merge_flags(a, op);
     }
@@ -2123,24 +2121,15 @@ fn lea(
     store(a, dst);
 }
 
-/// On a slow path: merges pending flags (rdx) into RFLAGS, keeping rax (the linear address)
-/// and rdx; clobbers rcx and host flags.
+/// On a slow path: [`merge_flags`] of pending flags (rdx), keeping rax (the linear address)
+/// and rdx; clobbers host flags.
 fn merge_into_rflags(a: &mut Asm, pending: Option<AluOp>) {
     let Some(op) = pending else {
         return;
     };
-    let cap = op.captured_flags() as i32;
-    let keep = !(op.written_flags() as i32);
-    dynasm!(a
-        ; .arch x64
-        ; mov rcx, QWORD [rbx + RFLAGS]
-        ; and rcx, keep
-        ; push rdx
-        ; and edx, cap
-        ; or rcx, rdx
-        ; pop rdx
-        ; mov QWORD [rbx + RFLAGS], rcx
-    );
+    dynasm!(a ; .arch x64 ; push rax ; push rdx);
+    merge_flags(a, op);
+    dynasm!(a ; .arch x64 ; pop rdx ; pop rax);
 }
 
 /// Merges the host flags in rdx into the guest RFLAGS (clobbers rax, rdx and host flags).
@@ -2252,7 +2241,15 @@ mod tests {
             .count();
         assert_eq!(merges, 1, "{text}");
         // The load's slow paths merge ADD's flags before calling out.
-        assert!(h[call..].iter().any(|l| l == "mov [rbx+88h],rcx"), "{text}");
+        let slow = &h[call..];
+        let merge = slow
+            .iter()
+            .position(|l| l == "push rdx")
+            .expect("slow-path merge");
+        assert!(
+            slow[merge..].iter().any(|l| l == "mov [rbx+88h],rax"),
+            "{text}"
+        );
     }
 
     #[test]
