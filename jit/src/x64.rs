@@ -11,7 +11,7 @@
 //! boundary is a precise state and a helper sees the exact architectural state.
 //!
 //! Flags: a native ALU op runs the same host instruction on the guest values, so the host
-//! flags *are* the guest flags; they are captured with `pushfq` and merged into the eager
+//! flags *are* the guest flags; they are captured (LAHF, SETO) and merged into the eager
 //! guest RFLAGS, unless [`flags_needed`] shows nothing can observe them. A Jcc right after
 //! such an op branches on the live host flags. In 64-bit blocks the captured flags may stay
 //! pending in rdx across loads and stores (merged on their slow paths, at the next op that
@@ -324,13 +324,17 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 if let Some(sl) = slow.last_mut() {
                     sl.restore_flags = fused;
                 }
-                match mem.size {
-                    8 => dynasm!(a ; .arch x64 ; mov rcx, QWORD [rsi]),
-                    4 => dynasm!(a ; .arch x64 ; mov ecx, DWORD [rsi]),
-                    2 => dynasm!(a ; .arch x64 ; movzx ecx, WORD [rsi]),
-                    _ => dynasm!(a ; .arch x64 ; movzx ecx, BYTE [rsi]),
+                let (capture, merge) = (need || fused, need && !fused);
+                if mem.size != dst.size || !alu_cached_op(&mut a, op, dst, S::Host, capture, merge)
+                {
+                    match mem.size {
+                        8 => dynasm!(a ; .arch x64 ; mov rcx, QWORD [rsi]),
+                        4 => dynasm!(a ; .arch x64 ; mov ecx, DWORD [rsi]),
+                        2 => dynasm!(a ; .arch x64 ; movzx ecx, WORD [rsi]),
+                        _ => dynasm!(a ; .arch x64 ; movzx ecx, BYTE [rsi]),
+                    }
+                    alu_core(&mut a, op, dst, capture, merge);
                 }
-                alu_core(&mut a, op, dst, need || fused, need && !fused);
                 dynasm!(a ; .arch x64 ; =>s);
             }
             Op::AluStore {
@@ -351,11 +355,11 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                     Src::None => {}
                 }
                 alu_op(&mut a, op, mem.size);
-                if (need || fused) && op.captured_flags() != 0 {
-                    dynasm!(a ; .arch x64 ; pushfq ; pop rdx);
-                }
                 if op.writes_dst() {
                     store_host(&mut a, mem.size);
+                }
+                if (need || fused) && op.captured_flags() != 0 {
+                    capture_flags(&mut a);
                 }
                 if need && !fused {
                     settle_flags(&mut a, op);
@@ -530,7 +534,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             reload_all(&mut a);
             if sl.pending.is_some() {
                 // The fast path may merge rdx again later: make that a no-op.
-                dynasm!(a ; .arch x64 ; mov rdx, QWORD [rbx + RFLAGS]);
+                reload_captured(&mut a);
             }
             dynasm!(a
                 ; .arch x64
@@ -554,16 +558,16 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         if DEFER.with(|d| d.get()) && !sl.restore_flags {
             // The helper ran the instruction and wrote RFLAGS; code after the join may merge
             // rdx as the op's (or an older op's) pending flags: make that a no-op.
-            dynasm!(a ; .arch x64 ; mov rdx, QWORD [rbx + RFLAGS]);
+            reload_captured(&mut a);
         }
         if sl.restore_flags {
             // Status flags only (POPFQ of the whole RFLAGS could set AC or TF on the host).
             let status = crate::abi::flags::STATUS as i32;
             dynasm!(a
                 ; .arch x64
-                ; mov rdx, QWORD [rbx + RFLAGS]
-                ; mov rax, rdx
+                ; mov rax, QWORD [rbx + RFLAGS]
                 ; and eax, status
+                ; mov rdx, rax
                 ; push rax
                 ; popfq
             );
@@ -1088,6 +1092,48 @@ fn mov_cached(a: &mut Asm, dst: GuestReg, src: Src) -> bool {
     true
 }
 
+/// MOV r, r / MOV r, imm with an uncached destination: straight into its `CpuState` slot
+/// (32-bit writes zero-extended to 64 bits). Returns false (nothing emitted) for a high-byte
+/// register on either side, a source of another size, or an immediate that does not fit.
+#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
+fn mov_to_slot(a: &mut Asm, dst: GuestReg, src: Src) -> bool {
+    if dst.high || cached(dst.index).is_some() {
+        return false;
+    }
+    let off = dst.offset();
+    match src {
+        Src::Reg(s) if !s.high && s.size == dst.size => {
+            let Some(h) = cached(s.index) else {
+                return false;
+            };
+            match dst.size {
+                8 => dynasm!(a ; .arch x64 ; mov QWORD [rbx + off], Rq(h)),
+                4 => dynasm!(a ; .arch x64 ; mov eax, Rd(h) ; mov QWORD [rbx + off], rax),
+                2 => dynasm!(a ; .arch x64 ; mov WORD [rbx + off], Rw(h)),
+                _ => dynasm!(a ; .arch x64 ; mov BYTE [rbx + off], Rb(h)),
+            }
+        }
+        Src::Imm(v) => match dst.size {
+            // The 32-bit immediate is sign-extended: a 32-bit write needs bit 31 clear.
+            8 | 4 => {
+                let fits = if dst.size == 8 {
+                    i32::try_from(v as i64).ok()
+                } else {
+                    i32::try_from(v as u32).ok()
+                };
+                let Some(i) = fits else {
+                    return false;
+                };
+                dynasm!(a ; .arch x64 ; mov QWORD [rbx + off], DWORD i);
+            }
+            2 => dynasm!(a ; .arch x64 ; mov WORD [rbx + off], WORD v as u16 as i16),
+            _ => dynasm!(a ; .arch x64 ; mov BYTE [rbx + off], BYTE v as u8 as i8),
+        },
+        _ => return false,
+    }
+    true
+}
+
 macro_rules! binop {
     ($a:expr, $size:expr, $m:ident) => {
         match $size {
@@ -1119,6 +1165,9 @@ fn alu(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, capture: bool, merge: bo
     if alu_cached(a, op, dst, src, capture, merge) {
         return;
     }
+    if op == AluOp::Mov && mov_to_slot(a, dst, src) {
+        return;
+    }
     match src {
         Src::Reg(s) => load(a, 1, s),
         Src::Imm(v) => dynasm!(a ; .arch x64 ; mov rcx, QWORD v as i64),
@@ -1127,24 +1176,32 @@ fn alu(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, capture: bool, merge: bo
     alu_core(a, op, dst, capture, merge);
 }
 
-/// The ALU op straight on the host registers caching the guest operands (no copies through
-/// rax / rcx), then the result written through to `CpuState`. Returns false (nothing
-/// emitted) unless the destination and a register source are cached and none is a high-byte
-/// register, or the source is an immediate that fits 32 bits sign-extended.
-#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
+/// Source operand of [`alu_cached_op`].
+enum S {
+    /// A cached guest register: its host copy.
+    R(u8),
+    /// An immediate (sign-extended to the operand size).
+    I(i32),
+    /// An uncached guest register, read from its `CpuState` slot (current: only cached
+    /// copies can be dirty).
+    M(i32),
+    /// The memory operand of an ALU op with a memory source, at host address rsi (the probe
+    /// hit).
+    Host,
+    /// No source (unary ops).
+    N,
+}
+
+/// The ALU op straight on the host register caching the guest destination (no copies
+/// through rax / rcx); the result stays in that register (dirty, see [`DIRTY`]). Returns
+/// false (nothing emitted) unless the destination is cached and not a high-byte register,
+/// and the source is a register of the same size that is not a high-byte register (cached,
+/// or read from its slot), or an immediate that fits 32 bits sign-extended.
 fn alu_cached(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, capture: bool, merge: bool) -> bool {
-    let Some(d) = cached(dst.index).filter(|_| !dst.high) else {
-        return false;
-    };
-    enum S {
-        R(u8),
-        I(i32),
-        N,
-    }
     let s = match src {
         Src::Reg(r) if !r.high && r.size == dst.size => match cached(r.index) {
             Some(h) => S::R(h),
-            None => return false,
+            None => S::M(r.offset()),
         },
         Src::Imm(v) => match i32::try_from(v as i64) {
             Ok(i) => S::I(i),
@@ -1154,6 +1211,15 @@ fn alu_cached(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, capture: bool, me
         },
         Src::None => S::N,
         Src::Reg(_) => return false,
+    };
+    alu_cached_op(a, op, dst, s, capture, merge)
+}
+
+/// [`alu_cached`] with the source already classified.
+#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
+fn alu_cached_op(a: &mut Asm, op: AluOp, dst: GuestReg, s: S, capture: bool, merge: bool) -> bool {
+    let Some(d) = cached(dst.index).filter(|_| !dst.high) else {
+        return false;
     };
     // Nothing is emitted before every reason to fall back has been checked.
     let unary = matches!(op, AluOp::Inc | AluOp::Dec | AluOp::Neg | AluOp::Not);
@@ -1174,6 +1240,14 @@ fn alu_cached(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, capture: bool, me
                 (4, S::I(i)) => dynasm!(a ; .arch x64 ; $m Rd(d), DWORD *i),
                 (2, S::I(i)) => dynasm!(a ; .arch x64 ; $m Rw(d), WORD *i as i16),
                 (_, S::I(i)) => dynasm!(a ; .arch x64 ; $m Rb(d), BYTE *i as i8),
+                (8, S::M(o)) => dynasm!(a ; .arch x64 ; $m Rq(d), QWORD [rbx + *o]),
+                (4, S::M(o)) => dynasm!(a ; .arch x64 ; $m Rd(d), DWORD [rbx + *o]),
+                (2, S::M(o)) => dynasm!(a ; .arch x64 ; $m Rw(d), WORD [rbx + *o]),
+                (_, S::M(o)) => dynasm!(a ; .arch x64 ; $m Rb(d), BYTE [rbx + *o]),
+                (8, S::Host) => dynasm!(a ; .arch x64 ; $m Rq(d), QWORD [rsi]),
+                (4, S::Host) => dynasm!(a ; .arch x64 ; $m Rd(d), DWORD [rsi]),
+                (2, S::Host) => dynasm!(a ; .arch x64 ; $m Rw(d), WORD [rsi]),
+                (_, S::Host) => dynasm!(a ; .arch x64 ; $m Rb(d), BYTE [rsi]),
                 (_, S::N) => unreachable!("binary op without a source"),
             }
         };
@@ -1205,7 +1279,7 @@ fn alu_cached(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, capture: bool, me
         AluOp::Mov => unreachable!("handled above"),
     }
     if capture && op.captured_flags() != 0 {
-        dynasm!(a ; .arch x64 ; pushfq ; pop rdx);
+        capture_flags(a);
     }
     if op.writes_dst() {
         written(dst, d);
@@ -1221,20 +1295,23 @@ fn alu_cached(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, capture: bool, me
 fn alu_core(a: &mut Asm, op: AluOp, dst: GuestReg, capture: bool, merge: bool) {
     let size = dst.size;
     if op == AluOp::Mov {
-        dynasm!(a ; .arch x64 ; mov rax, rcx);
         if size == 4 {
-            dynasm!(a ; .arch x64 ; mov eax, eax);
+            // Zero-extends, as a 32-bit register write does.
+            dynasm!(a ; .arch x64 ; mov eax, ecx);
+        } else {
+            dynasm!(a ; .arch x64 ; mov rax, rcx);
         }
         store(a, dst);
         return;
     }
     load(a, 0, dst);
     alu_op(a, op, size);
-    if capture && op.captured_flags() != 0 {
-        dynasm!(a ; .arch x64 ; pushfq ; pop rdx);
-    }
+    // Plain moves: the host flags survive the store (the capture clobbers AH).
     if op.writes_dst() {
         store(a, dst);
+    }
+    if capture && op.captured_flags() != 0 {
+        capture_flags(a);
     }
     if merge {
         settle_flags(a, op);
@@ -2132,11 +2209,49 @@ fn merge_into_rflags(a: &mut Asm, pending: Option<AluOp>) {
     dynasm!(a ; .arch x64 ; pop rdx ; pop rax);
 }
 
-/// Merges the host flags in rdx into the guest RFLAGS (clobbers rax, rdx and host flags).
+/// Captures the host status flags in rdx without touching them (clobbers AH): bits 0-7 as
+/// LAHF stores them (CF, PF, AF, ZF, SF at their RFLAGS positions), OF at bit 8; the other
+/// bits are left as they were. [`merge_flags`] takes this layout, and also an RFLAGS image
+/// with only status flags set (OF at bit 11, bit 8 clear). LAHF / SETO cost a few cycles
+/// where PUSHFQ is microcoded (about 4 cycles of throughput and 9 of latency on the AMD
+/// EPYC hosts measured, docs/performance.md "JIT round 6"). LAHF in 64-bit mode is also
+/// what `load_guest_flags`' SAHF needs: every x86-64 CPU since 2006 has it.
+fn capture_flags(a: &mut Asm) {
+    dynasm!(a
+        ; .arch x64
+        ; lahf
+        ; seto dh
+        ; mov dl, ah
+    );
+}
+
+/// rdx = the status flags of the guest RFLAGS (a layout [`merge_flags`] takes: a later
+/// merge of rdx is a no-op). Clobbers host flags.
+fn reload_captured(a: &mut Asm) {
+    let status = crate::abi::flags::STATUS as i32;
+    dynasm!(a
+        ; .arch x64
+        ; mov rdx, QWORD [rbx + RFLAGS]
+        ; and edx, status
+    );
+}
+
+/// Merges the host flags captured in rdx ([`capture_flags`]) into the guest RFLAGS
+/// (clobbers rax, rdx and host flags).
 fn merge_flags(a: &mut Asm, op: AluOp) {
     let cap = op.captured_flags() as i32;
     if cap == 0 {
         return;
+    }
+    if cap & crate::abi::flags::OF as i32 != 0 {
+        // OF from bit 8 to bit 11 (a no-op for an RFLAGS image: its bit 8 is clear, and
+        // what its bits 9-15 become is masked off below).
+        dynasm!(a
+            ; .arch x64
+            ; movzx eax, dh
+            ; shl eax, 11
+            ; or edx, eax
+        );
     }
     let keep = !(op.written_flags() as i32);
     dynasm!(a
@@ -2187,7 +2302,7 @@ mod tests {
         assert!(h.iter().any(|l| l.starts_with("dec ")), "{text}");
         assert!(h.iter().any(|l| l.starts_with("cmp ")), "{text}");
         // DEC's flags are dead (the CMP overwrites all it writes): only the CMP's are captured.
-        assert_eq!(h.iter().filter(|l| *l == "pushfq").count(), 1, "{text}");
+        assert_eq!(h.iter().filter(|l| *l == "lahf").count(), 1, "{text}");
         assert!(h.iter().any(|l| l.starts_with("jne ")), "{text}");
         assert!(
             !h.iter().any(|l| l == "popfq" || l == "sahf"),
@@ -2230,7 +2345,7 @@ mod tests {
             &[0x01, 0xc8, 0x8b, 0x13, 0x83, 0xe8, 0x01, 0xf4],
         );
         let text = h.join("\n");
-        assert_eq!(h.iter().filter(|l| *l == "pushfq").count(), 2, "{text}");
+        assert_eq!(h.iter().filter(|l| *l == "lahf").count(), 2, "{text}");
         let call = h
             .iter()
             .position(|l| l.starts_with("call "))
@@ -2261,9 +2376,9 @@ mod tests {
             &[0x01, 0xc8, 0x31, 0xc2, 0x8b, 0x03, 0x83, 0xe8, 0x01, 0xf4],
         );
         let text = h.join("\n");
-        assert_eq!(h.iter().filter(|l| *l == "pushfq").count(), 2, "{text}");
+        assert_eq!(h.iter().filter(|l| *l == "lahf").count(), 2, "{text}");
         let add = h.iter().position(|l| l.starts_with("add ")).expect("add");
-        assert_ne!(h[add + 1], "pushfq", "{text}");
+        assert_ne!(h[add + 1], "lahf", "{text}");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::rc::Rc;
 pub const MAX_BLOCK_INSNS: usize = 64;
 /// Most guest instructions one block invocation may retire (loops inside a block), which
 /// bounds the latency of external interrupts.
-pub const MAX_INSNS_PER_ENTRY: u64 = 4096;
+pub const MAX_INSNS_PER_ENTRY: u64 = 16384;
 
 /// Counters shown by `--stats` and the benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use devices::{Bus, Clock, EventReceiver, IrqLines, MachineEvent};
 use thiserror::Error;
 
 /// Instructions executed between two device ticks (bounds interrupt latency from timers).
-const SLICE: u64 = 20_000;
+const SLICE: u64 = 65_536;
 /// Longest host sleep while the guest is halted (ns), so serial input is noticed promptly.
 const MAX_HALT_SLEEP_NS: u64 = 5_000_000;
 /// TSC frequency: 1 GHz, so TSC cycles are virtual nanoseconds.

@@ -128,6 +128,11 @@ pub fn jit_report(j: &crate::exec::jit::JitStats) -> String {
         "  jit: chained exits      {} (exits patched to jump straight to the next block)",
         j.chains
     );
+    let _ = writeln!(
+        s,
+        "  jit: jump cache         {} driver lookups hit, {} fills",
+        j.jc_hits, j.jc_fills
+    );
     let exits: Vec<String> = ExitReason::ALL
         .iter()
         .filter(|r| j.exits[**r as usize] > 0)
