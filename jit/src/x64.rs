@@ -155,7 +155,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
     };
     CACHED.with(|c| c.set(choose_cache(ir)));
     DIRTY.with(|d| d.set(0));
-    PENDING.with(|p| p.set(None));
+    PENDING.with(|p| p.set(ir.bits64.then_some(ENTRY_OP)));
     DEFER.with(|d| d.set(ir.bits64));
     // Six pushes and 8 more bytes keep rsp 16-byte aligned at the calls of the helpers.
     dynasm!(a
@@ -170,8 +170,14 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         ; mov rbx, rdi
         ; mov r12, rsi
         ; xor r13d, r13d
-        ; =>body
     );
+    // 64-bit blocks are entered with the guest status flags in rdx ([`ENTRY_OP`]): from
+    // the driver, the RFLAGS image; from another block, possibly flags not merged yet.
+    let entry_flags = ir.bits64;
+    if entry_flags {
+        reload_captured(&mut a);
+    }
+    dynasm!(a ; .arch x64 ; =>body);
     reload_all(&mut a);
     // Loop back edges come here: the cached copies are still current.
     let hot = a.new_dynamic_label();
@@ -190,6 +196,9 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
     };
     // Ops whose flags nothing observes skip computing them (see `flags_needed`).
     let need = flags_needed(ir);
+    // The last op was an INC / DEC whose host CF came from the pending flags (its capture
+    // holds every status flag).
+    let mut last_carried_cf = false;
     for (i, op) in ir.ops.iter().enumerate() {
         let need = need[i];
         // Ops that read or write guest registers in `CpuState` directly (or call out) see the
@@ -208,11 +217,27 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         // use rdx; an ALU op that overwrites every flag they hold drops them (its slow path,
         // entered before it ran, still merges them).
         let mut dropping = false;
+        let mut carry_cf = false;
         if let Some(p) = pending() {
             match *op {
                 Op::Load { .. } | Op::Store { .. } | Op::Lea { .. } | Op::Movx { .. } | Op::Nop => {
                 }
                 Op::Alu { op: AluOp::Mov, .. } => {}
+                Op::Alu {
+                    op: AluOp::Inc | AluOp::Dec,
+                    ..
+                } if (need || (fuse && i + 1 == n_ops))
+                    && p.written_flags() == crate::abi::flags::STATUS
+                    && p.captured_flags() & crate::abi::flags::CF != 0 =>
+                {
+                    // INC / DEC keep CF: the host CF is set from the pending one (bit 0 of
+                    // rdx in both layouts `merge_flags` takes), so the op's own capture
+                    // (made: its flags are live) holds every status flag and replaces the
+                    // pending flags (no merge).
+                    dynasm!(a ; .arch x64 ; bt edx, 0);
+                    carry_cf = true;
+                    dropping = true;
+                }
                 Op::Alu { op: o, .. } | Op::AluLoad { op: o, .. } | Op::AluStore { op: o, .. }
                     if !matches!(o, AluOp::Adc | AluOp::Sbb)
                         && o.written_flags() & p.written_flags() == p.written_flags() =>
@@ -408,6 +433,14 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 dynasm!(a ; .arch x64 ; =>s);
             }
         }
+        if carry_cf {
+            if i + 1 == n_ops {
+                last_carried_cf = true;
+            }
+            if pending().is_some_and(|p| matches!(p, AluOp::Inc | AluOp::Dec)) {
+                PENDING.with(|p| p.set(Some(ENTRY_OP)));
+            }
+        }
         // A dropping op that did not leave its own flags pending (dead, or fused with the
         // branch) leaves nothing pending: what was is overwritten.
         if dropping && !(need && !(fuse && i + 1 == n_ops)) {
@@ -418,7 +451,20 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
     // Every exit (and the loop back edge) leaves `CpuState` current; plain moves, so live
     // host flags survive for a fused Jcc.
     flush_dirty(&mut a);
-    merge_pending(&mut a);
+    // 64-bit blocks leave with the flags still pending in rdx ([`ENTRY_OP`]); the others
+    // merge them here.
+    let at_exit = if entry_flags {
+        match pending() {
+            Some(op) => InRdx::Pending(op),
+            None => InRdx::Unknown,
+        }
+    } else {
+        merge_pending(&mut a);
+        InRdx::Unknown
+    };
+    if entry_flags && !matches!(ir.exit, Exit::Branch { .. }) {
+        settle_exit(&mut a, at_exit);
+    }
     match ir.exit {
         Exit::Fallthrough { next } => exit_to(&mut a, ir, next, n, hot, epilogue, &mut cx),
         Exit::Jump { target } => exit_to(&mut a, ir, target, n, hot, epilogue, &mut cx),
@@ -492,18 +538,36 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 }
                 _ => None,
             };
+            // What rdx holds on both arms (fused: the op's capture).
+            let mut arm = at_exit;
             if last_alu.is_none() {
+                if let InRdx::Pending(op) = at_exit {
+                    // RFLAGS must be current for the Jcc to read it.
+                    merge_flags(&mut a, op);
+                    PENDING.with(|p| p.set(None));
+                    arm = if op.written_flags() == crate::abi::flags::STATUS {
+                        InRdx::Image
+                    } else {
+                        InRdx::Unknown
+                    };
+                }
                 load_guest_flags(&mut a, cond);
             }
-            jcc(&mut a, cond, taken_l);
             if let Some(op) = last_alu {
-                merge_flags(&mut a, op);
+                arm = InRdx::Pending(if last_carried_cf { ENTRY_OP } else { op });
             }
+            jcc(&mut a, cond, taken_l);
+            let arm_exit = |a: &mut Asm| {
+                if entry_flags {
+                    settle_exit(a, arm);
+                } else if let InRdx::Pending(op) = arm {
+                    merge_flags(a, op);
+                }
+            };
+            arm_exit(&mut a);
             exit_to(&mut a, ir, not_taken, n, hot, epilogue, &mut cx);
             dynasm!(a ; .arch x64 ; =>taken_l);
-            if let Some(op) = last_alu {
-                merge_flags(&mut a, op);
-            }
+            arm_exit(&mut a);
             exit_to(&mut a, ir, taken, n, hot, epilogue, &mut cx);
         }
     }
@@ -594,11 +658,18 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         ; add rax, QWORD [r12 + JC]
         ; cmp rcx, QWORD [rax + OFFSET_JC_RIP as i32]
         ; jne >miss
-        ; mov rdx, QWORD [r12 + JC_TAG_ENV]
-        ; cmp rdx, QWORD [rax + OFFSET_JC_TAG as i32]
+        // rsi: rdx may hold pending flags (`ENTRY_OP`).
+        ; mov rsi, QWORD [r12 + JC_TAG_ENV]
+        ; cmp rsi, QWORD [rax + OFFSET_JC_TAG as i32]
         ; jne >miss
         ; jmp QWORD [rax + OFFSET_JC_HOST as i32]
         ; miss:
+    );
+    if entry_flags {
+        merge_flags(&mut a, ENTRY_OP);
+    }
+    dynasm!(a
+        ; .arch x64
         ; mov rax, r13
         ; jmp =>epilogue
         // rax = what the helper returned: 1 = synced exit, 2 + retired = jump-cache exit.
@@ -606,6 +677,13 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         ; cmp rax, 1
         ; jbe >plain
         ; lea r13, [rax - 2]
+    );
+    if entry_flags {
+        // The helper wrote RFLAGS: the next block gets its image.
+        reload_captured(&mut a);
+    }
+    dynasm!(a
+        ; .arch x64
         ; mov rcx, QWORD [rbx + RIP]
         ; jmp =>jc
         ; plain:
@@ -631,6 +709,12 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         ; mov QWORD [r12 + CUR], id as i32
         ; jmp =>body
         ; bail:
+    );
+    if entry_flags {
+        merge_flags(&mut a, ENTRY_OP);
+    }
+    dynasm!(a
+        ; .arch x64
         ; mov rax, QWORD start as i64
         ; mov QWORD [rbx + RIP], rax
         ; mov rax, r13
@@ -717,12 +801,17 @@ fn exit_to(
             ; lea rax, [r13 + n]
             ; cmp rax, QWORD [r12 + LIMIT]
             ; jbe =>body
+        );
+        merge_entry_flags(a);
+        dynasm!(a
+            ; .arch x64
             ; mov rax, QWORD target as i64
             ; mov QWORD [rbx + RIP], rax
             ; mov rax, r13
             ; jmp =>epilogue
         );
     } else {
+        merge_entry_flags(a);
         dynasm!(a
             ; .arch x64
             ; mov rax, QWORD target as i64
@@ -733,14 +822,15 @@ fn exit_to(
     }
 }
 
-/// Jumps to `helper` unless the branch target in rcx is canonical (clobbers rdx).
+/// Jumps to `helper` unless the branch target in rcx is canonical (clobbers rax; rdx may
+/// hold pending flags).
 fn canonical_or(a: &mut Asm, helper: DynamicLabel) {
     dynasm!(a
         ; .arch x64
-        ; mov rdx, rcx
-        ; shl rdx, 16
-        ; sar rdx, 16
-        ; cmp rdx, rcx
+        ; mov rax, rcx
+        ; shl rax, 16
+        ; sar rax, 16
+        ; cmp rax, rcx
         ; jne =>helper
     );
 }
@@ -751,6 +841,7 @@ fn exit_to_rcx(a: &mut Asm, n: i32, chain: bool, jc: DynamicLabel, epilogue: Dyn
     if chain {
         dynasm!(a ; .arch x64 ; add r13, n ; jmp =>jc);
     } else {
+        merge_entry_flags(a);
         dynasm!(a ; .arch x64 ; lea rax, [r13 + n] ; jmp =>epilogue);
     }
 }
@@ -823,6 +914,63 @@ fn settle_flags(a: &mut Asm, op: AluOp) {
         PENDING.with(|p| p.set(Some(op)));
     } else {
         merge_flags(a, op);
+    }
+}
+
+/// Flags across block boundaries (64-bit blocks, `ir.bits64`), so that a flag result only
+/// the next block could observe is not merged into RFLAGS at every exit: every 64-bit
+/// block is entered, at its entry and its chained entry (jumps from other blocks, the loop
+/// back edge, the jump cache), with rdx holding all six status flags in the layout
+/// [`capture_flags`] gives, which RFLAGS may not hold yet: the block body starts with them
+/// pending ([`ENTRY_OP`]), so they are merged only where something may observe them (a
+/// slow path, a helper, an op reading RFLAGS) or dropped by the first op that overwrites
+/// them all. The entry from the driver loads rdx from RFLAGS ([`reload_captured`]); each
+/// exit leaves rdx so ([`settle_exit`]); every path back to the driver merges it first
+/// (`merge_entry_flags`), except after a helper, which saw merged flags and wrote RFLAGS.
+///
+/// `ENTRY_OP` is the op standing for those entry flags in [`PENDING`]: it writes and
+/// captures every status flag.
+const ENTRY_OP: AluOp = AluOp::Add;
+
+/// What rdx holds at a block exit (see [`ENTRY_OP`]).
+#[derive(Clone, Copy)]
+enum InRdx {
+    /// The capture of this op's flags, not merged into RFLAGS.
+    Pending(AluOp),
+    /// The status flags of RFLAGS, which is current.
+    Image,
+    /// Nothing of use; RFLAGS is current.
+    Unknown,
+}
+
+/// At an exit of a 64-bit block: leaves in rdx what the next block's entry expects (every
+/// status flag, captured or from RFLAGS) and marks it pending.
+fn settle_exit(a: &mut Asm, rdx: InRdx) {
+    use crate::abi::flags::STATUS;
+    match rdx {
+        InRdx::Pending(op) if op.written_flags() == STATUS => {
+            // Flags the op clears without capturing them (AF after logic ops).
+            let clear = op.written_flags() & !op.captured_flags();
+            if clear != 0 {
+                let keep = !(clear as i32);
+                dynasm!(a ; .arch x64 ; and edx, keep);
+            }
+        }
+        InRdx::Pending(op) => {
+            merge_flags(a, op);
+            reload_captured(a);
+        }
+        InRdx::Image => {}
+        InRdx::Unknown => reload_captured(a),
+    }
+    PENDING.with(|p| p.set(Some(ENTRY_OP)));
+}
+
+/// Before a 64-bit block returns to the driver: merges the flags pending in rdx (see
+/// [`ENTRY_OP`]). Nothing in other blocks (their exits merged already).
+fn merge_entry_flags(a: &mut Asm) {
+    if DEFER.with(|d| d.get()) {
+        merge_flags(a, ENTRY_OP);
     }
 }
 
@@ -2272,6 +2420,11 @@ mod tests {
     use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
 
     fn host_asm(mode: Mode, guest: &[u8]) -> Vec<String> {
+        host_asm_with(mode, guest, false)
+    }
+
+    /// `chain`: as the driver emits blocks (chainable exits, jump-cache probe).
+    fn host_asm_with(mode: Mode, guest: &[u8], chain: bool) -> Vec<String> {
         let mut mem = vec![0xf4u8; 4096];
         mem[..guest.len()].copy_from_slice(guest);
         let mut fetch = |la: u64, buf: &mut [u8]| -> Result<usize, FetchFault> {
@@ -2281,7 +2434,11 @@ mod tests {
             Ok(n)
         };
         let b = scan_block(mode, 0, 0x1000, &mut fetch, 64).unwrap();
-        let code = emit(&lower(&b).unwrap(), 0x10_0000, false);
+        let code = if chain {
+            emit_block(&lower(&b).unwrap(), 0x10_0000, false, 0, true).code
+        } else {
+            emit(&lower(&b).unwrap(), 0x10_0000, false)
+        };
         let mut d = Decoder::with_ip(64, &code, 0x10_0000, DecoderOptions::NONE);
         let mut f = IntelFormatter::new();
         d.iter()
@@ -2379,6 +2536,39 @@ mod tests {
         assert_eq!(h.iter().filter(|l| *l == "lahf").count(), 2, "{text}");
         let add = h.iter().position(|l| l.starts_with("add ")).expect("add");
         assert_ne!(h[add + 1], "lahf", "{text}");
+    }
+
+    #[test]
+    fn golden_64bit_exits_leave_the_flags_pending_for_the_next_block() {
+        // Guest (64-bit): cmp eax, ecx; jne +0. Both arms leave the CMP's flags in rdx for
+        // the next block (no merge into RFLAGS at rbx + 0x88 before the exit's jump); only
+        // the paths back to the driver merge them.
+        let h = host_asm_with(Mode::Bits64, &[0x39, 0xc8, 0x75, 0x00], true);
+        let text = h.join("\n");
+        let jcc = h.iter().position(|l| l.starts_with("jne ")).expect("jne");
+        let merge = |l: &&String| *l == "mov [rbx+88h],rax";
+        let arm = h[jcc..]
+            .iter()
+            .position(|l| l.starts_with("add r13,"))
+            .expect("exit");
+        assert!(!h[jcc..jcc + arm].iter().any(|l| merge(&l)), "{text}");
+        assert!(h.iter().any(|l| merge(&l)), "{text}");
+        // In 32-bit blocks the arms merge.
+        let h = host_asm_with(Mode::Bits32, &[0x39, 0xc8, 0x75, 0x00], true);
+        let text = h.join("\n");
+        let jcc = h.iter().position(|l| l.starts_with("jne ")).expect("jne");
+        assert!(h[jcc..jcc + 12].iter().any(|l| merge(&l)), "{text}");
+    }
+
+    #[test]
+    fn golden_64bit_dec_takes_cf_from_the_entry_flags_without_a_merge() {
+        // Guest (64-bit): dec ecx; jne +0. DEC keeps CF: it comes from the flags the block
+        // was entered with (BT from rdx), not from a merge of those into RFLAGS first.
+        let h = host_asm(Mode::Bits64, &[0xff, 0xc9, 0x75, 0x00]);
+        let text = h.join("\n");
+        let dec = h.iter().position(|l| l.starts_with("dec ")).expect("dec");
+        assert!(h[..dec].iter().any(|l| l == "bt edx,0"), "{text}");
+        assert!(!h[..dec].iter().any(|l| l == "mov [rbx+88h],rax"), "{text}");
     }
 
     #[test]
