@@ -222,7 +222,10 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             match *op {
                 Op::Load { .. } | Op::Store { .. } | Op::Lea { .. } | Op::Movx { .. } | Op::Nop => {
                 }
-                Op::Alu { op: AluOp::Mov, .. } => {}
+                Op::Alu { op: AluOp::Mov, .. } | Op::Xchg { .. } | Op::Bswap { .. } => {}
+                // A shift or rotate whose own flags are dead (computed nowhere, rdx untouched):
+                // the pending flags it overwrites are dead with them, the others stay exact.
+                Op::Shift { .. } if !need => {}
                 Op::Alu {
                     op: AluOp::Inc | AluOp::Dec,
                     ..
