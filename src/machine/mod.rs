@@ -22,8 +22,13 @@ use devices::pic::PicPair;
 use devices::{Bus, Clock, EventReceiver, IrqLines, MachineEvent};
 use thiserror::Error;
 
-/// Instructions executed between two device ticks (bounds interrupt latency from timers).
-const SLICE: u64 = 65_536;
+/// Instructions executed between two device ticks (bounds interrupt latency from timers):
+/// ~1-2 ms of guest time on the interpreter.
+const SLICE: u64 = 20_000;
+/// The same on the JIT (~0.1-0.2 ms of guest time at its speed): a longer slice means fewer
+/// slice ends, where a block that no longer fits runs through the interpreter instead
+/// (docs/performance.md, JIT round 6).
+const SLICE_JIT: u64 = 65_536;
 /// Longest host sleep while the guest is halted (ns), so serial input is noticed promptly.
 const MAX_HALT_SLEEP_NS: u64 = 5_000_000;
 /// TSC frequency: 1 GHz, so TSC cycles are virtual nanoseconds.
@@ -360,7 +365,7 @@ impl Machine {
         }
     }
 
-    /// Runs one slice of at most [`SLICE`] instructions, then ticks the devices and, if the
+    /// Runs one slice of at most [`SLICE`] instructions ([`SLICE_JIT`] on the JIT), then ticks the devices and, if the
     /// guest is halted, waits for its next timer deadline. With `probes`, the slice runs
     /// instrumented (breakpoints, watchpoints, single-step, coverage) and may stop early for
     /// the debugger.
@@ -378,10 +383,11 @@ impl Machine {
             }
         }
         let before = self.cpu.icount;
+        let slice = self.slice();
         let stop = match probes {
             None => self
                 .engine
-                .run(&mut self.cpu, &mut self.mem, &mut self.board, SLICE),
+                .run(&mut self.cpu, &mut self.mem, &mut self.board, slice),
             Some(p) => interp::run_probed(&mut self.cpu, &mut self.mem, &mut self.board, SLICE, p),
         };
         if let Some(d) = self.engine.take_divergence() {
@@ -432,6 +438,14 @@ impl Machine {
             _ => {}
         }
         Slice::Running
+    }
+
+    /// Instructions per slice for the current engine.
+    fn slice(&self) -> u64 {
+        match self.engine.kind() {
+            crate::exec::EngineKind::Jit => SLICE_JIT,
+            _ => SLICE,
+        }
     }
 
     /// HLT: sleep (or, with --icount, warp virtual time) until the next device deadline, or
