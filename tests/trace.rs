@@ -680,11 +680,11 @@ fn jit_stats_count_translations_cache_hits_and_exits_by_reason() {
     if !jit::HOST_SUPPORTED {
         return;
     }
-    // A: mov ecx, 3000 / dec ecx / jnz L    B (= L): dec ecx / jnz L (loops in compiled code)
+    // A: mov ecx, 10000 / dec ecx / jnz L    B (= L): dec ecx / jnz L (loops in compiled code)
     // C: out 80h, al (ring layer)    D: mov rax, [non-canonical] (#GP)    handler: hlt
     let code = asm64(|a| {
         let mut l = a.create_label();
-        a.mov(ecx, 3000)?;
+        a.mov(ecx, 10_000)?;
         a.set_label(&mut l)?;
         a.dec(ecx)?;
         a.jnz(l)?;
@@ -705,8 +705,8 @@ fn jit_stats_count_translations_cache_hits_and_exits_by_reason() {
     };
     let s = j.stats;
     use rinx::exec::jit::ExitReason as R;
-    // A, B, C, D and the handler's block, each translated once; B entered twice: after 2048
-    // passes (4096 instructions, MAX_INSNS_PER_ENTRY) it exits to the dispatcher.
+    // A, B, C, D and the handler's block, each translated once; B entered twice: after 8192
+    // passes (16,384 instructions, MAX_INSNS_PER_ENTRY) it exits to the dispatcher.
     assert_eq!(
         (s.translations, s.cache_misses, s.cache_hits),
         (5, 5, 1),
@@ -720,7 +720,7 @@ fn jit_stats_count_translations_cache_hits_and_exits_by_reason() {
     assert_eq!(s.exits.iter().sum::<u64>(), s.entries);
     assert_eq!(s.interp_steps, 0);
     assert_eq!(s.block_insns, t.cpu.icount);
-    assert_eq!(t.cpu.icount, 1 + 2 * 3000 + 1 + 1 + 1);
+    assert_eq!(t.cpu.icount, 1 + 2 * 10_000 + 1 + 1 + 1);
     assert!(s.run_ns > 0 && s.run_ns >= s.translate_ns + s.interp_ns);
     let report = rinx::trace::stats::jit_report(&s);
     assert!(report.contains("blocks translated  5 "), "{report}");
