@@ -14,8 +14,9 @@
 //! flags *are* the guest flags; they are captured (LAHF, SETO) and merged into the eager
 //! guest RFLAGS, unless [`flags_needed`] shows nothing can observe them. A Jcc right after
 //! such an op branches on the live host flags. In 64-bit blocks the captured flags may stay
-//! pending in rdx across loads and stores (merged on their slow paths, at the next op that
-//! needs RFLAGS, or at the exit) and are dropped when a later op overwrites them all.
+//! pending in rdx across loads, stores and block exits (see [`ENTRY_OP`]; merged on their
+//! slow paths, at the next op that needs RFLAGS, or on the way back to the driver) and are
+//! dropped when a later op overwrites them all.
 
 use crate::abi::{
     JitEnv, EXIT_SYNCED, JC_ENTRIES, JC_ENTRY_SHIFT, JTLB_ENTRIES, JTLB_ENTRY_SHIFT,
@@ -498,7 +499,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             dynasm!(a ; .arch x64 ; mov rcx, QWORD [rbx + src.offset()]);
             canonical_or(&mut a, helper);
             dynasm!(a ; .arch x64 ; mov QWORD [rbx + RIP], rcx);
-            exit_to_rcx(&mut a, n, chain, jc, epilogue);
+            exit_to_rcx(&mut a, ir, chain, jc, epilogue);
             // The helper ran the JMP (or raised the fault) and left the block.
             dynasm!(a ; .arch x64 ; =>done ; jmp =>synced);
             slow.push(Slow::helper_only(helper, done, index));
@@ -520,7 +521,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 ; add QWORD [rbx + RSP], 8
                 ; mov QWORD [rbx + RIP], rcx
             );
-            exit_to_rcx(&mut a, n, chain, jc, epilogue);
+            exit_to_rcx(&mut a, ir, chain, jc, epilogue);
             dynasm!(a
                 ; .arch x64
                 ; =>s
@@ -546,8 +547,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             if last_alu.is_none() {
                 if let InRdx::Pending(op) = at_exit {
                     // RFLAGS must be current for the Jcc to read it.
-                    merge_flags(&mut a, op);
-                    PENDING.with(|p| p.set(None));
+                    merge_pending(&mut a);
                     arm = if op.written_flags() == crate::abi::flags::STATUS {
                         InRdx::Image
                     } else {
@@ -668,9 +668,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         ; jmp QWORD [rax + OFFSET_JC_HOST as i32]
         ; miss:
     );
-    if entry_flags {
-        merge_flags(&mut a, ENTRY_OP);
-    }
+    merge_entry_flags(&mut a, entry_flags);
     dynasm!(a
         ; .arch x64
         ; mov rax, r13
@@ -713,9 +711,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         ; jmp =>body
         ; bail:
     );
-    if entry_flags {
-        merge_flags(&mut a, ENTRY_OP);
-    }
+    merge_entry_flags(&mut a, entry_flags);
     dynasm!(a
         ; .arch x64
         ; mov rax, QWORD start as i64
@@ -805,7 +801,7 @@ fn exit_to(
             ; cmp rax, QWORD [r12 + LIMIT]
             ; jbe =>body
         );
-        merge_entry_flags(a);
+        merge_entry_flags(a, ir.bits64);
         dynasm!(a
             ; .arch x64
             ; mov rax, QWORD target as i64
@@ -814,7 +810,7 @@ fn exit_to(
             ; jmp =>epilogue
         );
     } else {
-        merge_entry_flags(a);
+        merge_entry_flags(a, ir.bits64);
         dynasm!(a
             ; .arch x64
             ; mov rax, QWORD target as i64
@@ -840,11 +836,12 @@ fn canonical_or(a: &mut Asm, helper: DynamicLabel) {
 
 /// Leaves a block of `n` instructions for the RIP in rcx (already stored in the state):
 /// through the jump cache when chaining, else back to the driver.
-fn exit_to_rcx(a: &mut Asm, n: i32, chain: bool, jc: DynamicLabel, epilogue: DynamicLabel) {
+fn exit_to_rcx(a: &mut Asm, ir: &BlockIr, chain: bool, jc: DynamicLabel, epilogue: DynamicLabel) {
+    let n = ir.ninsns as i32;
     if chain {
         dynasm!(a ; .arch x64 ; add r13, n ; jmp =>jc);
     } else {
-        merge_entry_flags(a);
+        merge_entry_flags(a, ir.bits64);
         dynasm!(a ; .arch x64 ; lea rax, [r13 + n] ; jmp =>epilogue);
     }
 }
@@ -969,10 +966,10 @@ fn settle_exit(a: &mut Asm, rdx: InRdx) {
     PENDING.with(|p| p.set(Some(ENTRY_OP)));
 }
 
-/// Before a 64-bit block returns to the driver: merges the flags pending in rdx (see
-/// [`ENTRY_OP`]). Nothing in other blocks (their exits merged already).
-fn merge_entry_flags(a: &mut Asm) {
-    if DEFER.with(|d| d.get()) {
+/// Before a block returns to the driver: merges the flags pending in rdx if it is a 64-bit
+/// block (`bits64`, see [`ENTRY_OP`]); other blocks merged them at their exits already.
+fn merge_entry_flags(a: &mut Asm, bits64: bool) {
+    if bits64 {
         merge_flags(a, ENTRY_OP);
     }
 }
