@@ -759,3 +759,81 @@ fn two_pages_of_one_tlb_set_alternate_in_a_loop() {
     }
     assert_eq!(results[0], results[1]);
 }
+
+/// A loop body with two forward Jcc (an if and an if-else join) inside one superblock
+/// (`decoder::scan_superblock`): each inner Jcc is a side exit, fused with the TEST / CMP
+/// before it; loads, an ALU store and stores to memory on both paths. Runs in 32-bit and
+/// 64-bit mode (no REX prefixes). mov ecx, 3000; mov esi, 0x20000; xor edi, edi;
+/// L: mov eax, [rsi]; add eax, ecx; test cl, 3; jz SKIP; add [rsi+4], eax; xor edx, eax;
+/// SKIP: cmp edx, 0x1000; jb L2; sub edx, 0x800; L2: mov [rsi+8], edx; add edi, edx;
+/// dec ecx; jnz L; hlt
+const SUPERBLOCK_LOOP: &[u8] = &[
+    0xb9, 0xb8, 0x0b, 0x00, 0x00, 0xbe, 0x00, 0x00, 0x02, 0x00, 0x31, 0xff, 0x8b, 0x06, 0x01, 0xc8,
+    0xf6, 0xc1, 0x03, 0x74, 0x05, 0x01, 0x46, 0x04, 0x31, 0xc2, 0x81, 0xfa, 0x00, 0x10, 0x00, 0x00,
+    0x72, 0x06, 0x81, 0xea, 0x00, 0x08, 0x00, 0x00, 0x89, 0x56, 0x08, 0x01, 0xd7, 0xff, 0xc9, 0x75,
+    0xdb, 0xf4,
+];
+
+/// An inner loop whose back edge is a side exit to the block start, in the middle of an
+/// outer loop (the block's final branch also goes to the start): mov ecx, 7; mov edi, 400;
+/// xor eax, eax; mov esi, 0x20000; L: add eax, ecx; add [rsi], eax; dec ecx; jnz L;
+/// add ebx, eax; mov ecx, 5; dec edi; jnz L; hlt
+const SIDE_EXIT_BACK_EDGE: &[u8] = &[
+    0xb9, 0x07, 0x00, 0x00, 0x00, 0xbf, 0x90, 0x01, 0x00, 0x00, 0x31, 0xc0, 0xbe, 0x00, 0x00, 0x02,
+    0x00, 0x01, 0xc8, 0x01, 0x06, 0xff, 0xc9, 0x75, 0xf8, 0x01, 0xc3, 0xb9, 0x05, 0x00, 0x00, 0x00,
+    0xff, 0xcf, 0x75, 0xed, 0xf4,
+];
+
+#[test]
+fn superblock_side_exits_match_with_exact_budgets() {
+    // (program, name, the loop counter that ends at 0: ECX, EDI)
+    for (code, name, counter) in [
+        (SUPERBLOCK_LOOP, "superblock loop", 1),
+        (SIDE_EXIT_BACK_EDGE, "side-exit back edge", 7),
+    ] {
+        for mode in [TestMode::Flat32, TestMode::Long64] {
+            let (i, mut j) = both(mode, code, 1_000_000);
+            assert_eq!(
+                i.cpu.s.rip,
+                CODE_BASE + code.len() as u64,
+                "{name}: halted at the end"
+            );
+            assert_eq!(i.gpr(counter), 0, "{name}: the loop ran to the end");
+            let rinx::exec::Engine::Jit(jit) = &mut j.engine else {
+                panic!("JIT engine expected on this host")
+            };
+            if jit::HOST_SUPPORTED {
+                // The whole loop is one block: a few translations (the loop's, the code
+                // before it, the side-exit targets), nearly every instruction compiled, and
+                // far fewer entries than iterations.
+                assert!(
+                    jit.stats.translations <= 8,
+                    "{name} {mode:?}: {:?}",
+                    jit.stats
+                );
+                assert!(
+                    jit.stats.block_insns * 10 > i.cpu.icount * 9,
+                    "{name} {mode:?}: {:?}",
+                    jit.stats
+                );
+            }
+            // Budgets that end at and around side exits and back edges, over several slices.
+            for budget in [
+                1, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 17, 100, 1001, 4097, 9_001,
+            ] {
+                let mut i = TestMachine::new(mode, code).with_engine(EngineKind::Interp);
+                let mut j = TestMachine::new(mode, code).with_engine(EngineKind::Jit);
+                assert_eq!(i.run(budget), StopReason::Budget);
+                let mut left = budget;
+                while left > 0 {
+                    let step = left.min(333);
+                    assert_eq!(j.run(step), StopReason::Budget);
+                    left -= step;
+                }
+                assert_eq!(j.cpu.icount, budget);
+                assert_eq!(i.cpu.s, j.cpu.s, "{name} {mode:?} budget {budget}");
+            }
+            check_lockstep(mode, code, 1_000_000);
+        }
+    }
+}

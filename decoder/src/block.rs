@@ -143,5 +143,58 @@ pub fn scan_block(
     }
 }
 
+/// Decodes a superblock starting at `cs_base + start_ip`: like [`scan_block`], but a block
+/// that ends at a direct conditional branch (Jcc rel8 / rel32; not LOOPcc or JrCXZ) goes on
+/// with the branch's fall-through, which is the next instruction in memory, so the bytes
+/// covered stay one contiguous run and the instructions one straight line with side exits
+/// (a translator emits each inner Jcc as "leave the block if taken"). Segments are added
+/// while the fall-through starts in the first instruction's 4 KiB page and fewer than
+/// `max_insns` instructions are in the block; a fall-through whose fetch faults ends the
+/// block after the Jcc ([`BlockEnd::ControlTransfer`], the fault is not recorded: the Jcc
+/// may be taken).
+///
+/// Why: a loop body with an if (or a loop whose exit test sits in the middle) is then one
+/// block, so the translator keeps guest registers in host registers across it instead of
+/// writing them back and reloading them at each block boundary.
+pub fn scan_superblock(
+    mode: Mode,
+    cs_base: u64,
+    start_ip: u64,
+    fetch: &mut FetchFn<'_>,
+    max_insns: usize,
+) -> Result<Block, DecodeError> {
+    let max_insns = max_insns.max(1);
+    let mut block = scan_block(mode, cs_base, start_ip, fetch, max_insns)?;
+    let page = block.start_linear & !0xFFF;
+    while let Some(last) = block.last() {
+        let next_linear = linear_addr(mode, cs_base, block.end_ip);
+        let extend = block.end == BlockEnd::ControlTransfer
+            && last.insn.is_jcc_short_or_near()
+            && block.insns.len() < max_insns
+            && next_linear & !0xFFF == page
+            // The fall-through is the next byte (no IP wrap at the code size).
+            && next_linear == last.linear.wrapping_add(u64::from(last.len)) & mode.linear_mask();
+        if !extend {
+            break;
+        }
+        match scan_block(
+            mode,
+            cs_base,
+            block.end_ip,
+            fetch,
+            max_insns - block.insns.len(),
+        ) {
+            Ok(more) => {
+                block.byte_len += more.byte_len;
+                block.end_ip = more.end_ip;
+                block.end = more.end;
+                block.insns.extend(more.insns);
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(block)
+}
+
 #[cfg(test)]
 mod tests;

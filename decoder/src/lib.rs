@@ -4,7 +4,8 @@
 //!   the second page of a page-straddling instruction only when the instruction needs it.
 //! - [`classify`] / [`Class`] say whether an instruction ends a block, must go to the
 //!   ring-compression layer, touches memory, or is invalid.
-//! - [`scan_block`] decodes a straight-line block.
+//! - [`scan_block`] decodes a straight-line block; [`scan_superblock`] goes on past direct
+//!   conditional branches into their fall-through (side exits).
 //! - [`Disassembler`] formats instructions in Intel syntax for traces.
 //!
 //! References: Intel 64 and IA-32 Architectures Software Developer's Manual (SDM), Vol. 2A
@@ -36,7 +37,7 @@ mod random_tests;
 #[cfg(test)]
 mod testmem;
 
-pub use block::{scan_block, Block, BlockEnd};
+pub use block::{scan_block, scan_superblock, Block, BlockEnd};
 pub use class::{
     classify, invalid_in_mode, Class, IOPL_SENSITIVE_MNEMONICS, NOT_IN_REAL_MODE_MNEMONICS,
     PRIVILEGED_MNEMONICS, SENSITIVE_MNEMONICS,

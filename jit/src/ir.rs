@@ -10,7 +10,8 @@
 //! SBB / CMP / AND / OR / XOR / TEST with general registers and immediates, INC / DEC / NEG /
 //! NOT on a general register, SHL / SHR / SAR / ROL / ROR of a register by a constant or CL,
 //! CMOVcc / SETcc / IMUL / MOVZX / MOVSX / MOVSXD / XCHG / BSWAP / BT with register
-//! operands, and direct JMP / Jcc ending the block. Everything else,
+//! operands, direct JMP / Jcc ending the block, and direct Jcc inside a superblock
+//! ([`Op::SideExit`]). Everything else,
 //! including every privileged, IOPL-sensitive or sensitive instruction and anything with a
 //! LOCK prefix, is an [`Op::Helper`]: a call of the interpreter's semantic function.
 
@@ -416,6 +417,17 @@ pub enum Op {
         /// Source, same width.
         src: GuestReg,
     },
+    /// A direct Jcc inside a superblock (`decoder::scan_superblock`): if `cond` holds, the
+    /// block leaves for `taken` after this instruction; otherwise it goes on with the next
+    /// op (the Jcc's fall-through). Reads the status flags `cond` names; writes none.
+    SideExit {
+        /// Condition for leaving.
+        cond: Cond,
+        /// Target IP when the condition holds.
+        taken: u64,
+        /// Index of the Jcc in the block (the exit retires `index + 1` instructions).
+        index: u32,
+    },
     /// Guest instruction `index` of the block, executed by the interpreter's semantic function
     /// through the helper. The helper may end the block (fault, mode change, branch, SMC).
     Helper {
@@ -543,6 +555,8 @@ impl Op {
             | Op::Push { .. }
             | Op::Pop { .. }
             | Op::Helper { .. } => (st, 0, true),
+            // The exit may leave the block: every status flag must be exact there.
+            Op::SideExit { .. } => (st, 0, true),
         }
     }
 }
@@ -642,14 +656,30 @@ pub fn lower(block: &Block) -> Option<BlockIr> {
     let (last, body) = insns.split_last()?;
     let mut ops = Vec::with_capacity(insns.len());
     let mut max_ip = last.ip().wrapping_add(u64::from(last.len)).wrapping_sub(1);
+    let direct_ok =
+        |d: &DecodedInsn| d.mode != Mode::Bits64 || canonical(d.insn.near_branch_target());
+    let plain = |d: &DecodedInsn| {
+        d.invalid.is_none() && !d.class.needs_ring_layer() && !d.class.contains(Class::INVALID)
+    };
     for (i, d) in body.iter().enumerate() {
-        ops.push(lower_one(d, i as u32));
+        // A Jcc inside the block (a superblock goes on with its fall-through).
+        let side = plain(d) && d.insn.is_jcc_short_or_near() && direct_ok(d);
+        match Cond::from_iced(d.insn.condition_code()).filter(|_| side) {
+            Some(cond) => {
+                let t = d.insn.near_branch_target();
+                max_ip = max_ip.max(t);
+                ops.push(Op::SideExit {
+                    cond,
+                    taken: t,
+                    index: i as u32,
+                });
+            }
+            None => ops.push(lower_one(d, i as u32)),
+        }
     }
     let li = body.len() as u32;
     let direct_ok = |t: u64| last.mode != Mode::Bits64 || canonical(t);
-    let plain = last.invalid.is_none()
-        && !last.class.needs_ring_layer()
-        && !last.class.contains(Class::INVALID);
+    let plain = plain(last);
     let exit = if plain
         && last.insn.is_jcc_short_or_near()
         && direct_ok(last.insn.near_branch_target())

@@ -78,9 +78,6 @@ struct Slow {
     /// The op's host flags feed a fused Jcc: after the helper ran the instruction, rdx and
     /// the host status flags are set from the guest RFLAGS it wrote.
     restore_flags: bool,
-    /// Guest GPRs (bit = index) whose cached host copy is newer than `CpuState` where the
-    /// slow path is entered: written back before any call (see [`DIRTY`]).
-    dirty: u16,
     /// Flags of this op captured in rdx and not yet in the guest RFLAGS where the slow path
     /// is entered (see [`PENDING`]): merged before any call.
     pending: Option<AluOp>,
@@ -100,9 +97,108 @@ impl Slow {
             kind: 0,
             index,
             restore_flags: false,
-            dirty: dirty(),
             pending: pending(),
         }
+    }
+}
+
+/// Subroutines shared by a block's slow paths, emitted once per block when used (called
+/// with rsp 8 below the block's 16-byte alignment; each realigns before calling Rust).
+///
+/// Every one writes back *every* cached guest register, not only the ones dirty at the
+/// calling site: a clean copy equals its slot, so the extra stores are harmless, and the
+/// code is the same for every site. After the call they reload the copies and, so that a
+/// later merge of rdx is a no-op, rdx from RFLAGS (the callee may have written it; where
+/// nothing is pending rdx is dead).
+#[derive(Default)]
+struct SlowSubs {
+    /// rax = linear address, edx = kind: the TLB fill ([`FillFn`]); returns its result in rax.
+    fill: Option<DynamicLabel>,
+    /// esi = instruction index: the helper ([`HelperFn`]); returns its result in rax.
+    helper: Option<DynamicLabel>,
+    /// Merge of pending flags ([`merge_flags`]) keeping rax and rdx, by op.
+    merges: Vec<(AluOp, DynamicLabel)>,
+}
+
+impl SlowSubs {
+    /// Calls the merge subroutine of `pending` flags, if any.
+    fn merge(&mut self, a: &mut Asm, pending: Option<AluOp>) {
+        let Some(op) = pending else {
+            return;
+        };
+        if op.captured_flags() == 0 {
+            return;
+        }
+        let l = match self.merges.iter().find(|(o, _)| *o == op) {
+            Some(&(_, l)) => l,
+            None => {
+                let l = a.new_dynamic_label();
+                self.merges.push((op, l));
+                l
+            }
+        };
+        dynasm!(a ; .arch x64 ; call =>l);
+    }
+
+    fn emit(&self, a: &mut Asm) {
+        let all: u16 = 0xffff;
+        if let Some(l) = self.fill {
+            dynasm!(a ; .arch x64 ; =>l ; sub rsp, 8);
+            write_back(a, all);
+            dynasm!(a
+                ; .arch x64
+                ; mov rdi, r12
+                ; mov rsi, rax
+                ; call QWORD [r12 + FILL]
+            );
+            reload_all(a);
+            reload_captured(a);
+            dynasm!(a ; .arch x64 ; add rsp, 8 ; ret);
+        }
+        if let Some(l) = self.helper {
+            dynasm!(a ; .arch x64 ; =>l ; sub rsp, 8);
+            write_back(a, all);
+            dynasm!(a
+                ; .arch x64
+                ; mov rdi, r12
+                ; mov rdx, r13
+                ; call QWORD [r12 + HELPER]
+            );
+            reload_all(a);
+            reload_captured(a);
+            dynasm!(a ; .arch x64 ; add rsp, 8 ; ret);
+        }
+        for &(op, l) in &self.merges {
+            dynasm!(a ; .arch x64 ; =>l);
+            merge_into_rflags(a, Some(op));
+            dynasm!(a ; .arch x64 ; ret);
+        }
+    }
+}
+
+/// The out-of-line "taken" path of an [`Op::SideExit`].
+struct SideStub {
+    label: DynamicLabel,
+    /// Guest GPRs dirty at the Jcc (written back on the way out).
+    dirty: u16,
+    /// What rdx holds at the Jcc.
+    arm: InRdx,
+    target: u64,
+    /// Instructions retired by the exit (this iteration).
+    n: i32,
+}
+
+/// The ALU op whose live host flags a Jcc on `cond` right after `op` may branch on: one that
+/// captures flags and writes every flag `cond` reads (not INC / DEC for a CF condition: the
+/// host CF is not the guest's there).
+fn fusable(op: &Op, cond: Cond) -> Option<AluOp> {
+    match *op {
+        Op::Alu { op, .. } | Op::AluLoad { op, .. } | Op::AluStore { op, .. }
+            if op.captured_flags() != 0 && cond.reads() & !op.written_flags() == 0 =>
+        {
+            Some(op)
+        }
+        _ => None,
     }
 }
 
@@ -189,12 +285,22 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
     // Also after an op with a memory operand (CMP [mem], r; DEC [mem]; ...): its slow path
     // (the helper ran the instruction) restores the host flags from the guest RFLAGS.
     let fuse = match (ir.exit, ir.ops.last()) {
-        (
-            Exit::Branch { cond, .. },
-            Some(Op::Alu { op, .. } | Op::AluLoad { op, .. } | Op::AluStore { op, .. }),
-        ) => op.captured_flags() != 0 && cond.reads() & !op.written_flags() == 0,
+        (Exit::Branch { cond, .. }, Some(op)) => fusable(op, cond).is_some(),
         _ => false,
     };
+    // The same for each op: whether its host flags feed the Jcc right after it (a side exit
+    // of a superblock, or the final branch).
+    let fused: Vec<bool> = (0..n_ops)
+        .map(|i| match ir.ops.get(i + 1) {
+            Some(&Op::SideExit { cond, .. }) => fusable(&ir.ops[i], cond).is_some(),
+            None => fuse,
+            Some(_) => false,
+        })
+        .collect();
+    // Side exits, emitted out of line after the block's final exit.
+    let mut sides: Vec<SideStub> = Vec::new();
+    // The previous op was an INC / DEC whose capture holds every status flag (see below).
+    let mut prev_carried_cf = false;
     // Ops whose flags nothing observes skip computing them (see `flags_needed`).
     let need = flags_needed(ir);
     // The last op was an INC / DEC whose host CF came from the pending flags (its capture
@@ -230,7 +336,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 Op::Alu {
                     op: AluOp::Inc | AluOp::Dec,
                     ..
-                } if (need || (fuse && i + 1 == n_ops))
+                } if (need || fused[i])
                     && p.written_flags() == crate::abi::flags::STATUS
                     && p.captured_flags() & crate::abi::flags::CF != 0 =>
                 {
@@ -253,7 +359,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         }
         match *op {
             Op::Alu { op, dst, src } => {
-                let fused = fuse && i + 1 == n_ops;
+                let fused = fused[i];
                 alu(&mut a, op, dst, src, need || fused, need && !fused);
             }
             Op::Lea {
@@ -305,6 +411,40 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             }
             Op::Bt { dst, src } => bt(&mut a, dst, src),
             Op::Nop => {}
+            Op::SideExit { cond, taken, index } => {
+                let prev = i.checked_sub(1).filter(|&p| fused[p]);
+                let prev = prev.and_then(|p| fusable(&ir.ops[p], cond));
+                let arm = match prev {
+                    // The previous op's capture is in rdx and its flags are live on the host.
+                    Some(op) => InRdx::Pending(if prev_carried_cf { ENTRY_OP } else { op }),
+                    None => {
+                        // RFLAGS must be current for the Jcc to read it.
+                        let arm = match pending() {
+                            Some(op) if op.written_flags() == crate::abi::flags::STATUS => {
+                                InRdx::Image
+                            }
+                            _ => InRdx::Unknown,
+                        };
+                        merge_pending(&mut a);
+                        load_guest_flags(&mut a, cond);
+                        arm
+                    }
+                };
+                let label = a.new_dynamic_label();
+                jcc(&mut a, cond, label);
+                // Not taken: the previous op's flags become pending (or are merged) as if it
+                // had not been fused.
+                if let InRdx::Pending(op) = arm {
+                    settle_flags(&mut a, op);
+                }
+                sides.push(SideStub {
+                    label,
+                    dirty: dirty(),
+                    arm,
+                    target: taken,
+                    n: index as i32 + 1,
+                });
+            }
             Op::SignFill { size } => sign_fill(&mut a, size),
             Op::BitScan { reverse, dst, src } => bit_scan(&mut a, reverse, dst, src),
             Op::MulDiv { op, src, index } => {
@@ -348,7 +488,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 mem,
                 index,
             } => {
-                let fused = fuse && i + 1 == n_ops;
+                let fused = fused[i];
                 let s = mem_access(&mut a, ir, &mem, false, user, index, &mut slow);
                 if let Some(sl) = slow.last_mut() {
                     sl.restore_flags = fused;
@@ -372,7 +512,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 src,
                 index,
             } => {
-                let fused = fuse && i + 1 == n_ops;
+                let fused = fused[i];
                 let s = mem_access(&mut a, ir, &mem, op.writes_dst(), user, index, &mut slow);
                 if let Some(sl) = slow.last_mut() {
                     sl.restore_flags = fused;
@@ -447,9 +587,10 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         }
         // A dropping op that did not leave its own flags pending (dead, or fused with the
         // branch) leaves nothing pending: what was is overwritten.
-        if dropping && !(need && !(fuse && i + 1 == n_ops)) {
+        if dropping && (!need || fused[i]) {
             PENDING.with(|p| p.set(None));
         }
+        prev_carried_cf = carry_cf;
     }
     let n = ir.ninsns as i32;
     // Every exit (and the loop back edge) leaves `CpuState` current; plain moves, so live
@@ -574,8 +715,21 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             exit_to(&mut a, ir, taken, n, hot, epilogue, &mut cx);
         }
     }
+    for st in &sides {
+        dynasm!(a ; .arch x64 ; =>st.label);
+        write_back(&mut a, st.dirty);
+        if entry_flags {
+            settle_exit(&mut a, st.arm);
+        } else if let InRdx::Pending(op) = st.arm {
+            merge_flags(&mut a, op);
+        }
+        exit_to(&mut a, ir, st.target, st.n, hot, epilogue, &mut cx);
+    }
+    // Slow paths share per-block subroutines (`SlowSubs`) for what is the same at every site
+    // of the block (spilling and reloading the cached registers, the calls), so each site
+    // costs a few dozen bytes. `fill` is `helper` for sites with no memory access (kind 0).
+    let mut subs = SlowSubs::default();
     for sl in &slow {
-        // kind 0: no memory access, only the helper (`fill` is `helper`).
         if sl.kind != 0 {
             let way1 = (JTLB_ENTRIES << JTLB_ENTRY_SHIFT) as i32;
             let addend = OFFSET_JTLB_ADDEND as i32;
@@ -589,44 +743,26 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 ; jmp =>sl.hit
                 ; fill:
             );
-            merge_into_rflags(&mut a, sl.pending);
-            write_back(&mut a, sl.dirty);
+            subs.merge(&mut a, sl.pending);
+            let fill = *subs.fill.get_or_insert_with(|| a.new_dynamic_label());
             dynasm!(a
                 ; .arch x64
-                ; mov rdi, r12
-                ; mov rsi, rax
                 ; mov edx, sl.kind as i32
-                ; call QWORD [r12 + FILL]
-            );
-            reload_all(&mut a);
-            if sl.pending.is_some() {
-                // The fast path may merge rdx again later: make that a no-op.
-                reload_captured(&mut a);
-            }
-            dynasm!(a
-                ; .arch x64
+                ; call =>fill
                 ; test rax, rax
                 ; jz =>sl.retry
             );
         }
         dynasm!(a ; .arch x64 ; =>sl.helper);
-        merge_into_rflags(&mut a, sl.pending);
-        write_back(&mut a, sl.dirty);
+        subs.merge(&mut a, sl.pending);
+        let helper = *subs.helper.get_or_insert_with(|| a.new_dynamic_label());
         dynasm!(a
             ; .arch x64
-            ; mov rdi, r12
             ; mov esi, sl.index as i32
-            ; mov rdx, r13
-            ; call QWORD [r12 + HELPER]
+            ; call =>helper
             ; test rax, rax
             ; jnz =>synced
         );
-        reload_all(&mut a);
-        if DEFER.with(|d| d.get()) && !sl.restore_flags {
-            // The helper ran the instruction and wrote RFLAGS; code after the join may merge
-            // rdx as the op's (or an older op's) pending flags: make that a no-op.
-            reload_captured(&mut a);
-        }
         if sl.restore_flags {
             // Status flags only (POPFQ of the whole RFLAGS could set AC or TF on the host).
             let status = crate::abi::flags::STATUS as i32;
@@ -641,6 +777,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         }
         dynasm!(a ; .arch x64 ; jmp =>sl.done);
     }
+    subs.emit(&mut a);
     CACHED.with(|c| c.set([UNCACHED; 16]));
     DIRTY.with(|d| d.set(0));
     PENDING.with(|p| p.set(None));
@@ -794,10 +931,12 @@ fn exit_to(
         return;
     }
     if target == ir.start_ip {
+        // The next iteration may run the whole block (`n` is less at a side exit).
+        let full = ir.ninsns as i32;
         dynasm!(a
             ; .arch x64
             ; add r13, n
-            ; lea rax, [r13 + n]
+            ; lea rax, [r13 + full]
             ; cmp rax, QWORD [r12 + LIMIT]
             ; jbe =>body
         );
@@ -1114,6 +1253,7 @@ fn choose_cache(ir: &BlockIr) -> [u8; 16] {
             Op::MulDiv { src, .. } => add(src),
             Op::Push { .. }
             | Op::Pop { .. }
+            | Op::SideExit { .. }
             | Op::SignFill { .. }
             | Op::Nop
             | Op::Helper { .. } => {}
@@ -2265,7 +2405,6 @@ fn probe_with(
         kind: u64::from(size) | if write { 0x100 } else { 0 },
         index,
         restore_flags: false,
-        dirty: dirty(),
         pending: pending(),
     });
     done

@@ -130,7 +130,13 @@ fn mode_bits(cpu: &Cpu, mode: decoder::Mode) -> u32 {
         | (((s.cr4 & cr::CR4_PAE != 0) as u32) << 6)
         | (((s.efer & cr::EFER_LMA != 0) as u32) << 7)
         | (((s.rflags & fl::VM != 0) as u32) << 8)
+        | if cpu.trace.is_on() { MODE_TRACED } else { 0 }
 }
+
+/// Mode bit of blocks translated while tracing is on: those are plain blocks
+/// ([`decoder::scan_block`]), so the trace's `block` records list the same blocks under both
+/// engines; other blocks are superblocks ([`decoder::scan_superblock`]).
+const MODE_TRACED: u32 = 1 << 9;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
@@ -652,8 +658,12 @@ impl JitEngine {
                     .map_err(|_| fault)?;
                 Ok(n)
             };
-            let blk =
-                decoder::scan_block(mode, cs_base, rip, &mut fetch, self.max_block_insns).ok()?;
+            let scan = if key_mode & MODE_TRACED == 0 {
+                decoder::scan_superblock
+            } else {
+                decoder::scan_block
+            };
+            let blk = scan(mode, cs_base, rip, &mut fetch, self.max_block_insns).ok()?;
             let ir = jit::ir::lower(&blk)?;
             Some((blk, ir))
         };

@@ -1,7 +1,10 @@
 use iced_x86::Mnemonic;
 
 use crate::testmem::TestMem;
-use crate::{scan_block, BlockEnd, DecodeError, FetchFault, FetchFaultKind, InvalidKind, Mode};
+use crate::{
+    scan_block, scan_superblock, BlockEnd, DecodeError, FetchFault, FetchFaultKind, InvalidKind,
+    Mode,
+};
 
 fn mnemonics(b: &crate::Block) -> Vec<Mnemonic> {
     b.insns.iter().map(|i| i.insn.mnemonic()).collect()
@@ -161,4 +164,77 @@ fn sixteen_bit_ip_wrap_ends_the_block() {
         (2, BlockEnd::PageBoundary, 0)
     );
     assert_eq!(b.start_linear, 0x207FE);
+}
+
+#[test]
+fn superblock_goes_on_past_jcc_and_stops_at_jmp() {
+    // inc eax; jz +2; inc ebx; jb +0; inc ecx; jmp $; nop
+    let mut mem = TestMem::new();
+    mem.write(
+        0x1100,
+        &[0x40, 0x74, 0x02, 0x43, 0x72, 0x00, 0x41, 0xeb, 0xfe, 0x90],
+    );
+    let b = scan_superblock(Mode::Bits32, 0, 0x1100, &mut |a, x| mem.fetch(a, x), 64).unwrap();
+    assert_eq!(
+        mnemonics(&b),
+        [
+            Mnemonic::Inc,
+            Mnemonic::Je,
+            Mnemonic::Inc,
+            Mnemonic::Jb,
+            Mnemonic::Inc,
+            Mnemonic::Jmp
+        ]
+    );
+    assert_eq!(b.end, BlockEnd::ControlTransfer);
+    assert_eq!((b.start_ip, b.end_ip, b.byte_len), (0x1100, 0x1109, 9));
+    // The plain scan stops at the first Jcc.
+    let p = scan_block(Mode::Bits32, 0, 0x1100, &mut |a, x| mem.fetch(a, x), 64).unwrap();
+    assert_eq!(p.insns.len(), 2);
+}
+
+#[test]
+fn superblock_does_not_go_past_loop_jrcxz_or_the_page_or_the_limit() {
+    let mut mem = TestMem::new();
+    // loop $-2 (LOOP is not a Jcc); inc eax
+    mem.write(0x1100, &[0xe2, 0xfe, 0x40]);
+    let b = scan_superblock(Mode::Bits64, 0, 0x1100, &mut |a, x| mem.fetch(a, x), 64).unwrap();
+    assert_eq!(mnemonics(&b), [Mnemonic::Loop]);
+    // jrcxz +0; inc eax
+    mem.write(0x1200, &[0xe3, 0x00, 0x40]);
+    let b = scan_superblock(Mode::Bits64, 0, 0x1200, &mut |a, x| mem.fetch(a, x), 64).unwrap();
+    assert_eq!(mnemonics(&b), [Mnemonic::Jrcxz]);
+    // A Jcc ending exactly at the page end: its fall-through is in the next page.
+    mem.write(0x1ffe, &[0x74, 0x00]);
+    mem.write(0x2000, &[0x40; 4]);
+    let b = scan_superblock(Mode::Bits64, 0, 0x1ffe, &mut |a, x| mem.fetch(a, x), 64).unwrap();
+    assert_eq!(mnemonics(&b), [Mnemonic::Je]);
+    assert!(mem.requests.iter().all(|&(a, _)| a < 0x2000));
+    // The instruction limit counts every segment: jz +0 repeated.
+    mem.write(0x1400, &[0x74, 0x00].repeat(10));
+    let b = scan_superblock(Mode::Bits64, 0, 0x1400, &mut |a, x| mem.fetch(a, x), 5).unwrap();
+    assert_eq!(b.insns.len(), 5);
+    assert_eq!(b.end, BlockEnd::ControlTransfer);
+    assert_eq!(b.byte_len, 10);
+}
+
+#[test]
+fn superblock_stops_after_a_jcc_whose_fall_through_cannot_be_fetched() {
+    // jz +0 where the next bytes cannot be fetched (a fetch callback that refuses them, as a
+    // segment limit would): the Jcc is the last instruction; the fault is not recorded.
+    let mut mem = TestMem::new();
+    mem.write(0x1100, &[0x74, 0x00]);
+    let mut fetch = |a: u64, x: &mut [u8]| {
+        if a >= 0x1102 {
+            Err(FetchFault {
+                addr: a,
+                kind: FetchFaultKind::GeneralProtection,
+            })
+        } else {
+            mem.fetch(a, x)
+        }
+    };
+    let b = scan_superblock(Mode::Bits64, 0, 0x1100, &mut fetch, 64).unwrap();
+    assert_eq!(mnemonics(&b), [Mnemonic::Je]);
+    assert_eq!(b.end, BlockEnd::ControlTransfer);
 }
