@@ -1444,6 +1444,113 @@ macro_rules! unop {
     };
 }
 
+macro_rules! slot_imm {
+    ($a:expr, $size:expr, $m:ident, $off:expr, $v:expr) => {
+        match $size {
+            8 => dynasm!($a ; .arch x64 ; $m QWORD [rbx + $off], DWORD $v as i32),
+            4 => dynasm!($a ; .arch x64 ; $m DWORD [rbx + $off], DWORD $v as u32 as i32),
+            2 => dynasm!($a ; .arch x64 ; $m WORD [rbx + $off], WORD $v as u16 as i16),
+            _ => dynasm!($a ; .arch x64 ; $m BYTE [rbx + $off], BYTE $v as u8 as i8),
+        }
+    };
+}
+
+macro_rules! slot_reg {
+    ($a:expr, $size:expr, $m:ident, $off:expr, $h:expr) => {
+        match $size {
+            8 => dynasm!($a ; .arch x64 ; $m QWORD [rbx + $off], Rq($h)),
+            4 => dynasm!($a ; .arch x64 ; $m DWORD [rbx + $off], Rd($h)),
+            2 => dynasm!($a ; .arch x64 ; $m WORD [rbx + $off], Rw($h)),
+            _ => dynasm!($a ; .arch x64 ; $m BYTE [rbx + $off], Rb($h)),
+        }
+    };
+}
+
+macro_rules! slot_un {
+    ($a:expr, $size:expr, $m:ident, $off:expr) => {
+        match $size {
+            8 => dynasm!($a ; .arch x64 ; $m QWORD [rbx + $off]),
+            4 => dynasm!($a ; .arch x64 ; $m DWORD [rbx + $off]),
+            2 => dynasm!($a ; .arch x64 ; $m WORD [rbx + $off]),
+            _ => dynasm!($a ; .arch x64 ; $m BYTE [rbx + $off]),
+        }
+    };
+}
+
+/// An ALU op on a destination that is not cached, done in its `CpuState` slot by one
+/// read-modify-write (or CMP / TEST) instruction on the same width, so the host flags are
+/// the guest's: `inc r10` is `inc qword [slot]` rather than load, op, store. Sources: an
+/// immediate (sign-extended 32-bit at 8 bytes), a register (its host copy, or rcx loaded
+/// from its slot), or none. A 32-bit result zero-extends (upper half of the slot cleared
+/// with a plain move, which keeps the flags). Returns false (nothing emitted) for MOV, ADC,
+/// SBB and high-byte operands.
+#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
+fn alu_slot(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, capture: bool, merge: bool) -> bool {
+    if dst.high || cached(dst.index).is_some() {
+        return false;
+    }
+    let size = dst.size;
+    let off = dst.offset();
+    // The host register holding the source (a cached copy, or rcx).
+    let reg = |a: &mut Asm, r: GuestReg| -> Option<u8> {
+        if r.high || r.size != size {
+            return None;
+        }
+        Some(match cached(r.index) {
+            Some(h) => h,
+            None => {
+                let soff = r.offset();
+                dynasm!(a ; .arch x64 ; mov rcx, QWORD [rbx + soff]);
+                1
+            }
+        })
+    };
+    macro_rules! bin {
+        ($m:ident) => {
+            match src {
+                Src::Imm(v) => {
+                    if size == 8 && i32::try_from(v as i64).is_err() {
+                        return false;
+                    }
+                    slot_imm!(a, size, $m, off, v)
+                }
+                Src::Reg(r) => {
+                    let Some(h) = reg(a, r) else {
+                        return false;
+                    };
+                    slot_reg!(a, size, $m, off, h)
+                }
+                Src::None => return false,
+            }
+        };
+    }
+    match op {
+        AluOp::Add => bin!(add),
+        AluOp::Sub => bin!(sub),
+        AluOp::Cmp => bin!(cmp),
+        AluOp::And => bin!(and),
+        AluOp::Test => bin!(test),
+        AluOp::Or => bin!(or),
+        AluOp::Xor => bin!(xor),
+        AluOp::Inc => slot_un!(a, size, inc, off),
+        AluOp::Dec => slot_un!(a, size, dec, off),
+        AluOp::Neg => slot_un!(a, size, neg, off),
+        AluOp::Not => slot_un!(a, size, not, off),
+        AluOp::Mov | AluOp::Adc | AluOp::Sbb => return false,
+    }
+    if size == 4 && op.writes_dst() {
+        let hi = off + 4;
+        dynasm!(a ; .arch x64 ; mov DWORD [rbx + hi], 0);
+    }
+    if capture && op.captured_flags() != 0 {
+        capture_flags(a);
+    }
+    if merge {
+        settle_flags(a, op);
+    }
+    true
+}
+
 /// One native ALU op. With `merge`, the captured flags are merged into the guest RFLAGS;
 /// without, they are left in rdx and the host flags stay live (for a fused Jcc).
 fn alu(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, capture: bool, merge: bool) {
@@ -1454,6 +1561,9 @@ fn alu(a: &mut Asm, op: AluOp, dst: GuestReg, src: Src, capture: bool, merge: bo
         return;
     }
     if op == AluOp::Mov && mov_to_slot(a, dst, src) {
+        return;
+    }
+    if alu_slot(a, op, dst, src, capture, merge) {
         return;
     }
     match src {
