@@ -6,9 +6,13 @@
 //!
 //! Register use: `rbx` = state, `r12` = env, `r13` = instructions retired by earlier loop
 //! iterations of this invocation; `rax`, `rcx`, `rdx`, `rsi`, `rdi` are scratch; `rbp`, `r14`,
-//! `r15`, `r8`-`r11` hold copies of up to seven guest GPRs (`CACHED`). Guest registers are
-//! always current in `CpuState` (every write goes through to it), so every guest instruction
-//! boundary is a precise state and a helper sees the exact architectural state.
+//! `r15`, `r8`-`r11` and `rdi` hold copies of up to eight guest GPRs (`CACHED`), written
+//! back to `CpuState` before anything else can look at it (slow paths, helpers, exits; see
+//! `DIRTY`), so every point where control can leave compiled code is a precise state.
+//!
+//! A block may be a superblock: inner direct Jcc are side exits ([`Op::SideExit`]), whose
+//! taken paths are out of line; the fall-through goes on with the copies and pending flags
+//! as they are.
 //!
 //! Flags: a native ALU op runs the same host instruction on the guest values, so the host
 //! flags *are* the guest flags; they are captured (LAHF, SETO) and merged into the eager
