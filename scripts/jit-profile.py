@@ -11,7 +11,8 @@ PROFILE-START and PROFILE-END that the script prints, and reports:
 rinx writes /tmp/perf-<pid>.map (block names for `perf report`) and /tmp/rinx-jit-<pid>.dump
 (host bytes and guest instructions per block) when RINX_PERF_MAP=2.
 
-Usage: scripts/jit-profile.py SCRIPT [--rinx target/release/rinx] [--top N] [--asm N]
+Usage: scripts/jit-profile.py SCRIPT [--rinx target/release/rinx] [--top N] [--asm N] [--boot]
+(--boot: profile the boot from launch to the shell instead of the marked part.)
 Example script: `head -c 16777216 /dev/zero > /tmp/d; echo PROFILE-START; md5sum /tmp/d;
 echo PROFILE-END; poweroff -f`. Needs perf (linux-perf) and objdump (binutils).
 """
@@ -35,6 +36,8 @@ def main():
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--asm", type=int, default=0, help="disassemble the N hottest blocks")
     ap.add_argument("--freq", type=int, default=5000)
+    ap.add_argument("--boot", action="store_true",
+                    help="profile from launch to the shell (`rinx: init started`) instead")
     args = ap.parse_args()
     d = os.path.join(ROOT, "guest-cache", "amd64")
     append = "console=ttyS0 panic=-1 rinx.script=" + base64.b64encode(
@@ -55,16 +58,22 @@ def main():
                     sys.exit(f"rinx exited before {marker!r}; see {out_path}")
                 time.sleep(0.02)
 
-        wait_for(b"PROFILE-START")
+        start, end = (None, b"rinx: init started") if args.boot else (b"PROFILE-START",
+                                                                       b"PROFILE-END")
+        if start:
+            wait_for(start)
         rec = subprocess.Popen(["perf", "record", "-F", str(args.freq), "-p", str(p.pid),
                                 "-o", data], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t0 = time.monotonic()
-        wait_for(b"PROFILE-END")
+        wait_for(end)
         secs = time.monotonic() - t0
         rec.send_signal(2)
         rec.wait()
+        if args.boot:
+            p.kill()
         p.wait()
-    print(f"profiled {secs:.2f} s of guest time (PROFILE-START .. PROFILE-END)")
+    what = "launch .. shell" if args.boot else "PROFILE-START .. PROFILE-END"
+    print(f"profiled {secs:.2f} s of guest time ({what})")
 
     blocks = []  # (entry, end, rip, hex, guest)
     dump = f"/tmp/rinx-jit-{p.pid}.dump"

@@ -292,11 +292,13 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         (Exit::Branch { cond, .. }, Some(op)) => fusable(op, cond).is_some(),
         _ => false,
     };
-    // The same for each op: whether its host flags feed the Jcc right after it (a side exit
-    // of a superblock, or the final branch).
+    // The same for each op: whether its host flags feed the flag reader right after it (a
+    // side exit of a superblock, the final branch, CMOVcc or SETcc).
     let fused: Vec<bool> = (0..n_ops)
         .map(|i| match ir.ops.get(i + 1) {
-            Some(&Op::SideExit { cond, .. }) => fusable(&ir.ops[i], cond).is_some(),
+            Some(&Op::SideExit { cond, .. } | &Op::Cmov { cond, .. } | &Op::Setcc { cond, .. }) => {
+                fusable(&ir.ops[i], cond).is_some()
+            }
             None => fuse,
             Some(_) => false,
         })
@@ -392,8 +394,24 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 shift_cl(&mut a, op, dst, helper, done);
                 slow.push(Slow::helper_only(helper, done, index));
             }
-            Op::Cmov { cond, dst, src } => cmov(&mut a, cond, dst, src),
-            Op::Setcc { cond, dst } => setcc(&mut a, cond, dst),
+            Op::Cmov { cond, dst, src } => {
+                // The previous op's flags are live on the host (its capture is in rdx):
+                // use them, then settle them as if it had not been fused.
+                let live = i.checked_sub(1).filter(|&p| fused[p]);
+                let live = live.and_then(|p| fusable(&ir.ops[p], cond));
+                cmov(&mut a, cond, dst, src, live.is_some());
+                if let Some(op) = live {
+                    settle_flags(&mut a, if prev_carried_cf { ENTRY_OP } else { op });
+                }
+            }
+            Op::Setcc { cond, dst } => {
+                let live = i.checked_sub(1).filter(|&p| fused[p]);
+                let live = live.and_then(|p| fusable(&ir.ops[p], cond));
+                setcc(&mut a, cond, dst, live.is_some());
+                if let Some(op) = live {
+                    settle_flags(&mut a, if prev_carried_cf { ENTRY_OP } else { op });
+                }
+            }
             Op::Imul { dst, src, imm } => imul(&mut a, dst, src, imm, need),
             Op::Movx { dst, src, sign } => movx(&mut a, dst, src, sign),
             Op::Xchg { a: x, b: y } => {
@@ -1955,48 +1973,63 @@ fn load_guest_flags(a: &mut Asm, cond: Cond) {
     }
 }
 
-/// The inverse of a condition (encodings differ in bit 0).
-fn invert(c: Cond) -> Cond {
-    use Cond::*;
-    match c {
-        O => No,
-        No => O,
-        B => Ae,
-        Ae => B,
-        E => Ne,
-        Ne => E,
-        Be => A,
-        A => Be,
-        S => Ns,
-        Ns => S,
-        P => Np,
-        Np => P,
-        L => Ge,
-        Ge => L,
-        Le => G,
-        G => Le,
-    }
-}
-
 /// CMOVcc r, r: the destination is rewritten either way (zero-extended at 32 bits).
-fn cmov(a: &mut Asm, cond: Cond, dst: GuestReg, src: GuestReg) {
-    let skip = a.new_dynamic_label();
-    load_guest_flags(a, cond);
+/// CMOVcc r, r: a host CMOVcc on rax / rcx (64-bit: a 32-bit destination was loaded
+/// zero-extended, so it is zero-extended whether or not the move happens; a 16-bit one is
+/// stored at its width). `live`: the host flags are the guest's already (fused with the op
+/// before); else they are loaded from RFLAGS.
+fn cmov(a: &mut Asm, cond: Cond, dst: GuestReg, src: GuestReg, live: bool) {
+    if !live {
+        load_guest_flags(a, cond);
+    }
     load(a, 0, dst);
-    jcc(a, invert(cond), skip);
-    load(a, 0, src);
-    dynasm!(a ; .arch x64 ; =>skip);
+    load(a, 1, src);
+    match cond {
+        Cond::O => dynasm!(a ; .arch x64 ; cmovo rax, rcx),
+        Cond::No => dynasm!(a ; .arch x64 ; cmovno rax, rcx),
+        Cond::B => dynasm!(a ; .arch x64 ; cmovb rax, rcx),
+        Cond::Ae => dynasm!(a ; .arch x64 ; cmovae rax, rcx),
+        Cond::E => dynasm!(a ; .arch x64 ; cmove rax, rcx),
+        Cond::Ne => dynasm!(a ; .arch x64 ; cmovne rax, rcx),
+        Cond::Be => dynasm!(a ; .arch x64 ; cmovbe rax, rcx),
+        Cond::A => dynasm!(a ; .arch x64 ; cmova rax, rcx),
+        Cond::S => dynasm!(a ; .arch x64 ; cmovs rax, rcx),
+        Cond::Ns => dynasm!(a ; .arch x64 ; cmovns rax, rcx),
+        Cond::P => dynasm!(a ; .arch x64 ; cmovp rax, rcx),
+        Cond::Np => dynasm!(a ; .arch x64 ; cmovnp rax, rcx),
+        Cond::L => dynasm!(a ; .arch x64 ; cmovl rax, rcx),
+        Cond::Ge => dynasm!(a ; .arch x64 ; cmovge rax, rcx),
+        Cond::Le => dynasm!(a ; .arch x64 ; cmovle rax, rcx),
+        Cond::G => dynasm!(a ; .arch x64 ; cmovg rax, rcx),
+    }
     store(a, dst);
 }
 
-/// SETcc r8.
-fn setcc(a: &mut Asm, cond: Cond, dst: GuestReg) {
-    let skip = a.new_dynamic_label();
-    load_guest_flags(a, cond);
+/// SETcc r8 (`live` as for [`cmov`]): a host SETcc into al.
+fn setcc(a: &mut Asm, cond: Cond, dst: GuestReg, live: bool) {
+    if !live {
+        load_guest_flags(a, cond);
+    }
+    // A plain move: the flags stay.
     dynasm!(a ; .arch x64 ; mov eax, 0);
-    jcc(a, invert(cond), skip);
-    dynasm!(a ; .arch x64 ; mov eax, 1);
-    dynasm!(a ; .arch x64 ; =>skip);
+    match cond {
+        Cond::O => dynasm!(a ; .arch x64 ; seto al),
+        Cond::No => dynasm!(a ; .arch x64 ; setno al),
+        Cond::B => dynasm!(a ; .arch x64 ; setb al),
+        Cond::Ae => dynasm!(a ; .arch x64 ; setae al),
+        Cond::E => dynasm!(a ; .arch x64 ; sete al),
+        Cond::Ne => dynasm!(a ; .arch x64 ; setne al),
+        Cond::Be => dynasm!(a ; .arch x64 ; setbe al),
+        Cond::A => dynasm!(a ; .arch x64 ; seta al),
+        Cond::S => dynasm!(a ; .arch x64 ; sets al),
+        Cond::Ns => dynasm!(a ; .arch x64 ; setns al),
+        Cond::P => dynasm!(a ; .arch x64 ; setp al),
+        Cond::Np => dynasm!(a ; .arch x64 ; setnp al),
+        Cond::L => dynasm!(a ; .arch x64 ; setl al),
+        Cond::Ge => dynasm!(a ; .arch x64 ; setge al),
+        Cond::Le => dynasm!(a ; .arch x64 ; setle al),
+        Cond::G => dynasm!(a ; .arch x64 ; setg al),
+    }
     store(a, dst);
 }
 
