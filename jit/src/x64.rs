@@ -339,6 +339,9 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 // A shift or rotate whose own flags are dead (computed nowhere, rdx untouched):
                 // the pending flags it overwrites are dead with them, the others stay exact.
                 Op::Shift { .. } if !need => {}
+                // A shift by a constant whose flags are live writes every status flag (its
+                // own capture replaces the pending one; it has no slow path).
+                Op::Shift { op, .. } if !op.is_rotate() => dropping = true,
                 Op::Alu {
                     op: AluOp::Inc | AluOp::Dec,
                     ..
@@ -1092,6 +1095,10 @@ fn settle_flags(a: &mut Asm, op: AluOp) {
 /// `ENTRY_OP` is the op standing for those entry flags in [`PENDING`]: it writes and
 /// captures every status flag.
 const ENTRY_OP: AluOp = AluOp::Add;
+
+/// The op standing for the flags of a shift by a constant in rdx (see `shift_flags`): every
+/// status flag written, all but AF captured (AF cleared), as after a logic op.
+const SHIFT_FLAGS: AluOp = AluOp::And;
 
 /// What rdx holds at a block exit (see [`ENTRY_OP`]).
 #[derive(Clone, Copy)]
@@ -1872,6 +1879,27 @@ fn shift_flags(
             ; or rax, rdx
             ; mov QWORD [rbx + RFLAGS], rax
         );
+        return;
+    }
+    if let Some(c) = count {
+        // A constant count (1 <= count < width): captured with LAHF like an ALU op (PUSHFQ is
+        // microcoded), after the store (LAHF writes AH, part of the result in rax). CF, PF,
+        // ZF, SF are the host's; OF (at bit 8 of rdx) is the host's for SHR by 1, SF ^ CF for
+        // SHL (shift.rs), else 0; AF is cleared: the masks of a logic op ([`SHIFT_FLAGS`]).
+        store(a, dst);
+        dynasm!(a ; .arch x64 ; lahf ; mov dl, ah);
+        match op {
+            ShiftOp::Shr if c == 1 => dynasm!(a ; .arch x64 ; seto dh),
+            ShiftOp::Shl => dynasm!(a
+                ; .arch x64
+                ; mov dh, ah
+                ; shr dh, 7
+                ; xor dh, ah
+                ; and dh, 1
+            ),
+            _ => dynasm!(a ; .arch x64 ; mov dh, 0),
+        }
+        settle_flags(a, SHIFT_FLAGS);
         return;
     }
     // Host CF, PF, ZF, SF are defined for 1 <= count < width and equal the guest's; OF is
