@@ -12,7 +12,8 @@ rinx writes /tmp/perf-<pid>.map (block names for `perf report`) and /tmp/rinx-ji
 (host bytes and guest instructions per block) when RINX_PERF_MAP=2.
 
 Usage: scripts/jit-profile.py SCRIPT [--rinx target/release/rinx] [--top N] [--asm N] [--boot]
-(--boot: profile the boot from launch to the shell instead of the marked part.)
+(--boot: profile the boot from launch to the shell instead of the marked part; --between A B:
+from the first serial output containing A to the first containing B.)
 Example script: `head -c 16777216 /dev/zero > /tmp/d; echo PROFILE-START; md5sum /tmp/d;
 echo PROFILE-END; poweroff -f`. Needs perf (linux-perf) and objdump (binutils).
 """
@@ -38,6 +39,9 @@ def main():
     ap.add_argument("--freq", type=int, default=5000)
     ap.add_argument("--boot", action="store_true",
                     help="profile from launch to the shell (`rinx: init started`) instead")
+    ap.add_argument("--between", nargs=2, metavar=("FROM", "TO"),
+                    help="profile between two strings of the serial output (e.g. kernel "
+                         "messages) instead of the PROFILE-START / PROFILE-END markers")
     args = ap.parse_args()
     d = os.path.join(ROOT, "guest-cache", "amd64")
     append = "console=ttyS0 panic=-1 rinx.script=" + base64.b64encode(
@@ -58,8 +62,12 @@ def main():
                     sys.exit(f"rinx exited before {marker!r}; see {out_path}")
                 time.sleep(0.02)
 
-        start, end = (None, b"rinx: init started") if args.boot else (b"PROFILE-START",
-                                                                       b"PROFILE-END")
+        if args.between:
+            start, end = (m.encode() for m in args.between)
+        elif args.boot:
+            start, end = None, b"rinx: init started"
+        else:
+            start, end = b"PROFILE-START", b"PROFILE-END"
         if start:
             wait_for(start)
         rec = subprocess.Popen(["perf", "record", "-F", str(args.freq), "-p", str(p.pid),
@@ -69,10 +77,11 @@ def main():
         secs = time.monotonic() - t0
         rec.send_signal(2)
         rec.wait()
-        if args.boot:
+        if args.boot or args.between:
             p.kill()
         p.wait()
-    what = "launch .. shell" if args.boot else "PROFILE-START .. PROFILE-END"
+    what = (f"{start} .. {end}" if start else "launch .. shell") if args.boot or args.between \
+        else "PROFILE-START .. PROFILE-END"
     print(f"profiled {secs:.2f} s of guest time ({what})")
 
     blocks = []  # (entry, end, rip, hex, guest)
