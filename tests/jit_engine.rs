@@ -837,3 +837,39 @@ fn superblock_side_exits_match_with_exact_budgets() {
         }
     }
 }
+
+/// CALL r64 in compiled code (`jit::ir::Exit::CallReg`): a loop of indirect calls, a call
+/// whose callee sees the pushed return address through RSP, then a call to a non-canonical
+/// target (#GP(0) with nothing pushed; no IDT, so a triple fault whose state must be that
+/// of the faulting CALL). 64-bit: lea rax, [rip + F]; mov ecx, 100; L: call rax; dec ecx;
+/// jnz L; mov rbx, rsp; lea rsi, [rip + G]; call rsi; mov rax, 0x8000_0000_0000_0000;
+/// call rax; hlt; F: add edx, 3; ret; G: add rdi, rsp; ret
+#[test]
+fn native_call_r64_matches_including_a_non_canonical_target() {
+    let code = [
+        0x48, 0x8d, 0x05, 0x24, 0x00, 0x00, 0x00, 0xb9, 0x64, 0x00, 0x00, 0x00, 0xff, 0xd0, 0xff,
+        0xc9, 0x75, 0xfa, 0x48, 0x89, 0xe3, 0x48, 0x8d, 0x35, 0x13, 0x00, 0x00, 0x00, 0xff, 0xd6,
+        0x48, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x80, 0xff, 0xd0, 0xf4, 0x83, 0xc2,
+        0x03, 0xc3, 0x48, 0x01, 0xe7, 0xc3,
+    ];
+    let start = TestMachine::new(TestMode::Long64, &code);
+    let (edx, rdi) = (start.gpr(2), start.gpr(7));
+    let (i, _) = both(TestMode::Long64, &code, 10_000);
+    assert_eq!(i.gpr(2), (edx + 300) & 0xffff_ffff, "100 calls of F");
+    assert_eq!(
+        i.gpr(7),
+        rdi.wrapping_add(i.gpr(3) - 8),
+        "G saw RSP with the return address pushed"
+    );
+    assert_eq!(
+        i.cpu.s.rip,
+        CODE_BASE + 40,
+        "stopped at the non-canonical CALL"
+    );
+    assert_eq!(
+        i.cpu.s.gpr[4],
+        i.gpr(3),
+        "nothing pushed by the faulting CALL"
+    );
+    check_lockstep(TestMode::Long64, &code, 10_000);
+}

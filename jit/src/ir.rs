@@ -471,6 +471,18 @@ pub enum Exit {
         /// Index of the CALL in the block (for the helper).
         index: u32,
     },
+    /// 64-bit mode CALL r64 (counted as one guest instruction): reads the target from the
+    /// register, pushes `ret` (8 bytes, inline store) and continues at the target; a
+    /// non-canonical target or a store that cannot be done inline takes the slow path
+    /// (instruction `index` through the helper, which raises #GP(0) or the fault).
+    CallReg {
+        /// Register holding the target.
+        src: GuestReg,
+        /// Return address pushed.
+        ret: u64,
+        /// Index of the CALL in the block (for the helper).
+        index: u32,
+    },
     /// 64-bit mode near RET without an immediate (counted as one guest instruction): pops
     /// RIP (inline load; a non-canonical target takes the slow path, which raises #GP).
     Ret {
@@ -716,6 +728,16 @@ pub fn lower(block: &Block) -> Option<BlockIr> {
     {
         Exit::JmpReg {
             src: GuestReg::from_iced(last.insn.op0_register())?,
+            index: li,
+        }
+    } else if plain
+        && last.mode == Mode::Bits64
+        && last.insn.code() == Code::Call_rm64
+        && last.insn.op0_kind() == OpKind::Register
+    {
+        Exit::CallReg {
+            src: GuestReg::from_iced(last.insn.op0_register())?,
+            ret: last.next_ip(),
             index: li,
         }
     } else {

@@ -658,6 +658,32 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             // The slow path's helper ran the CALL and left the block (RIP changed).
             dynasm!(a ; .arch x64 ; =>s ; jmp =>synced);
         }
+        Exit::CallReg { src, ret, index } => {
+            let retry = a.new_dynamic_label();
+            let helper = a.new_dynamic_label();
+            dynasm!(a
+                ; .arch x64
+                ; =>retry
+                ; mov rax, QWORD [rbx + RSP]
+                ; sub rax, 8
+            );
+            let s = probe_with(&mut a, 8, true, user, index, retry, helper, &mut slow);
+            // SDM Vol. 2A "CALL": the target is read before the push (`call rsp` jumps to
+            // the old RSP); a non-canonical one is #GP(0) with nothing pushed (helper).
+            dynasm!(a ; .arch x64 ; mov rcx, QWORD [rbx + src.offset()]);
+            canonical_or(&mut a, helper);
+            dynasm!(a
+                ; .arch x64
+                ; mov rax, QWORD ret as i64
+                ; mov QWORD [rsi], rax
+                ; sub QWORD [rbx + RSP], 8
+                ; mov QWORD [rbx + RIP], rcx
+            );
+            refresh(&mut a, 4);
+            exit_to_rcx(&mut a, ir, chain, jc, epilogue);
+            // The slow path's helper ran the CALL (or raised the fault) and left the block.
+            dynasm!(a ; .arch x64 ; =>s ; jmp =>synced);
+        }
         Exit::JmpReg { src, index } => {
             let helper = a.new_dynamic_label();
             let done = a.new_dynamic_label();
