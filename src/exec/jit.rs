@@ -410,26 +410,7 @@ impl JitEngine {
         budget: u64,
     ) -> StopReason {
         let t0 = std::time::Instant::now();
-        let r = self.run_inner(cpu, mem, plat, budget, 0, false);
-        self.stats.run_ns += t0.elapsed().as_nanos() as u64;
-        r
-    }
-
-    /// Like [`JitEngine::run`], but a block that does not fit in what is left of `budget`
-    /// still runs if it fits in `slack` more instructions, so the run may retire up to
-    /// `budget + slack`. For the machine's slices, whose length only paces the devices:
-    /// without it the last instructions of every slice would go through the interpreter
-    /// one by one (a superblock holds up to [`MAX_BLOCK_INSNS`]).
-    pub fn run_with_slack<P: Platform + ?Sized>(
-        &mut self,
-        cpu: &mut Cpu,
-        mem: &mut GuestMemory,
-        plat: &mut P,
-        budget: u64,
-        slack: u64,
-    ) -> StopReason {
-        let t0 = std::time::Instant::now();
-        let r = self.run_inner(cpu, mem, plat, budget, slack, false);
+        let r = self.run_inner(cpu, mem, plat, budget, false);
         self.stats.run_ns += t0.elapsed().as_nanos() as u64;
         r
     }
@@ -444,7 +425,7 @@ impl JitEngine {
         budget: u64,
     ) -> StopReason {
         let t0 = std::time::Instant::now();
-        let r = self.run_inner(cpu, mem, plat, budget, 0, true);
+        let r = self.run_inner(cpu, mem, plat, budget, true);
         self.stats.run_ns += t0.elapsed().as_nanos() as u64;
         r
     }
@@ -455,7 +436,6 @@ impl JitEngine {
         mem: &mut GuestMemory,
         plat: &mut P,
         budget: u64,
-        slack: u64,
         once: bool,
     ) -> StopReason {
         let end = cpu.icount.saturating_add(budget);
@@ -487,7 +467,7 @@ impl JitEngine {
             if ctx.cpu.halted {
                 return StopReason::Halted;
             }
-            let remaining = end - ctx.cpu.icount + slack;
+            let remaining = end - ctx.cpu.icount;
             match self.run_block(&mut ctx, remaining) {
                 Some(Ok(())) => {}
                 Some(Err(interrupt::Shutdown)) => return StopReason::TripleFault,
