@@ -145,32 +145,22 @@ impl SlowSubs {
     }
 
     fn emit(&self, a: &mut Asm) {
-        let all: u16 = 0xffff;
-        if let Some(l) = self.fill {
+        // Spill every copy, set up the call's arguments (`args`), call, reload, return.
+        let call_sub = |a: &mut Asm, l: DynamicLabel, args: &dyn Fn(&mut Asm), f: i32| {
             dynasm!(a ; .arch x64 ; =>l ; sub rsp, 8);
-            write_back(a, all);
-            dynasm!(a
-                ; .arch x64
-                ; mov rdi, r12
-                ; mov rsi, rax
-                ; call QWORD [r12 + FILL]
-            );
+            write_back(a, 0xffff);
+            dynasm!(a ; .arch x64 ; mov rdi, r12);
+            args(a);
+            dynasm!(a ; .arch x64 ; call QWORD [r12 + f]);
             reload_all(a);
             reload_captured(a);
             dynasm!(a ; .arch x64 ; add rsp, 8 ; ret);
+        };
+        if let Some(l) = self.fill {
+            call_sub(a, l, &|a| dynasm!(a ; .arch x64 ; mov rsi, rax), FILL);
         }
         if let Some(l) = self.helper {
-            dynasm!(a ; .arch x64 ; =>l ; sub rsp, 8);
-            write_back(a, all);
-            dynasm!(a
-                ; .arch x64
-                ; mov rdi, r12
-                ; mov rdx, r13
-                ; call QWORD [r12 + HELPER]
-            );
-            reload_all(a);
-            reload_captured(a);
-            dynasm!(a ; .arch x64 ; add rsp, 8 ; ret);
+            call_sub(a, l, &|a| dynasm!(a ; .arch x64 ; mov rdx, r13), HELPER);
         }
         for &(op, l) in &self.merges {
             dynasm!(a ; .arch x64 ; =>l);
