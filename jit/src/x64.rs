@@ -356,6 +356,14 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 _ => merge_pending(&mut a),
             }
         }
+        // For a flag reader fused with op i - 1 (see `fused`): the op standing for the flags
+        // live on the host and captured in rdx (ENTRY_OP after an INC / DEC that took CF
+        // from the pending flags: its capture holds every status flag).
+        let live_prev = |cond: Cond| {
+            let op = i.checked_sub(1).filter(|&p| fused[p])?;
+            let op = fusable(&ir.ops[op], cond)?;
+            Some(if prev_carried_cf { ENTRY_OP } else { op })
+        };
         match *op {
             Op::Alu { op, dst, src } => {
                 let fused = fused[i];
@@ -390,19 +398,17 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             Op::Cmov { cond, dst, src } => {
                 // The previous op's flags are live on the host (its capture is in rdx):
                 // use them, then settle them as if it had not been fused.
-                let live = i.checked_sub(1).filter(|&p| fused[p]);
-                let live = live.and_then(|p| fusable(&ir.ops[p], cond));
+                let live = live_prev(cond);
                 cmov(&mut a, cond, dst, src, live.is_some());
                 if let Some(op) = live {
-                    settle_flags(&mut a, if prev_carried_cf { ENTRY_OP } else { op });
+                    settle_flags(&mut a, op);
                 }
             }
             Op::Setcc { cond, dst } => {
-                let live = i.checked_sub(1).filter(|&p| fused[p]);
-                let live = live.and_then(|p| fusable(&ir.ops[p], cond));
+                let live = live_prev(cond);
                 setcc(&mut a, cond, dst, live.is_some());
                 if let Some(op) = live {
-                    settle_flags(&mut a, if prev_carried_cf { ENTRY_OP } else { op });
+                    settle_flags(&mut a, op);
                 }
             }
             Op::Imul { dst, src, imm } => imul(&mut a, dst, src, imm, need),
@@ -427,11 +433,9 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             Op::Bt { dst, src } => bt(&mut a, dst, src),
             Op::Nop => {}
             Op::SideExit { cond, taken, index } => {
-                let prev = i.checked_sub(1).filter(|&p| fused[p]);
-                let prev = prev.and_then(|p| fusable(&ir.ops[p], cond));
-                let arm = match prev {
+                let arm = match live_prev(cond) {
                     // The previous op's capture is in rdx and its flags are live on the host.
-                    Some(op) => InRdx::Pending(if prev_carried_cf { ENTRY_OP } else { op }),
+                    Some(op) => InRdx::Pending(op),
                     None => {
                         // RFLAGS must be current for the Jcc to read it.
                         let arm = match pending() {
