@@ -873,3 +873,85 @@ fn native_call_r64_matches_including_a_non_canonical_target() {
     );
     check_lockstep(TestMode::Long64, &code, 10_000);
 }
+
+/// A platform whose interrupt line carries `vector` until the CPU acknowledges it (once).
+struct IrqLine {
+    vector: Option<u8>,
+    acks: u32,
+}
+
+impl rinx::cpu::Platform for IrqLine {
+    fn io_read(&mut self, _port: u16, _size: u8) -> u32 {
+        u32::MAX
+    }
+    fn io_write(&mut self, _port: u16, _size: u8, _value: u32) {}
+    fn mmio_read(&mut self, _gpa: u64, _size: u8) -> u64 {
+        u64::MAX
+    }
+    fn mmio_write(&mut self, _gpa: u64, _size: u8, _value: u64) {}
+    fn tsc(&mut self) -> u64 {
+        0
+    }
+    fn interrupt_pending(&mut self) -> bool {
+        self.vector.is_some()
+    }
+    fn acknowledge_interrupt(&mut self) -> Option<u8> {
+        self.acks += 1;
+        self.vector.take()
+    }
+}
+
+/// Runs real-mode `code` (at CS:0) with vector 0x20 pending from the start and its IVT entry
+/// pointing at CS:0x80, under `kind`; returns the machine and how it stopped.
+fn run_with_pending_irq(kind: EngineKind, code: &[u8], budget: u64) -> (TestMachine, StopReason) {
+    let mut t = TestMachine::new(TestMode::Real, code);
+    t.cpu.s.idtr.base = 0;
+    t.cpu.s.idtr.limit = 0x3ff;
+    let cs = (CODE_BASE >> 4) as u16;
+    t.mem.write(0x20 * 4, &[0x80, 0x00]).unwrap();
+    t.mem.write(0x20 * 4 + 2, &cs.to_le_bytes()).unwrap();
+    // Handler: mov bx, ax; hlt.
+    t.mem.write(CODE_BASE + 0x80, &[0x89, 0xc3, 0xf4]).unwrap();
+    let mut plat = IrqLine {
+        vector: Some(0x20),
+        acks: 0,
+    };
+    let mut engine = rinx::exec::Engine::new(kind);
+    let stop = engine.run(&mut t.cpu, &mut t.mem, &mut plat, budget);
+    assert_eq!(
+        plat.acks, 1,
+        "{kind:?}: the interrupt is acknowledged exactly once"
+    );
+    (t, stop)
+}
+
+#[test]
+fn an_interrupt_waiting_at_sti_is_taken_after_the_next_instruction() {
+    // sti; inc ax x 20; hlt. The interrupt is pending all along: the handler must see AX = 1
+    // (SDM Vol. 3A §6.8.3: the STI shadow covers exactly one instruction), not the value
+    // at the end of the compiled block that follows the STI.
+    let mut straight = vec![0xfb];
+    straight.extend([0x40; 20]);
+    straight.push(0xf4);
+    // L: cli; sti; inc ax; inc ax; inc ax; jmp L -- interrupts are open only in the STI
+    // shadow and the two instructions after it, as in the kernel's entropy wait. The
+    // interrupt must be taken on the first pass (AX = 1), not when a slice happens to end
+    // in the window.
+    let looped = [0xfa, 0xfb, 0x40, 0x40, 0x40, 0xeb, 0xf9];
+    for (name, code) in [("straight", &straight[..]), ("loop", &looped[..])] {
+        let mut ip = None;
+        for kind in [EngineKind::Interp, EngineKind::Jit] {
+            let (t, stop) = run_with_pending_irq(kind, code, 100_000);
+            assert_eq!(stop, StopReason::Halted, "{name} {kind:?}");
+            assert_eq!(
+                t.gpr(3) & 0xffff,
+                1,
+                "{name} {kind:?}: AX when the interrupt came"
+            );
+            assert_eq!(t.cpu.s.rip, 0x83, "{name} {kind:?}: halted in the handler");
+            let st = &t.cpu.s;
+            let here = (st.gpr[0], st.gpr[4], t.cpu.icount);
+            assert_eq!(*ip.get_or_insert(here), here, "{name}: engines differ");
+        }
+    }
+}

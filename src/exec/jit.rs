@@ -410,7 +410,26 @@ impl JitEngine {
         budget: u64,
     ) -> StopReason {
         let t0 = std::time::Instant::now();
-        let r = self.run_inner(cpu, mem, plat, budget, false);
+        let r = self.run_inner(cpu, mem, plat, budget, 0, false);
+        self.stats.run_ns += t0.elapsed().as_nanos() as u64;
+        r
+    }
+
+    /// Like [`JitEngine::run`], but a block that does not fit in what is left of `budget`
+    /// still runs if it fits in `slack` more instructions, so the run may retire up to
+    /// `budget + slack`. For the machine's slices, whose length only paces the devices:
+    /// without it the last instructions of every slice would go through the interpreter
+    /// one by one (a superblock holds up to [`MAX_BLOCK_INSNS`]).
+    pub fn run_with_slack<P: Platform + ?Sized>(
+        &mut self,
+        cpu: &mut Cpu,
+        mem: &mut GuestMemory,
+        plat: &mut P,
+        budget: u64,
+        slack: u64,
+    ) -> StopReason {
+        let t0 = std::time::Instant::now();
+        let r = self.run_inner(cpu, mem, plat, budget, slack, false);
         self.stats.run_ns += t0.elapsed().as_nanos() as u64;
         r
     }
@@ -425,7 +444,7 @@ impl JitEngine {
         budget: u64,
     ) -> StopReason {
         let t0 = std::time::Instant::now();
-        let r = self.run_inner(cpu, mem, plat, budget, true);
+        let r = self.run_inner(cpu, mem, plat, budget, 0, true);
         self.stats.run_ns += t0.elapsed().as_nanos() as u64;
         r
     }
@@ -436,6 +455,7 @@ impl JitEngine {
         mem: &mut GuestMemory,
         plat: &mut P,
         budget: u64,
+        slack: u64,
         once: bool,
     ) -> StopReason {
         let end = cpu.icount.saturating_add(budget);
@@ -467,7 +487,20 @@ impl JitEngine {
             if ctx.cpu.halted {
                 return StopReason::Halted;
             }
-            let remaining = end - ctx.cpu.icount;
+            let mut remaining = end - ctx.cpu.icount + slack;
+            if ctx.cpu.icount < ctx.cpu.shadow_until
+                && ctx.cpu.s.rflags & fl::IF != 0
+                && ctx.plat.interrupt_pending()
+            {
+                // STI / MOV SS just opened an interrupt window with an interrupt waiting: it is
+                // taken right after the shadowed instruction (SDM Vol. 3A §6.8.3), so run only
+                // that one and come back to the check above. Chained blocks never return here
+                // on their own, so otherwise the interrupt would wait for the slice's end, and
+                // a guest that re-disables interrupts each time round a loop (the kernel's
+                // entropy wait: `cli ... sti ... schedule()`) could be at IF = 0 at every
+                // slice end and never take its timer interrupt.
+                remaining = remaining.min(ctx.cpu.shadow_until - ctx.cpu.icount);
+            }
             match self.run_block(&mut ctx, remaining) {
                 Some(Ok(())) => {}
                 Some(Err(interrupt::Shutdown)) => return StopReason::TripleFault,

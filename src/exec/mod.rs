@@ -94,6 +94,23 @@ impl Engine {
         }
     }
 
+    /// Runs about `budget` guest instructions: exactly on the interpreter and the lockstep
+    /// engine; the JIT may go on for up to [`jit::MAX_BLOCK_INSNS`] more to finish a block
+    /// rather than interpret the slice's last instructions ([`jit::JitEngine::run_with_slack`]).
+    /// For the machine's slices, whose length only paces the devices.
+    pub fn run_slice<P: Platform + ?Sized>(
+        &mut self,
+        cpu: &mut Cpu,
+        mem: &mut GuestMemory,
+        plat: &mut P,
+        budget: u64,
+    ) -> StopReason {
+        match self {
+            Engine::Jit(j) => j.run_with_slack(cpu, mem, plat, budget, jit::MAX_BLOCK_INSNS as u64),
+            _ => self.run(cpu, mem, plat, budget),
+        }
+    }
+
     /// The lockstep engine's first divergence, if it found one (taken: reported once).
     pub fn take_divergence(&mut self) -> Option<Box<lockstep::Divergence>> {
         match self {

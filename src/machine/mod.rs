@@ -387,7 +387,7 @@ impl Machine {
         let stop = match probes {
             None => self
                 .engine
-                .run(&mut self.cpu, &mut self.mem, &mut self.board, slice),
+                .run_slice(&mut self.cpu, &mut self.mem, &mut self.board, slice),
             Some(p) => interp::run_probed(&mut self.cpu, &mut self.mem, &mut self.board, SLICE, p),
         };
         if let Some(d) = self.engine.take_divergence() {
