@@ -428,6 +428,23 @@ pub enum Op {
         /// Index of the Jcc in the block (the exit retires `index + 1` instructions).
         index: u32,
     },
+    /// REP MOVS / REP STOS (F3 prefix) in 64-bit mode with 64-bit addresses and the default
+    /// segments (SDM Vol. 2B "REP/REPE/REPZ/REPNE/REPNZ", "MOVS/MOVSB/MOVSW/MOVSD/MOVSQ",
+    /// "STOS/STOSB/STOSW/STOSD/STOSQ"): RCX elements of `size` bytes copied from [RSI] to
+    /// [RDI] (or rAX stored to [RDI]), RSI / RDI advanced, RCX = 0; no flags. Compiled code
+    /// does it with one host REP MOVS / STOS when DF = 0, the whole destination (and source)
+    /// lies in one page, and both pages hit the JIT TLB; anything else (DF = 1, a range that
+    /// crosses a page, a miss the fill cannot serve, more than a page's worth) runs
+    /// instruction `index` through the helper. Either way the instruction retires in one
+    /// step, as in the interpreter (`string::run` finishes up to `CHUNK` elements a step).
+    RepString {
+        /// MOVS (else STOS).
+        movs: bool,
+        /// Element size in bytes (1, 2, 4, 8).
+        size: u8,
+        /// Index of the instruction in the block (slow path).
+        index: u32,
+    },
     /// Guest instruction `index` of the block, executed by the interpreter's semantic function
     /// through the helper. The helper may end the block (fault, mode change, branch, SMC).
     Helper {
@@ -566,6 +583,7 @@ impl Op {
             | Op::Store { .. }
             | Op::Push { .. }
             | Op::Pop { .. }
+            | Op::RepString { .. }
             | Op::Helper { .. } => (st, 0, true),
             // The exit may leave the block: every status flag must be exact there.
             Op::SideExit { .. } => (st, 0, true),
@@ -768,7 +786,37 @@ fn lower_one(d: &DecodedInsn, index: u32) -> Op {
         .or_else(|| lower_muldiv(&d.insn, index))
         .or_else(|| lower_lea(&d.insn))
         .or_else(|| lower_mem(&d.insn, d.mode, index))
+        .or_else(|| lower_rep_string(&d.insn, d.mode, index))
         .unwrap_or(Op::Helper { index })
+}
+
+/// REP MOVS / REP STOS with 64-bit addresses and default segments in 64-bit mode
+/// ([`Op::RepString`]).
+fn lower_rep_string(insn: &Instruction, mode: Mode, index: u32) -> Option<Op> {
+    if mode != Mode::Bits64
+        || !insn.has_rep_prefix()
+        || insn.has_repne_prefix()
+        || insn.has_lock_prefix()
+        || insn.segment_prefix() != iced_x86::Register::None
+        || insn.op0_kind() != OpKind::MemoryESRDI
+    {
+        return None;
+    }
+    let (movs, size) = match insn.code() {
+        Code::Movsb_m8_m8 => (true, 1),
+        Code::Movsw_m16_m16 => (true, 2),
+        Code::Movsd_m32_m32 => (true, 4),
+        Code::Movsq_m64_m64 => (true, 8),
+        Code::Stosb_m8_AL => (false, 1),
+        Code::Stosw_m16_AX => (false, 2),
+        Code::Stosd_m32_EAX => (false, 4),
+        Code::Stosq_m64_RAX => (false, 8),
+        _ => return None,
+    };
+    if movs && insn.op1_kind() != OpKind::MemorySegRSI {
+        return None;
+    }
+    Some(Op::RepString { movs, size, index })
 }
 
 /// The no-op forms of [`Op::Nop`], and the accumulator forms CBW / CWDE / CDQE (as

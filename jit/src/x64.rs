@@ -312,6 +312,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 | Op::MulDiv { .. }
                 | Op::Push { .. }
                 | Op::Pop { .. }
+                | Op::RepString { .. }
                 | Op::Helper { .. }
         ) {
             flush_dirty(&mut a);
@@ -575,6 +576,9 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 );
                 refresh(&mut a, 4);
                 dynasm!(a ; .arch x64 ; =>s);
+            }
+            Op::RepString { movs, size, index } => {
+                rep_string(&mut a, movs, size, user, index, &mut slow);
             }
             Op::Pop { dst, index } => {
                 let retry = a.new_dynamic_label();
@@ -1302,6 +1306,7 @@ fn choose_cache(ir: &BlockIr) -> [u8; 16] {
             Op::MulDiv { src, .. } => add(src),
             Op::Push { .. }
             | Op::Pop { .. }
+            | Op::RepString { .. }
             | Op::SideExit { .. }
             | Op::SignFill { .. }
             | Op::Nop
@@ -2603,6 +2608,103 @@ fn probe_with(
         pending: pending(),
     });
     done
+}
+
+/// [`Op::RepString`]. The guest GPRs are current in `CpuState` (written back before the op)
+/// and rdx is free (pending flags merged). Checks DF = 0, 0 < RCX <= a page's worth and that
+/// the destination (and source) range ends in the page it starts in, probes the JIT TLB for
+/// both pages (the second probe's fill retries from the start, so rdx need not survive it),
+/// then copies with the host's REP MOVS / STOS on the host addresses: forward, element by
+/// element as the guest defines it, so an overlapping copy replicates as on hardware (guest
+/// RAM is one host mapping: guest-physical overlap is host overlap). Anything else runs the
+/// instruction through the helper.
+#[allow(clippy::useless_conversion)] // dynasm expands a dynamic register Rq(h) to h.into()
+fn rep_string(a: &mut Asm, movs: bool, size: u8, user: bool, index: u32, slow: &mut Vec<Slow>) {
+    let (rax_o, rcx_o, rsi_o, rdi_o) = (gpr_off(0), gpr_off(1), gpr_off(6), gpr_off(7));
+    let log = size.trailing_zeros() as i8;
+    let max = 4096 >> log;
+    let df = crate::abi::flags::DF as i32;
+    let retry = a.new_dynamic_label();
+    let helper = a.new_dynamic_label();
+    let nothing = a.new_dynamic_label();
+    // rdx = bytes; each range must end in its first page.
+    dynasm!(a
+        ; .arch x64
+        ; =>retry
+        ; test DWORD [rbx + RFLAGS], df
+        ; jnz =>helper
+        ; mov rdx, QWORD [rbx + rcx_o]
+        ; test rdx, rdx
+        ; jz =>nothing
+        ; cmp rdx, max
+        ; ja =>helper
+    );
+    if log != 0 {
+        dynasm!(a ; .arch x64 ; shl rdx, log);
+    }
+    let in_page = |a: &mut Asm, off: i32| {
+        dynasm!(a
+            ; .arch x64
+            ; mov ecx, DWORD [rbx + off]
+            ; and ecx, 0xfff
+            ; add rcx, rdx
+            ; cmp rcx, 4096
+            ; ja =>helper
+        );
+    };
+    in_page(a, rdi_o);
+    if movs {
+        in_page(a, rsi_o);
+    }
+    dynasm!(a ; .arch x64 ; mov rax, QWORD [rbx + rdi_o]);
+    let d1 = probe_with(a, 1, true, user, index, retry, helper, slow);
+    let mut d2 = None;
+    if movs {
+        dynasm!(a
+            ; .arch x64
+            ; mov rdx, rsi
+            ; mov rax, QWORD [rbx + rsi_o]
+        );
+        d2 = Some(probe(a, 1, false, user, index, retry, slow));
+        dynasm!(a ; .arch x64 ; mov rdi, rdx);
+    } else {
+        dynasm!(a
+            ; .arch x64
+            ; mov rdi, rsi
+            ; mov rdx, rsi
+            ; mov rax, QWORD [rbx + rax_o]
+        );
+    }
+    // Host rdi may cache a guest register: its slot is current, it is reloaded below.
+    dynasm!(a ; .arch x64 ; mov rcx, QWORD [rbx + rcx_o]);
+    match (movs, size) {
+        (true, 1) => dynasm!(a ; .arch x64 ; rep movsb),
+        (true, 2) => dynasm!(a ; .arch x64 ; rep movsw),
+        (true, 4) => dynasm!(a ; .arch x64 ; rep movsd),
+        (true, _) => dynasm!(a ; .arch x64 ; rep movsq),
+        (false, 1) => dynasm!(a ; .arch x64 ; rep stosb),
+        (false, 2) => dynasm!(a ; .arch x64 ; rep stosw),
+        (false, 4) => dynasm!(a ; .arch x64 ; rep stosd),
+        (false, _) => dynasm!(a ; .arch x64 ; rep stosq),
+    }
+    dynasm!(a
+        ; .arch x64
+        ; sub rdi, rdx
+        ; add QWORD [rbx + rdi_o], rdi
+    );
+    if movs {
+        dynasm!(a ; .arch x64 ; add QWORD [rbx + rsi_o], rdi);
+    }
+    dynasm!(a ; .arch x64 ; mov QWORD [rbx + rcx_o], 0);
+    for i in 0..16u8 {
+        if matches!(i, 1 | 6 | 7) || cached(i) == Some(7) {
+            refresh(a, i);
+        }
+    }
+    dynasm!(a ; .arch x64 ; =>nothing ; =>d1);
+    if let Some(d2) = d2 {
+        dynasm!(a ; .arch x64 ; =>d2);
+    }
 }
 
 /// LEA: the address sum in rax, masked to the address size, stored at the destination width.
