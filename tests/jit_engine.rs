@@ -1132,3 +1132,100 @@ fn rep_movs_keeps_cached_registers_and_respects_page_boundaries() {
         Err(d) => panic!("{d}"),
     }
 }
+
+/// SHL / SHR / SAR of a memory operand by a constant (`Op::ShiftMem`), random: every width,
+/// the 1 form and imm8 counts (masked, 0, >= width), values at random offsets of a data page
+/// (some crossing into the next page: helper), each followed by PUSHFQ into a sum, ADC
+/// reading CF, or a CMP that overwrites the flags (dead shift flags), and the shifted value
+/// added to a sum; then a shift of a non-canonical address (#GP, no IDT: triple fault).
+#[test]
+fn memory_shifts_by_a_constant_match_the_interpreter() {
+    let mut rng = Rng(0x5eed_0005_f700_0001);
+    let mut code = Vec::new();
+    // mov esi, 0x20000
+    code.extend([0xbe, 0x00, 0x00, 0x02, 0x00]);
+    for _ in 0..400 {
+        let size = [1u8, 2, 4, 8][(rng.next() % 4) as usize];
+        let reg = [4u8, 5, 7][(rng.next() % 3) as usize]; // SHL, SHR, SAR
+        let off: u32 = if rng.next() % 8 == 0 {
+            0xffc
+        } else {
+            (rng.next() % 0xff0) as u32
+        };
+        // mov rax, imm64; mov [rsi + off], rax (disp32)
+        code.extend([0x48, 0xb8]);
+        code.extend(rng.next().to_le_bytes());
+        code.extend([0x48, 0x89, 0x86]);
+        code.extend(off.to_le_bytes());
+        if size == 2 {
+            code.push(0x66);
+        }
+        if size == 8 {
+            code.push(0x48);
+        }
+        let modrm = 0x86 | (reg << 3);
+        let by_one = rng.next() % 3 == 0;
+        let op = match (size, by_one) {
+            (1, true) => 0xd0,
+            (_, true) => 0xd1,
+            (1, false) => 0xc0,
+            (_, false) => 0xc1,
+        };
+        code.extend([op, modrm]);
+        code.extend(off.to_le_bytes());
+        if !by_one {
+            let count = match rng.next() % 4 {
+                0 => rng.byte(),
+                1 => 1,
+                _ => (rng.next() % (u64::from(size) * 8)) as u8,
+            };
+            code.push(count);
+        }
+        match rng.next() % 3 {
+            // pushfq; pop rcx; add r8, rcx
+            0 => code.extend([0x9c, 0x59, 0x49, 0x01, 0xc8]),
+            // adc r10, 0
+            1 => code.extend([0x49, 0x83, 0xd2, 0x00]),
+            // cmp ecx, edx (the shift's flags are dead)
+            _ => code.extend([0x39, 0xd1]),
+        }
+        // mov rcx, [rsi + off]; add r9, rcx
+        code.extend([0x48, 0x8b, 0x8e]);
+        code.extend(off.to_le_bytes());
+        code.extend([0x49, 0x01, 0xc9]);
+    }
+    // mov rsi, 0x8000_0000_0000_0000; shl dword [rsi], 3; hlt
+    code.extend([
+        0x48, 0xbe, 0, 0, 0, 0, 0, 0, 0, 0x80, 0xc1, 0x26, 0x03, 0xf4,
+    ]);
+    let (i, mut j) = both(TestMode::Long64, &code, 100_000);
+    assert_eq!(
+        i.cpu.s.rip,
+        CODE_BASE + code.len() as u64 - 4,
+        "stopped at the #GP"
+    );
+    let (mut mi, mut mj) = (vec![0u8; 0x1008], vec![0u8; 0x1008]);
+    i.mem.read(0x20000, &mut mi).unwrap();
+    j.mem.read(0x20000, &mut mj).unwrap();
+    assert_eq!(mi, mj, "data page differs");
+    let rinx::exec::Engine::Jit(jit) = &mut j.engine else {
+        panic!("JIT engine expected on this host")
+    };
+    if jit::HOST_SUPPORTED {
+        use iced_x86::Code;
+        let helper: u64 = [
+            Code::Shl_rm8_1,
+            Code::Shl_rm32_imm8,
+            Code::Shr_rm64_1,
+            Code::Sar_rm16_imm8,
+        ]
+        .iter()
+        .map(|&c| jit.helper_calls[c as usize])
+        .sum();
+        assert!(
+            helper < 60,
+            "most memory shifts run natively ({helper} helper calls)"
+        );
+    }
+    check_lockstep(TestMode::Long64, &code, 100_000);
+}

@@ -428,6 +428,21 @@ pub enum Op {
         /// Index of the Jcc in the block (the exit retires `index + 1` instructions).
         index: u32,
     },
+    /// SHL / SAL / SHR / SAR of a memory operand by a constant (the 1 form or an imm8 whose
+    /// masked count is 1 ..= width - 1; SDM Vol. 2B "SAL/SAR/SHL/SHR"): read-modify-write of
+    /// `mem` with the flags of the register form (CF = last bit out, OF for a count of 1,
+    /// AF cleared as `shift.rs` does). A count of 0 (no access to flags) or >= the width, and
+    /// the rotates, stay with the helper. `index` is the instruction for the slow path.
+    ShiftMem {
+        /// Operation (not a rotate).
+        op: ShiftOp,
+        /// Destination operand (1, 2, 4 or 8 bytes).
+        mem: MemRef,
+        /// Masked count, 1 ..= width - 1.
+        count: u8,
+        /// Index of the instruction in the block.
+        index: u32,
+    },
     /// REP MOVS / REP STOS (F3 prefix) in 64-bit mode with 64-bit addresses and the default
     /// segments (SDM Vol. 2B "REP/REPE/REPZ/REPNE/REPNZ", "MOVS/MOVSB/MOVSW/MOVSD/MOVSQ",
     /// "STOS/STOSB/STOSW/STOSD/STOSQ"): RCX elements of `size` bytes copied from [RSI] to
@@ -571,6 +586,7 @@ impl Op {
                 ..
             } => (0, st, false),
             Op::AluLoad { op, .. } | Op::AluStore { op, .. } => (st, op.written_flags(), true),
+            Op::ShiftMem { .. } => (st, st, true),
             Op::Lea { .. }
             | Op::Movx { .. }
             | Op::Xchg { .. }
@@ -787,7 +803,37 @@ fn lower_one(d: &DecodedInsn, index: u32) -> Op {
         .or_else(|| lower_lea(&d.insn))
         .or_else(|| lower_mem(&d.insn, d.mode, index))
         .or_else(|| lower_rep_string(&d.insn, d.mode, index))
+        .or_else(|| lower_shift_mem(&d.insn, d.mode, index))
         .unwrap_or(Op::Helper { index })
+}
+
+/// SHL / SHR / SAR of a memory operand by a constant ([`Op::ShiftMem`]).
+fn lower_shift_mem(insn: &Instruction, mode: Mode, index: u32) -> Option<Op> {
+    let op = match insn.mnemonic() {
+        Mnemonic::Shl | Mnemonic::Sal => ShiftOp::Shl,
+        Mnemonic::Shr => ShiftOp::Shr,
+        Mnemonic::Sar => ShiftOp::Sar,
+        _ => return None,
+    };
+    if insn.has_lock_prefix() || insn.op0_kind() != OpKind::Memory {
+        return None;
+    }
+    let mem = mem_ref(insn, mode)?;
+    let raw = match insn.op_count() {
+        1 => 1,
+        2 if insn.op1_kind() == OpKind::Immediate8 => insn.immediate(1),
+        _ => return None,
+    };
+    let count = raw & if mem.size == 8 { 0x3f } else { 0x1f };
+    if count == 0 || count >= u64::from(mem.size) * 8 {
+        return None;
+    }
+    Some(Op::ShiftMem {
+        op,
+        mem,
+        count: count as u8,
+        index,
+    })
 }
 
 /// REP MOVS / REP STOS with 64-bit addresses and default segments in 64-bit mode

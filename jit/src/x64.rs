@@ -333,6 +333,10 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 // A shift by a constant whose flags are live writes every status flag (its
                 // own capture replaces the pending one; it has no slow path).
                 Op::Shift { op, .. } if !op.is_rotate() => dropping = true,
+                // The same for a memory shift (its slow path, entered before it ran, merges
+                // the pending flags recorded at the probe).
+                Op::ShiftMem { .. } if !need => {}
+                Op::ShiftMem { .. } => dropping = true,
                 Op::Alu {
                     op: AluOp::Inc | AluOp::Dec,
                     ..
@@ -575,6 +579,35 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                     ; sub QWORD [rbx + RSP], 8
                 );
                 refresh(&mut a, 4);
+                dynasm!(a ; .arch x64 ; =>s);
+            }
+            Op::ShiftMem {
+                op,
+                mem,
+                count,
+                index,
+            } => {
+                let s = mem_access(&mut a, ir, &mem, true, user, index, &mut slow);
+                load_host(&mut a, mem.size, false);
+                macro_rules! sh {
+                    ($m:ident) => {
+                        match mem.size {
+                            8 => dynasm!(a ; .arch x64 ; $m rax, count as i8),
+                            4 => dynasm!(a ; .arch x64 ; $m eax, count as i8),
+                            2 => dynasm!(a ; .arch x64 ; $m ax, count as i8),
+                            _ => dynasm!(a ; .arch x64 ; $m al, count as i8),
+                        }
+                    };
+                }
+                match op {
+                    ShiftOp::Shl => sh!(shl),
+                    ShiftOp::Shr => sh!(shr),
+                    _ => sh!(sar),
+                }
+                store_host(&mut a, mem.size);
+                if need {
+                    shift_const_flags(&mut a, op, count);
+                }
                 dynasm!(a ; .arch x64 ; =>s);
             }
             Op::RepString { movs, size, index } => {
@@ -1303,6 +1336,7 @@ fn choose_cache(ir: &BlockIr) -> [u8; 16] {
                 }
                 mem_regs(mem, &mut add);
             }
+            Op::ShiftMem { ref mem, .. } => mem_regs(mem, &mut add),
             Op::MulDiv { src, .. } => add(src),
             Op::Push { .. }
             | Op::Pop { .. }
@@ -1907,24 +1941,9 @@ fn shift_flags(
         return;
     }
     if let Some(c) = count {
-        // A constant count (1 <= count < width): captured with LAHF like an ALU op (PUSHFQ is
-        // microcoded), after the store (LAHF writes AH, part of the result in rax). CF, PF,
-        // ZF, SF are the host's; OF (at bit 8 of rdx) is the host's for SHR by 1, SF ^ CF for
-        // SHL (shift.rs), else 0; AF is cleared: the masks of a logic op ([`SHIFT_FLAGS`]).
+        // A constant count (1 <= count < width): see `shift_const_flags`.
         store(a, dst);
-        dynasm!(a ; .arch x64 ; lahf ; mov dl, ah);
-        match op {
-            ShiftOp::Shr if c == 1 => dynasm!(a ; .arch x64 ; seto dh),
-            ShiftOp::Shl => dynasm!(a
-                ; .arch x64
-                ; mov dh, ah
-                ; shr dh, 7
-                ; xor dh, ah
-                ; and dh, 1
-            ),
-            _ => dynasm!(a ; .arch x64 ; mov dh, 0),
-        }
-        settle_flags(a, SHIFT_FLAGS);
+        shift_const_flags(a, op, c);
         return;
     }
     // Host CF, PF, ZF, SF are defined for 1 <= count < width and equal the guest's; OF is
@@ -2608,6 +2627,27 @@ fn probe_with(
         pending: pending(),
     });
     done
+}
+
+/// The flags of SHL / SHR / SAR by constant `c` (1 <= c < width), from the host flags of the
+/// same shift (any plain moves after it leave them): captured with LAHF like an ALU op
+/// (PUSHFQ is microcoded; LAHF writes AH, so the result must be stored first). CF, PF, ZF,
+/// SF are the host's; OF (at bit 8 of rdx) is the host's for SHR by 1, SF ^ CF for SHL
+/// (shift.rs), else 0; AF is cleared: the masks of a logic op ([`SHIFT_FLAGS`]).
+fn shift_const_flags(a: &mut Asm, op: ShiftOp, c: u8) {
+    dynasm!(a ; .arch x64 ; lahf ; mov dl, ah);
+    match op {
+        ShiftOp::Shr if c == 1 => dynasm!(a ; .arch x64 ; seto dh),
+        ShiftOp::Shl => dynasm!(a
+            ; .arch x64
+            ; mov dh, ah
+            ; shr dh, 7
+            ; xor dh, ah
+            ; and dh, 1
+        ),
+        _ => dynasm!(a ; .arch x64 ; mov dh, 0),
+    }
+    settle_flags(a, SHIFT_FLAGS);
 }
 
 /// [`Op::RepString`]. The guest GPRs are current in `CpuState` (written back before the op)
