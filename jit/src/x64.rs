@@ -273,6 +273,25 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
     // Loop back edges come here: the cached copies are still current.
     let hot = a.new_dynamic_label();
     dynasm!(a ; .arch x64 ; =>hot);
+    // A back edge jumps here without writing the copies back (see `exit_to`), so in a block
+    // that loops to its start every cached copy counts as dirty from here on: exits write
+    // them all back (on the first pass they equal their slots: harmless stores).
+    let loops = match ir.exit {
+        Exit::Jump { target } => target == ir.start_ip,
+        Exit::Branch {
+            taken, not_taken, ..
+        } => taken == ir.start_ip || not_taken == ir.start_ip,
+        _ => false,
+    } || ir
+        .ops
+        .iter()
+        .any(|op| matches!(op, Op::SideExit { taken, .. } if *taken == ir.start_ip));
+    if loops {
+        let all = (0..16u8)
+            .filter(|&i| cached(i).is_some())
+            .fold(0u16, |m, i| m | 1 << i);
+        DIRTY.with(|d| d.set(all));
+    }
     let n_ops = ir.ops.len();
     // A Jcc directly after a native op that defines every flag it reads branches on the live
     // host flags (not after INC/DEC for a CF condition: the host CF is not the guest's there).
@@ -649,9 +668,17 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         prev_carried_cf = carry_cf;
     }
     let n = ir.ninsns as i32;
-    // Every exit (and the loop back edge) leaves `CpuState` current; plain moves, so live
-    // host flags survive for a fused Jcc.
-    flush_dirty(&mut a);
+    // Every exit leaves `CpuState` current (plain moves, so live host flags survive for a
+    // fused Jcc): the direct exits in `exit_to` (a loop back edge only when it leaves), the
+    // others here.
+    let wb = dirty();
+    DIRTY.with(|d| d.set(0));
+    if !matches!(
+        ir.exit,
+        Exit::Fallthrough { .. } | Exit::Jump { .. } | Exit::Branch { .. }
+    ) {
+        write_back(&mut a, wb);
+    }
     // 64-bit blocks leave with the flags still pending in rdx ([`ENTRY_OP`]); the others
     // merge them here.
     let at_exit = if entry_flags {
@@ -667,8 +694,8 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
         settle_exit(&mut a, at_exit);
     }
     match ir.exit {
-        Exit::Fallthrough { next } => exit_to(&mut a, ir, next, n, hot, epilogue, &mut cx),
-        Exit::Jump { target } => exit_to(&mut a, ir, target, n, hot, epilogue, &mut cx),
+        Exit::Fallthrough { next } => exit_to(&mut a, ir, next, n, wb, hot, epilogue, &mut cx),
+        Exit::Jump { target } => exit_to(&mut a, ir, target, n, wb, hot, epilogue, &mut cx),
         Exit::Call { target, ret, index } => {
             let retry = a.new_dynamic_label();
             dynasm!(a
@@ -685,7 +712,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 ; sub QWORD [rbx + RSP], 8
             );
             refresh(&mut a, 4);
-            exit_to(&mut a, ir, target, n, hot, epilogue, &mut cx);
+            exit_to(&mut a, ir, target, n, 0, hot, epilogue, &mut cx);
             // The slow path's helper ran the CALL and left the block (RIP changed).
             dynasm!(a ; .arch x64 ; =>s ; jmp =>synced);
         }
@@ -791,21 +818,22 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 }
             };
             arm_exit(&mut a);
-            exit_to(&mut a, ir, not_taken, n, hot, epilogue, &mut cx);
+            exit_to(&mut a, ir, not_taken, n, wb, hot, epilogue, &mut cx);
             dynasm!(a ; .arch x64 ; =>taken_l);
             arm_exit(&mut a);
-            exit_to(&mut a, ir, taken, n, hot, epilogue, &mut cx);
+            exit_to(&mut a, ir, taken, n, wb, hot, epilogue, &mut cx);
         }
     }
     for st in &sides {
         dynasm!(a ; .arch x64 ; =>st.label);
-        write_back(&mut a, st.dirty);
         if entry_flags {
             settle_exit(&mut a, st.arm);
         } else if let InRdx::Pending(op) = st.arm {
             merge_flags(&mut a, op);
         }
-        exit_to(&mut a, ir, st.target, st.n, hot, epilogue, &mut cx);
+        exit_to(
+            &mut a, ir, st.target, st.n, st.dirty, hot, epilogue, &mut cx,
+        );
     }
     // Slow paths share per-block subroutines (`SlowSubs`) for what is the same at every site
     // of the block (spilling and reloading the cached registers, the calls), so each site
@@ -965,15 +993,22 @@ struct ExitCtx<'e> {
 /// the exit in `env.last_exit` and returns to the driver; once patched it goes to the next
 /// block's chained entry. Other exits (another page, or outside 64-bit mode) and the stub
 /// probe the jump cache before returning (only with chaining on).
+#[allow(clippy::too_many_arguments)]
 fn exit_to(
     a: &mut Asm,
     ir: &BlockIr,
     target: u64,
     n: i32,
+    wb: u16,
     body: DynamicLabel,
     epilogue: DynamicLabel,
     cx: &mut ExitCtx<'_>,
 ) {
+    // The copies in `wb` are written back on the way out; a back edge that goes round again
+    // keeps them in their host registers (the loop head treats every copy as dirty).
+    if target != ir.start_ip {
+        write_back(a, wb);
+    }
     if cx.chain
         && ir.bits64
         && target != ir.start_ip
@@ -1022,6 +1057,7 @@ fn exit_to(
             ; cmp rax, QWORD [r12 + LIMIT]
             ; jbe =>body
         );
+        write_back(a, wb);
         merge_entry_flags(a, ir.bits64);
         dynasm!(a
             ; .arch x64
@@ -2943,6 +2979,37 @@ mod tests {
         );
         // The loop back edge checks the instruction limit in env (r12 + 8).
         assert!(h.iter().any(|l| l == "cmp rax,[r12+8]"), "{text}");
+    }
+
+    #[test]
+    fn golden_loop_back_edge_keeps_cached_registers_in_host_registers() {
+        // Guest (64-bit): L: add eax, ecx; dec ecx; jnz L; hlt. The taken Jcc goes round
+        // again without storing EAX / ECX to their slots (rbx + 0, rbx + 8); only the way
+        // out (limit reached, or the fall-through exit) writes them back.
+        let h = host_asm(Mode::Bits64, &[0x01, 0xc8, 0xff, 0xc9, 0x75, 0xfa, 0xf4]);
+        let text = h.join("\n");
+        let is_store = |l: &String| l.starts_with("mov [rbx],") || l.starts_with("mov [rbx+8],");
+        let limit = h
+            .iter()
+            .position(|l| l == "cmp rax,[r12+8]")
+            .expect("back edge limit check");
+        let jne = h
+            .iter()
+            .position(|l| l.starts_with("jne "))
+            .expect("loop Jcc");
+        assert!(jne < limit, "{text}");
+        // The not-taken arm (between the Jcc and the taken arm) and the way out after the
+        // limit check store both; the taken arm up to the limit check stores nothing.
+        let taken = h[jne + 1..limit]
+            .iter()
+            .rposition(|l| l.starts_with("jmp ") || l.starts_with("call "))
+            .map_or(jne + 1, |k| jne + 2 + k);
+        assert!(!h[taken..limit].iter().any(is_store), "{text}");
+        assert_eq!(
+            h[limit..].iter().filter(|l| is_store(l)).count(),
+            2,
+            "{text}"
+        );
     }
 
     #[test]
