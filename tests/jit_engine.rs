@@ -1229,3 +1229,47 @@ fn memory_shifts_by_a_constant_match_the_interpreter() {
     }
     check_lockstep(TestMode::Long64, &code, 100_000);
 }
+
+/// CALL m64 as a native block exit (`Exit::CallMem`). 64-bit: 100 x `call [rip + table]`
+/// (F: add edx, 3; ret), 50 x `call [rbx + 8]` (G: add rdi, rsp; mov r8, [rsp]; ret: sees
+/// the return address pushed), then `call [rsi]` whose target is non-canonical (#GP(0) with
+/// nothing pushed; no IDT: triple fault).
+#[test]
+fn native_call_m64_matches_including_a_non_canonical_target() {
+    let code = [
+        0xb9, 0x64, 0x00, 0x00, 0x00, 0x48, 0x8d, 0x1d, 0x34, 0x00, 0x00, 0x00, 0xff, 0x15, 0x2e,
+        0x00, 0x00, 0x00, 0xff, 0xc9, 0x75, 0xf6, 0xb9, 0x32, 0x00, 0x00, 0x00, 0xff, 0x53, 0x08,
+        0xff, 0xc9, 0x75, 0xf9, 0x48, 0x89, 0xe5, 0x48, 0x8d, 0x35, 0x24, 0x00, 0x00, 0x00, 0xff,
+        0x16, 0xf4, 0x83, 0xc2, 0x03, 0xc3, 0x48, 0x01, 0xe7, 0x4c, 0x8b, 0x04, 0x24, 0xc3, 0x0f,
+        0x1f, 0x44, 0x00, 0x00, 0x2f, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x33, 0x00, 0x01,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x80,
+    ];
+    let start = TestMachine::new(TestMode::Long64, &code);
+    let (edx, rdi) = (start.gpr(2), start.gpr(7));
+    let (i, mut j) = both(TestMode::Long64, &code, 10_000);
+    assert_eq!(i.gpr(2), (edx + 300) & 0xffff_ffff, "100 calls of F");
+    assert_eq!(
+        i.gpr(7),
+        rdi.wrapping_add(50 * (i.gpr(5) - 8)),
+        "G saw RSP with the return address pushed"
+    );
+    assert_eq!(i.gpr(8), CODE_BASE + 0x1e, "G read its return address");
+    assert_eq!(
+        i.cpu.s.rip,
+        CODE_BASE + 0x2c,
+        "stopped at the faulting CALL"
+    );
+    assert_eq!(
+        i.cpu.s.gpr[4],
+        i.gpr(5),
+        "nothing pushed by the faulting CALL"
+    );
+    let rinx::exec::Engine::Jit(jit) = &mut j.engine else {
+        panic!("JIT engine expected on this host")
+    };
+    if jit::HOST_SUPPORTED {
+        let calls = jit.helper_calls[iced_x86::Code::Call_rm64 as usize];
+        assert!(calls <= 3, "the CALLs run natively ({calls} helper calls)");
+    }
+    check_lockstep(TestMode::Long64, &code, 10_000);
+}

@@ -515,6 +515,19 @@ pub enum Exit {
         /// Index of the CALL in the block (for the helper).
         index: u32,
     },
+    /// 64-bit mode CALL m64 (counted as one guest instruction): reads the target from `mem`
+    /// (inline load), then pushes `ret` and continues at the target through the jump cache,
+    /// as [`Exit::CallReg`]. A load or store that cannot be done inline, or a non-canonical
+    /// target, takes the slow path (instruction `index` through the helper: the fault, with
+    /// nothing pushed).
+    CallMem {
+        /// Where the target is (8 bytes).
+        mem: MemRef,
+        /// Return address pushed.
+        ret: u64,
+        /// Index of the CALL in the block (for the helper).
+        index: u32,
+    },
     /// 64-bit mode near RET without an immediate (counted as one guest instruction): pops
     /// RIP (inline load; a non-canonical target takes the slow path, which raises #GP).
     Ret {
@@ -771,6 +784,19 @@ pub fn lower(block: &Block) -> Option<BlockIr> {
     {
         Exit::CallReg {
             src: GuestReg::from_iced(last.insn.op0_register())?,
+            ret: last.next_ip(),
+            index: li,
+        }
+    } else if let Some(mem) = (plain
+        && last.mode == Mode::Bits64
+        && last.insn.code() == Code::Call_rm64
+        && last.insn.op0_kind() == OpKind::Memory)
+        .then(|| mem_ref(&last.insn, Mode::Bits64))
+        .flatten()
+        .filter(|m| m.size == 8)
+    {
+        Exit::CallMem {
+            mem,
             ret: last.next_ip(),
             index: li,
         }

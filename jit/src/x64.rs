@@ -742,6 +742,35 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             // The slow path's helper ran the CALL (or raised the fault) and left the block.
             dynasm!(a ; .arch x64 ; =>s ; jmp =>synced);
         }
+        Exit::CallMem { mem, ret, index } => {
+            let retry = a.new_dynamic_label();
+            let helper = a.new_dynamic_label();
+            dynasm!(a ; .arch x64 ; =>retry);
+            // SDM Vol. 2A "CALL": the target is read first (a fault there pushes nothing);
+            // it is parked in RIP while the push is probed (the helper, if it runs the CALL,
+            // sets RIP itself).
+            let s1 = mem_access(&mut a, ir, &mem, false, user, index, &mut slow);
+            dynasm!(a ; .arch x64 ; mov rcx, QWORD [rsi]);
+            canonical_or(&mut a, helper);
+            dynasm!(a
+                ; .arch x64
+                ; mov QWORD [rbx + RIP], rcx
+                ; mov rax, QWORD [rbx + RSP]
+                ; sub rax, 8
+            );
+            let s2 = probe_with(&mut a, 8, true, user, index, retry, helper, &mut slow);
+            dynasm!(a
+                ; .arch x64
+                ; mov rax, QWORD ret as i64
+                ; mov QWORD [rsi], rax
+                ; sub QWORD [rbx + RSP], 8
+                ; mov rcx, QWORD [rbx + RIP]
+            );
+            refresh(&mut a, 4);
+            exit_to_rcx(&mut a, ir, chain, jc, epilogue);
+            // The slow path's helper ran the CALL (or raised the fault) and left the block.
+            dynasm!(a ; .arch x64 ; =>s1 ; =>s2 ; jmp =>synced);
+        }
         Exit::JmpReg { src, index } => {
             let helper = a.new_dynamic_label();
             let done = a.new_dynamic_label();
