@@ -1273,3 +1273,136 @@ fn native_call_m64_matches_including_a_non_canonical_target() {
     }
     check_lockstep(TestMode::Long64, &code, 10_000);
 }
+
+/// Random SSE code for the native forms (`Op::MovdToXmm`, `Op::MovdFromXmm`,
+/// `Op::XmmShiftImm`): MOVD to and from XMM0-15 with every general register and with memory
+/// (some operands crossing a page), and the eight shift-by-immediate forms with counts below,
+/// at and above the element width.
+fn random_sse(rng: &mut Rng, n: usize) -> Vec<u8> {
+    let mut code = vec![0xbe, 0x00, 0x00, 0x02, 0x00]; // mov esi, 0x20000
+    let gpr = |rng: &mut Rng| loop {
+        let g = (rng.next() % 16) as u8;
+        if g != 4 && g != 6 {
+            break g;
+        }
+    };
+    let rex = |r: u8, b: u8| 0x40 | (r >> 3) << 2 | (b >> 3);
+    for _ in 0..n {
+        let x = (rng.next() % 16) as u8;
+        let off: u32 = if rng.next() % 8 == 0 {
+            0xffe
+        } else {
+            (rng.next() % 0xff0) as u32
+        };
+        match rng.next() % 5 {
+            0 | 1 => {
+                let to = rng.next() % 2 == 0;
+                let op = if to { 0x6e } else { 0x7e };
+                if rng.next() % 2 == 0 {
+                    let g = gpr(rng);
+                    code.extend([0x66, rex(x, g), 0x0f, op, 0xc0 | (x & 7) << 3 | (g & 7)]);
+                } else {
+                    code.extend([0x66, rex(x, 0), 0x0f, op, 0x86 | (x & 7) << 3]);
+                    code.extend(off.to_le_bytes());
+                }
+            }
+            _ => {
+                let (opc, ext) = [
+                    (0x71, 6),
+                    (0x72, 6),
+                    (0x73, 6),
+                    (0x71, 2),
+                    (0x72, 2),
+                    (0x73, 2),
+                    (0x71, 4),
+                    (0x72, 4),
+                ][(rng.next() % 8) as usize];
+                let imm = match rng.next() % 3 {
+                    0 => rng.byte(),
+                    _ => (rng.next() % 20) as u8,
+                };
+                code.extend([0x66, rex(0, x), 0x0f, opc, 0xc0 | ext << 3 | (x & 7), imm]);
+            }
+        }
+        // Fresh values now and then: mov r64, imm64 into a random register.
+        if rng.next() % 4 == 0 {
+            let g = gpr(rng);
+            code.extend([0x48 | (g >> 3), 0xb8 | (g & 7)]);
+            code.extend(rng.next().to_le_bytes());
+        }
+    }
+    code.push(0xf4);
+    code
+}
+
+#[test]
+fn sse_movd_and_shifts_by_immediate_match_including_unavailable_sse() {
+    use rinx::exec::EngineKind as K;
+    let mut rng = Rng(0x55e_0001_2345_6789);
+    // CR4.OSFXSR set and CR0.TS clear (native); OSFXSR clear (#UD); CR0.TS set (#NM).
+    let setups: [(u64, u64, &str); 3] = [
+        (jit::abi::cr::CR4_OSFXSR, 0, "SSE enabled"),
+        (0, 0, "CR4.OSFXSR = 0"),
+        (jit::abi::cr::CR4_OSFXSR, jit::abi::cr::CR0_TS, "CR0.TS = 1"),
+    ];
+    for round in 0..6 {
+        let code = random_sse(&mut rng, 300);
+        for &(cr4, cr0, what) in &setups {
+            let make = || {
+                let mut t = TestMachine::new(TestMode::Long64, &code);
+                t.cpu.s.cr4 |= cr4;
+                t.cpu.s.cr0 |= cr0;
+                for (k, x) in t.cpu.s.xmm.iter_mut().enumerate() {
+                    *x = [
+                        0x0123_4567_89ab_cdef ^ (k as u64 * 0x1111),
+                        !(k as u64) << 17,
+                    ];
+                }
+                let pattern: Vec<u8> = (0..0x1100u32).map(|k| (k * 13 + 5) as u8).collect();
+                t.mem.write(0x20000, &pattern).unwrap();
+                t
+            };
+            let mut i = make().with_engine(K::Interp);
+            let mut j = make().with_engine(K::Jit);
+            let si = i.run(100_000);
+            assert_eq!(si, j.run(100_000), "round {round}, {what}");
+            assert_eq!(i.cpu.s, j.cpu.s, "round {round}, {what}");
+            assert_eq!(i.cpu.icount, j.cpu.icount, "round {round}, {what}");
+            let (mut mi, mut mj) = (vec![0u8; 0x1100], vec![0u8; 0x1100]);
+            i.mem.read(0x20000, &mut mi).unwrap();
+            j.mem.read(0x20000, &mut mj).unwrap();
+            assert_eq!(mi, mj, "round {round}, {what}: memory");
+            if cr4 == 0 || cr0 != 0 {
+                assert_eq!(
+                    si,
+                    StopReason::TripleFault,
+                    "{what}: the first SSE op faults"
+                );
+                assert_eq!(i.cpu.s.rip, CODE_BASE + 5, "{what}: at the first SSE op");
+            } else {
+                assert_eq!(si, StopReason::Halted, "{what}");
+                let rinx::exec::Engine::Jit(jit) = &j.engine else {
+                    panic!("JIT engine expected on this host")
+                };
+                if jit::HOST_SUPPORTED {
+                    use iced_x86::Code;
+                    let h: u64 = [
+                        Code::Movd_xmm_rm32,
+                        Code::Movd_rm32_xmm,
+                        Code::Pslld_xmm_imm8,
+                    ]
+                    .iter()
+                    .map(|&c| jit.helper_calls[c as usize])
+                    .sum();
+                    assert!(h < 40, "round {round}: mostly native ({h} helper calls)");
+                }
+            }
+            if cr4 != 0 && cr0 == 0 {
+                match lockstep(&make, 100_000) {
+                    Ok(_) => {}
+                    Err(d) => panic!("round {round}: {d}"),
+                }
+            }
+        }
+    }
+}

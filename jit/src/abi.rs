@@ -267,6 +267,12 @@ pub const OFFSET_RIP: usize = offset_of!(CpuState, rip);
 pub const OFFSET_RFLAGS: usize = offset_of!(CpuState, rflags);
 /// Byte offset of [`CpuState::seg`].
 pub const OFFSET_SEG: usize = offset_of!(CpuState, seg);
+/// Byte offset of [`CpuState::cr0`].
+pub const OFFSET_CR0: usize = offset_of!(CpuState, cr0);
+/// Byte offset of [`CpuState::cr4`].
+pub const OFFSET_CR4: usize = offset_of!(CpuState, cr4);
+/// Byte offset of [`CpuState::xmm`] (16 registers of 16 bytes, low quadword first).
+pub const OFFSET_XMM: usize = offset_of!(CpuState, xmm);
 
 impl CpuState {
     /// The state after RESET / INIT (Intel SDM Vol. 3A §9.1.1, Table 9-1): real mode,

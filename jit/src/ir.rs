@@ -428,6 +428,42 @@ pub enum Op {
         /// Index of the Jcc in the block (the exit retires `index + 1` instructions).
         index: u32,
     },
+    /// MOVD xmm, r/m32 (66 0F 6E; SDM Vol. 2B "MOVD/MOVQ"): XMM`xmm` = the 32-bit source
+    /// zero-extended to 128 bits. Like every SSE instruction it needs CR0.EM = 0, CR0.TS = 0
+    /// and CR4.OSFXSR = 1 (Vol. 3A Table 13-1); otherwise, or on a memory slow path, the
+    /// helper runs instruction `index` (#UD / #NM / the fault).
+    MovdToXmm {
+        /// Destination XMM register (0-15).
+        xmm: u8,
+        /// 32-bit general register or 4-byte memory operand.
+        src: RegOrMem,
+        /// Index of the instruction in the block (slow path).
+        index: u32,
+    },
+    /// MOVD r/m32, xmm (66 0F 7E): the low 32 bits of XMM`xmm` (a register destination is
+    /// zero-extended to 64 bits). Availability and slow path as [`Op::MovdToXmm`].
+    MovdFromXmm {
+        /// Source XMM register (0-15).
+        xmm: u8,
+        /// 32-bit general register or 4-byte memory operand.
+        dst: RegOrMem,
+        /// Index of the instruction in the block (slow path).
+        index: u32,
+    },
+    /// PSLLW / PSLLD / PSLLQ / PSRLW / PSRLD / PSRLQ / PSRAW / PSRAD xmm, imm8 (SDM Vol. 2B):
+    /// each element shifted by the immediate (a count above the element width gives 0, or
+    /// the sign for PSRA), done by the same host instruction on the register's copy in
+    /// `CpuState`. Availability as [`Op::MovdToXmm`].
+    XmmShiftImm {
+        /// Host instruction: the iced code (one of the eight `*_xmm_imm8` forms).
+        code: Code,
+        /// XMM register (0-15).
+        xmm: u8,
+        /// Count.
+        imm: u8,
+        /// Index of the instruction in the block (slow path).
+        index: u32,
+    },
     /// SHL / SAL / SHR / SAR of a memory operand by a constant (the 1 form or an imm8 whose
     /// masked count is 1 ..= width - 1; SDM Vol. 2B "SAL/SAR/SHL/SHR"): read-modify-write of
     /// `mem` with the flags of the register form (CF = last bit out, OF for a count of 1,
@@ -466,6 +502,15 @@ pub enum Op {
         /// Index of the instruction in the block.
         index: u32,
     },
+}
+
+/// A general-register or memory operand ([`Op::MovdToXmm`], [`Op::MovdFromXmm`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegOrMem {
+    /// A general register.
+    Reg(GuestReg),
+    /// A memory operand.
+    Mem(MemRef),
 }
 
 /// Operation of [`Op::MulDiv`].
@@ -606,6 +651,8 @@ impl Op {
             | Op::Bswap { .. }
             | Op::Nop
             | Op::SignFill { .. } => (0, 0, false),
+            // No flags, but a slow path (the helper may raise #UD / #NM / a fault).
+            Op::MovdToXmm { .. } | Op::MovdFromXmm { .. } | Op::XmmShiftImm { .. } => (st, 0, true),
             Op::ShiftCl { .. }
             | Op::MulDiv { .. }
             | Op::Load { .. }
@@ -830,7 +877,57 @@ fn lower_one(d: &DecodedInsn, index: u32) -> Op {
         .or_else(|| lower_mem(&d.insn, d.mode, index))
         .or_else(|| lower_rep_string(&d.insn, d.mode, index))
         .or_else(|| lower_shift_mem(&d.insn, d.mode, index))
+        .or_else(|| lower_sse(&d.insn, d.mode, index))
         .unwrap_or(Op::Helper { index })
+}
+
+/// The SSE forms with a native op: MOVD to / from an XMM register, shifts by an immediate.
+fn lower_sse(insn: &Instruction, mode: Mode, index: u32) -> Option<Op> {
+    if insn.has_lock_prefix() {
+        return None;
+    }
+    let xmm_of = |r: Register| -> Option<u8> {
+        let i = (r as u32).checked_sub(Register::XMM0 as u32)?;
+        (i < 16).then_some(i as u8)
+    };
+    let rm = |k: OpKind, r: Register| -> Option<RegOrMem> {
+        match k {
+            OpKind::Register => {
+                let g = GuestReg::from_iced(r)?;
+                (g.size == 4).then_some(RegOrMem::Reg(g))
+            }
+            OpKind::Memory => mem_ref(insn, mode)
+                .filter(|m| m.size == 4)
+                .map(RegOrMem::Mem),
+            _ => None,
+        }
+    };
+    match insn.code() {
+        Code::Movd_xmm_rm32 => Some(Op::MovdToXmm {
+            xmm: xmm_of(insn.op0_register())?,
+            src: rm(insn.op1_kind(), insn.op1_register())?,
+            index,
+        }),
+        Code::Movd_rm32_xmm => Some(Op::MovdFromXmm {
+            xmm: xmm_of(insn.op1_register())?,
+            dst: rm(insn.op0_kind(), insn.op0_register())?,
+            index,
+        }),
+        c @ (Code::Psllw_xmm_imm8
+        | Code::Pslld_xmm_imm8
+        | Code::Psllq_xmm_imm8
+        | Code::Psrlw_xmm_imm8
+        | Code::Psrld_xmm_imm8
+        | Code::Psrlq_xmm_imm8
+        | Code::Psraw_xmm_imm8
+        | Code::Psrad_xmm_imm8) => Some(Op::XmmShiftImm {
+            code: c,
+            xmm: xmm_of(insn.op0_register())?,
+            imm: insn.immediate8(),
+            index,
+        }),
+        _ => None,
+    }
 }
 
 /// SHL / SHR / SAR of a memory operand by a constant ([`Op::ShiftMem`]).

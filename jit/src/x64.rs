@@ -23,14 +23,15 @@
 //! dropped when a later op overwrites them all.
 
 use crate::abi::{
-    JitEnv, EXIT_SYNCED, JC_ENTRIES, JC_ENTRY_SHIFT, JTLB_ENTRIES, JTLB_ENTRY_SHIFT,
-    OFFSET_ENV_CUR, OFFSET_ENV_FILL, OFFSET_ENV_HELPER, OFFSET_ENV_JC, OFFSET_ENV_JC_TAG,
-    OFFSET_ENV_LAST_EXIT, OFFSET_ENV_LIMIT, OFFSET_ENV_TLB, OFFSET_GPR, OFFSET_JC_HOST,
-    OFFSET_JC_RIP, OFFSET_JC_TAG, OFFSET_JTLB_ADDEND, OFFSET_JTLB_READ, OFFSET_JTLB_WRITE,
-    OFFSET_RFLAGS, OFFSET_RIP, OFFSET_SEG,
+    JitEnv, EXIT_SYNCED, JC_ENTRIES, JC_ENTRY_SHIFT, JTLB_ENTRIES, JTLB_ENTRY_SHIFT, OFFSET_CR0,
+    OFFSET_CR4, OFFSET_ENV_CUR, OFFSET_ENV_FILL, OFFSET_ENV_HELPER, OFFSET_ENV_JC,
+    OFFSET_ENV_JC_TAG, OFFSET_ENV_LAST_EXIT, OFFSET_ENV_LIMIT, OFFSET_ENV_TLB, OFFSET_GPR,
+    OFFSET_JC_HOST, OFFSET_JC_RIP, OFFSET_JC_TAG, OFFSET_JTLB_ADDEND, OFFSET_JTLB_READ,
+    OFFSET_JTLB_WRITE, OFFSET_RFLAGS, OFFSET_RIP, OFFSET_SEG, OFFSET_XMM,
 };
 use crate::ir::{
-    flags_needed, AluOp, BlockIr, Cond, Exit, GuestReg, MemRef, MulDivOp, Op, ShiftOp, Src,
+    flags_needed, AluOp, BlockIr, Cond, Exit, GuestReg, MemRef, MulDivOp, Op, RegOrMem, ShiftOp,
+    Src,
 };
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
@@ -345,6 +346,8 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             match *op {
                 Op::Load { .. } | Op::Store { .. } | Op::Lea { .. } | Op::Movx { .. } | Op::Nop => {
                 }
+                // rdx untouched (their slow paths merge the pending flags first).
+                Op::MovdToXmm { .. } | Op::MovdFromXmm { .. } | Op::XmmShiftImm { .. } => {}
                 Op::Alu { op: AluOp::Mov, .. } | Op::Xchg { .. } | Op::Bswap { .. } => {}
                 // A shift or rotate whose own flags are dead (computed nowhere, rdx untouched):
                 // the pending flags it overwrites are dead with them, the others stay exact.
@@ -599,6 +602,85 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 );
                 refresh(&mut a, 4);
                 dynasm!(a ; .arch x64 ; =>s);
+            }
+            Op::MovdToXmm { xmm, src, index } => {
+                let x = xmm_off(xmm);
+                let helper = a.new_dynamic_label();
+                let done = a.new_dynamic_label();
+                sse_check(&mut a, helper);
+                slow.push(Slow::helper_only(helper, done, index));
+                let mut s = None;
+                match src {
+                    RegOrMem::Reg(r) => load(&mut a, 0, r),
+                    RegOrMem::Mem(m) => {
+                        s = Some(mem_access(&mut a, ir, &m, false, user, index, &mut slow));
+                        dynasm!(a ; .arch x64 ; mov eax, DWORD [rsi]);
+                    }
+                }
+                dynasm!(a
+                    ; .arch x64
+                    ; mov QWORD [rbx + x], rax
+                    ; mov QWORD [rbx + x + 8], 0
+                    ; =>done
+                );
+                if let Some(s) = s {
+                    dynasm!(a ; .arch x64 ; =>s);
+                }
+            }
+            Op::MovdFromXmm { xmm, dst, index } => {
+                let x = xmm_off(xmm);
+                let helper = a.new_dynamic_label();
+                let done = a.new_dynamic_label();
+                sse_check(&mut a, helper);
+                slow.push(Slow::helper_only(helper, done, index));
+                let mut s = None;
+                match dst {
+                    RegOrMem::Reg(r) => {
+                        dynasm!(a ; .arch x64 ; mov eax, DWORD [rbx + x]);
+                        store(&mut a, r);
+                    }
+                    RegOrMem::Mem(m) => {
+                        s = Some(mem_access(&mut a, ir, &m, true, user, index, &mut slow));
+                        dynasm!(a
+                            ; .arch x64
+                            ; mov eax, DWORD [rbx + x]
+                            ; mov DWORD [rsi], eax
+                        );
+                    }
+                }
+                dynasm!(a ; .arch x64 ; =>done);
+                if let Some(s) = s {
+                    dynasm!(a ; .arch x64 ; =>s);
+                }
+            }
+            Op::XmmShiftImm {
+                code,
+                xmm,
+                imm,
+                index,
+            } => {
+                let x = xmm_off(xmm);
+                let helper = a.new_dynamic_label();
+                let done = a.new_dynamic_label();
+                sse_check(&mut a, helper);
+                slow.push(Slow::helper_only(helper, done, index));
+                let c = imm as i8;
+                dynasm!(a ; .arch x64 ; movdqu xmm0, [rbx + x]);
+                match code {
+                    iced_x86::Code::Psllw_xmm_imm8 => dynasm!(a ; .arch x64 ; psllw xmm0, c),
+                    iced_x86::Code::Pslld_xmm_imm8 => dynasm!(a ; .arch x64 ; pslld xmm0, c),
+                    iced_x86::Code::Psllq_xmm_imm8 => dynasm!(a ; .arch x64 ; psllq xmm0, c),
+                    iced_x86::Code::Psrlw_xmm_imm8 => dynasm!(a ; .arch x64 ; psrlw xmm0, c),
+                    iced_x86::Code::Psrld_xmm_imm8 => dynasm!(a ; .arch x64 ; psrld xmm0, c),
+                    iced_x86::Code::Psrlq_xmm_imm8 => dynasm!(a ; .arch x64 ; psrlq xmm0, c),
+                    iced_x86::Code::Psraw_xmm_imm8 => dynasm!(a ; .arch x64 ; psraw xmm0, c),
+                    _ => dynasm!(a ; .arch x64 ; psrad xmm0, c),
+                }
+                dynasm!(a
+                    ; .arch x64
+                    ; movdqu [rbx + x], xmm0
+                    ; =>done
+                );
             }
             Op::ShiftMem {
                 op,
@@ -1402,6 +1484,11 @@ fn choose_cache(ir: &BlockIr) -> [u8; 16] {
                 mem_regs(mem, &mut add);
             }
             Op::ShiftMem { ref mem, .. } => mem_regs(mem, &mut add),
+            Op::MovdToXmm { src: rm, .. } | Op::MovdFromXmm { dst: rm, .. } => match rm {
+                RegOrMem::Reg(r) => add(r),
+                RegOrMem::Mem(ref m) => mem_regs(m, &mut add),
+            },
+            Op::XmmShiftImm { .. } => {}
             Op::MulDiv { src, .. } => add(src),
             Op::Push { .. }
             | Op::Pop { .. }
@@ -2692,6 +2779,26 @@ fn probe_with(
         pending: pending(),
     });
     done
+}
+
+/// Byte offset of XMM register `i` in `CpuState`.
+fn xmm_off(i: u8) -> i32 {
+    (OFFSET_XMM + usize::from(i) * 16) as i32
+}
+
+/// Jumps to `helper` unless SSE instructions may run (SDM Vol. 3A Table 13-1: CR0.EM = 0,
+/// CR0.TS = 0, CR4.OSFXSR = 1); the helper then raises #UD or #NM. Host flags only.
+fn sse_check(a: &mut Asm, helper: DynamicLabel) {
+    let em_ts = (crate::abi::cr::CR0_EM | crate::abi::cr::CR0_TS) as i32;
+    let osfxsr = crate::abi::cr::CR4_OSFXSR as i32;
+    let (off0, off4) = (OFFSET_CR0 as i32, OFFSET_CR4 as i32);
+    dynasm!(a
+        ; .arch x64
+        ; test DWORD [rbx + off0], em_ts
+        ; jnz =>helper
+        ; test DWORD [rbx + off4], osfxsr
+        ; jz =>helper
+    );
 }
 
 /// The flags of SHL / SHR / SAR by constant `c` (1 <= c < width), from the host flags of the
