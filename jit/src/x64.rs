@@ -604,11 +604,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 dynasm!(a ; .arch x64 ; =>s);
             }
             Op::MovdToXmm { xmm, src, index } => {
-                let x = xmm_off(xmm);
-                let helper = a.new_dynamic_label();
-                let done = a.new_dynamic_label();
-                sse_check(&mut a, helper);
-                slow.push(Slow::helper_only(helper, done, index));
+                let (x, done) = sse_prologue(&mut a, xmm, index, &mut slow);
                 let mut s = None;
                 match src {
                     RegOrMem::Reg(r) => load(&mut a, 0, r),
@@ -628,11 +624,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 }
             }
             Op::MovdFromXmm { xmm, dst, index } => {
-                let x = xmm_off(xmm);
-                let helper = a.new_dynamic_label();
-                let done = a.new_dynamic_label();
-                sse_check(&mut a, helper);
-                slow.push(Slow::helper_only(helper, done, index));
+                let (x, done) = sse_prologue(&mut a, xmm, index, &mut slow);
                 let mut s = None;
                 match dst {
                     RegOrMem::Reg(r) => {
@@ -659,11 +651,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
                 imm,
                 index,
             } => {
-                let x = xmm_off(xmm);
-                let helper = a.new_dynamic_label();
-                let done = a.new_dynamic_label();
-                sse_check(&mut a, helper);
-                slow.push(Slow::helper_only(helper, done, index));
+                let (x, done) = sse_prologue(&mut a, xmm, index, &mut slow);
                 let c = imm as i8;
                 dynasm!(a ; .arch x64 ; movdqu xmm0, [rbx + x]);
                 match code {
@@ -690,21 +678,7 @@ pub fn emit_block(ir: &BlockIr, base: usize, user: bool, id: u32, chain: bool) -
             } => {
                 let s = mem_access(&mut a, ir, &mem, true, user, index, &mut slow);
                 load_host(&mut a, mem.size, false);
-                macro_rules! sh {
-                    ($m:ident) => {
-                        match mem.size {
-                            8 => dynasm!(a ; .arch x64 ; $m rax, count as i8),
-                            4 => dynasm!(a ; .arch x64 ; $m eax, count as i8),
-                            2 => dynasm!(a ; .arch x64 ; $m ax, count as i8),
-                            _ => dynasm!(a ; .arch x64 ; $m al, count as i8),
-                        }
-                    };
-                }
-                match op {
-                    ShiftOp::Shl => sh!(shl),
-                    ShiftOp::Shr => sh!(shr),
-                    _ => sh!(sar),
-                }
+                shift_in_rax(&mut a, op, mem.size, Some(count));
                 store_host(&mut a, mem.size);
                 if need {
                     shift_const_flags(&mut a, op, count);
@@ -2006,9 +1980,14 @@ fn shift(a: &mut Asm, op: ShiftOp, dst: GuestReg, count: Option<u8>, flags: bool
 /// The shift of [`shift`] on a copy of the destination in rax.
 fn shift_rax(a: &mut Asm, op: ShiftOp, dst: GuestReg, count: Option<u8>) {
     load(a, 0, dst);
+    shift_in_rax(a, op, dst.size, count);
+}
+
+/// Shifts the low `size` bytes of rax by `count` (CL when `None`).
+fn shift_in_rax(a: &mut Asm, op: ShiftOp, size: u8, count: Option<u8>) {
     macro_rules! sh {
         ($m:ident) => {
-            match (dst.size, count) {
+            match (size, count) {
                 (8, Some(c)) => dynasm!(a ; .arch x64 ; $m rax, c as i8),
                 (4, Some(c)) => dynasm!(a ; .arch x64 ; $m eax, c as i8),
                 (2, Some(c)) => dynasm!(a ; .arch x64 ; $m ax, c as i8),
@@ -2784,6 +2763,17 @@ fn probe_with(
 /// Byte offset of XMM register `i` in `CpuState`.
 fn xmm_off(i: u8) -> i32 {
     (OFFSET_XMM + usize::from(i) * 16) as i32
+}
+
+/// The start every native SSE op shares: the availability check, whose failure runs
+/// instruction `index` through the helper (a slow path continuing at the returned label,
+/// which the op defines at its end), and the offset of XMM`xmm` in `CpuState`.
+fn sse_prologue(a: &mut Asm, xmm: u8, index: u32, slow: &mut Vec<Slow>) -> (i32, DynamicLabel) {
+    let helper = a.new_dynamic_label();
+    let done = a.new_dynamic_label();
+    sse_check(a, helper);
+    slow.push(Slow::helper_only(helper, done, index));
+    (xmm_off(xmm), done)
 }
 
 /// Jumps to `helper` unless SSE instructions may run (SDM Vol. 3A Table 13-1: CR0.EM = 0,

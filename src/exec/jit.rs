@@ -409,10 +409,7 @@ impl JitEngine {
         plat: &mut P,
         budget: u64,
     ) -> StopReason {
-        let t0 = std::time::Instant::now();
-        let r = self.run_inner(cpu, mem, plat, budget, 0, false);
-        self.stats.run_ns += t0.elapsed().as_nanos() as u64;
-        r
+        self.run_with_slack(cpu, mem, plat, budget, 0)
     }
 
     /// Like [`JitEngine::run`], but a block that does not fit in what is left of `budget`
